@@ -1,0 +1,59 @@
+# flex_ml: every install step lives here, so a fresh machine and CI get the same environment.
+#   make install   venv + pinned deps + editable package + Jupyter kernel + nbdev git hooks + data
+#   make repro     dvc repro: the whole data-to-model pipeline on the real data
+#   make test      notebook checks (nbdev_test) and the pytest suite
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# CI and offline machines fetch the raw data from a local mirror laid out like data/.
+FLEX_ML_DATA_MIRROR ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data),)
+export FLEX_ML_DATA_MIRROR
+export PATH := $(abspath $(BIN)):$(PATH)
+
+.PHONY: install data repro test test-fast export clean-nbs lab bench readme help
+help:
+	@grep -E '^#   make' Makefile | sed 's/^#   //'
+
+install: $(STAMP) data
+
+$(STAMP): requirements.txt setup.py settings.ini
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements.txt
+	$(BIN)/pip install --quiet --no-deps -e .
+	$(BIN)/python -m ipykernel install --sys-prefix --name flex-ml --display-name "Python (flex-ml)"
+	if git rev-parse --git-dir >/dev/null 2>&1; then $(BIN)/nbdev_install_hooks; fi
+	touch $(STAMP)
+
+data: $(STAMP)
+	$(BIN)/flex-ml fetch
+
+repro: install
+	$(BIN)/dvc repro
+
+test: install
+	$(BIN)/nbdev_test --n_workers 2
+	$(BIN)/python -m pytest -ra tests
+
+#   make test-fast skip the slow pipeline tests (dvc repro in a scratch copy)
+test-fast: install
+	$(BIN)/python -m pytest -ra -m "not slow" tests
+
+#   make export    regenerate flex_ml/ from nbs/ and clean the notebooks
+export: $(STAMP)
+	$(BIN)/nbdev_export
+	$(BIN)/nbdev_clean
+
+#   make lab       JupyterLab with the project's kernel
+lab: install
+	$(BIN)/jupyter lab --notebook-dir=nbs
+
+#   make bench     stage wall times and peak memory as JSON
+bench: install
+	$(BIN)/python benchmarks/pipeline.py
+
+#   make readme    README.md from nbs/index.ipynb
+readme: $(STAMP)
+	$(BIN)/jupyter nbconvert --to markdown --log-level WARN nbs/index.ipynb --output-dir . --output README

@@ -1,0 +1,58 @@
+"""Shared fixtures: the repo, the data mirror, and scratch copies of the project for pipeline runs."""
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def mirror_dir() -> Path:
+    "The raw-data mirror: FLEX_ML_DATA_MIRROR, else ../shared/data beside the repo."
+    m = os.environ.get("FLEX_ML_DATA_MIRROR") or str(ROOT.parent / "shared" / "data")
+    if not Path(m, "credit-default").exists():
+        pytest.fail(f"no data mirror at {m}: set FLEX_ML_DATA_MIRROR to a folder laid out like data/")
+    return Path(m)
+
+
+def run(cmd, cwd, check=True, env=None, timeout=900):
+    "Run a command with the venv first on PATH; return CompletedProcess (stdout+stderr text)."
+    e = dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}", FLEX_ML_DATA_MIRROR=str(mirror_dir()),
+             DVC_NO_ANALYTICS="1", **(env or {}))
+    r = subprocess.run(cmd, cwd=cwd, env=e, capture_output=True, text=True, timeout=timeout,
+                       shell=isinstance(cmd, str))
+    if check and r.returncode != 0:
+        raise AssertionError(f"{cmd} exited {r.returncode}\n--- stdout\n{r.stdout[-4000:]}\n--- stderr\n{r.stderr[-4000:]}")
+    return r
+
+
+def project_copy(dest: Path, params: Path | None = None) -> Path:
+    """Copy the project's tracked and unignored files (not data/ or artifacts) to `dest`, as a fresh git
+    repo with one commit, so DVC and DVCLive see a real repository."""
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True,
+                           text=True, check=True).stdout.split()
+    for f in files:
+        src = ROOT / f
+        if not src.is_file() or f.startswith("artifacts/") or f in ("dvc.lock",): continue
+        (dest / f).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src, dest / f)
+    if params is not None: shutil.copy(params, dest / "params.yaml")
+    for cmd in (["git", "init", "-q", "-b", "main"], ["git", "add", "-A"],
+                ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "copy"]):
+        subprocess.run(cmd, cwd=dest, check=True, capture_output=True)
+    return dest
+
+
+@pytest.fixture(scope="session")
+def credit_schema():
+    from flex_ml.schema import load_schema
+    return load_schema(ROOT / "schemas" / "credit_default.yaml")
+
+
+@pytest.fixture(scope="session")
+def credit_raw() -> Path:
+    return mirror_dir() / "credit-default" / "default_of_credit_card_clients.csv"

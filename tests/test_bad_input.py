@@ -1,0 +1,167 @@
+"""Data tier: every kind of bad input gives a clear error or a quarantined row with its reason.
+Never a bare traceback, never a silently dropped row (rows in = accepted + quarantined)."""
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from conftest import ROOT, BIN
+from flex_ml.cli import main
+
+HEADER_ROWS = 200
+
+
+@pytest.fixture
+def sample(tmp_path, credit_raw):
+    "The header and first 200 rows of the real credit file, as lines."
+    lines = credit_raw.read_text().splitlines()[: HEADER_ROWS + 1]
+    return tmp_path, lines
+
+
+def validate(tmp_path, lines=None, text=None, capsys=None, max_fraction=0.5):
+    "Run `flex-ml validate` in-process on the given file content; return (exit code, stderr, out dir)."
+    f = tmp_path / "in.csv"
+    f.write_text(text if text is not None else "\n".join(lines) + "\n")
+    params = tmp_path / "params.yaml"
+    params.write_text(f"dataset: {{schema: {ROOT}/schemas/credit_default.yaml, raw: {f}}}\n"
+                      f"validate: {{max_quarantine_fraction: {max_fraction}, min_rows: 1}}\n")
+    out = tmp_path / "out"
+    try:
+        main(["validate", "--params", str(params), "--out", str(out)]); code = 0
+    except SystemExit as e: code = e.code
+    err = capsys.readouterr().err if capsys else ""
+    return code, err, out
+
+
+def quarantine(out):
+    return pd.read_csv(out / "quarantine.csv")
+
+
+def summary(out):
+    return json.loads((out / "summary.json").read_text())
+
+
+def set_field(line, col_index, value):
+    f = line.split(","); f[col_index] = value; return ",".join(f)
+
+
+def test_clean_sample_is_all_accepted(sample, capsys):
+    tmp, lines = sample
+    code, _, out = validate(tmp, lines, capsys=capsys)
+    assert code == 0
+    s = summary(out)
+    assert (s["rows_in"], s["accepted"], s["quarantined"]) == (HEADER_ROWS, HEADER_ROWS, 0)
+
+
+def test_truncated_csv_quarantines_the_broken_line(sample, capsys):
+    tmp, lines = sample
+    code, _, out = validate(tmp, text="\n".join(lines) + "\n" + lines[5][:17], capsys=capsys)
+    assert code == 0
+    q = quarantine(out)
+    assert q["_line"].tolist() == [HEADER_ROWS + 2]
+    assert "too few fields: expected 25, found" in q["_reasons"][0]
+    s = summary(out)
+    assert s["rows_in"] == s["accepted"] + s["quarantined"] == HEADER_ROWS + 1
+
+
+def test_missing_column_is_a_clear_error(sample, capsys):
+    tmp, lines = sample
+    code, err, _ = validate(tmp, [",".join(l.split(",")[:-1]) for l in lines], capsys=capsys)
+    assert code == 2
+    assert "missing column(s) ['default_payment_next_month']" in err and "Traceback" not in err
+
+
+def test_extra_column_is_a_clear_error(sample, capsys):
+    tmp, lines = sample
+    code, err, _ = validate(tmp, [lines[0] + ",SCORE"] + [l + ",1" for l in lines[1:]], capsys=capsys)
+    assert code == 2 and "column(s) ['SCORE'] are not in schema" in err and "extra_columns: ignore" in err
+
+
+def test_wrong_type_and_out_of_range_are_quarantined_with_reasons(sample, capsys):
+    tmp, lines = sample
+    lines[3] = set_field(lines[3], 5, "twenty")   # AGE
+    lines[7] = set_field(lines[7], 5, "230")      # AGE above max
+    lines[9] = set_field(lines[9], 1, "-5")       # LIMIT_BAL below min
+    lines[11] = set_field(lines[11], 6, "1.5")    # PAY_0 not an integer
+    code, _, out = validate(tmp, lines, capsys=capsys)
+    assert code == 0
+    q = quarantine(out).set_index("_line")["_reasons"]
+    assert q[4] == "AGE: 'twenty' is not a finite number"
+    assert q[8] == "AGE: 230 is above the maximum 100"
+    assert q[10] == "LIMIT_BAL: -5 is below the minimum 0"
+    assert q[12] == "PAY_0: '1.5' is not an integer"
+    assert summary(out)["broken_rules"] == {"range": 2, "type": 2}
+
+
+def test_missing_value_and_unknown_category(sample, capsys):
+    tmp, lines = sample
+    lines[2] = set_field(lines[2], 12, "")   # BILL_AMT1 missing, not nullable
+    lines[4] = set_field(lines[4], 2, "7")   # SEX outside {1, 2}: quarantined
+    lines[6] = set_field(lines[6], 3, "9")   # EDUCATION unknown but policy keep: accepted
+    code, _, out = validate(tmp, lines, capsys=capsys)
+    q = quarantine(out).set_index("_line")["_reasons"]
+    assert q[3] == "BILL_AMT1: missing value '' (column is not nullable)"
+    assert q[5] == "SEX: unknown category '7' (allowed: 1, 2)"
+    assert 7 not in q.index
+    assert summary(out)["unknown_categories_kept"] == {"EDUCATION": 1}
+
+
+def test_duplicate_ids_keep_the_first(sample, capsys):
+    tmp, lines = sample
+    lines.append(lines[1])
+    code, _, out = validate(tmp, lines, capsys=capsys)
+    q = quarantine(out)
+    assert q["_line"].tolist() == [HEADER_ROWS + 2]
+    assert q["_reasons"][0] == "ID: duplicate id 1 (first seen on line 2)"
+
+
+def test_empty_file(sample, capsys):
+    tmp, _ = sample
+    code, err, _ = validate(tmp, text="", capsys=capsys)
+    assert code == 2 and "is empty (0 bytes)" in err
+
+
+def test_header_only_file_fails_min_rows(sample, capsys):
+    tmp, lines = sample
+    code, err, _ = validate(tmp, lines[:1], capsys=capsys)
+    assert code == 2 and "only 0 rows passed validation" in err
+
+
+def test_wrong_delimiter(sample, capsys):
+    tmp, lines = sample
+    code, err, _ = validate(tmp, [l.replace(",", ";") for l in lines], capsys=capsys)
+    assert code == 2 and "looks ';'-separated" in err
+
+
+def test_too_much_broken_fails_the_stage_but_keeps_outputs(sample, capsys):
+    tmp, lines = sample
+    lines = [lines[0]] + [set_field(l, 5, "999") for l in lines[1:]]
+    code, err, out = validate(tmp, lines, capsys=capsys, max_fraction=0.01)
+    assert code == 2 and "200 of 200 rows (100.00%) broke the contract" in err and "AGE: 200" in err
+    assert len(quarantine(out)) == 200  # the reasons are there to read
+
+
+def test_not_utf8(sample, capsys):
+    tmp, lines = sample
+    code, err, _ = validate(tmp, text="", capsys=capsys)  # writes in.csv, overwritten below
+    (tmp / "in.csv").write_bytes("\n".join(lines).encode("utf-16"))
+    code, err, _ = validate_existing(tmp, capsys)
+    assert code == 2 and "is not UTF-8 text" in err and "export the file as UTF-8" in err
+
+
+def validate_existing(tmp_path, capsys):
+    "Run validate on the in.csv already written in `tmp_path`."
+    try: main(["validate", "--params", str(tmp_path / "params.yaml"), "--out", str(tmp_path / "out")]); code = 0
+    except SystemExit as e: code = e.code
+    return code, capsys.readouterr().err, tmp_path / "out"
+
+
+def test_user_errors_never_print_a_traceback(tmp_path):
+    "Through the real console script: a missing file is one message and exit status 2."
+    r = subprocess.run([str(BIN / "flex-ml"), "validate", "--params", str(ROOT / "params.yaml"),
+                        "--input", str(tmp_path / "nope.csv"), "--out", str(tmp_path / "o")],
+                       capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 2
+    assert "Traceback" not in r.stderr and "nope.csv does not exist" in r.stderr and "hint:" in r.stderr
