@@ -16,10 +16,31 @@ from .schema import FlexMLError, Schema, load_schema
 from .split import labels
 
 # %% auto #0
-__all__ = ['calibration_table', 'expected_calibration_error', 'ks_statistic', 'binary_metrics', 'choose_threshold',
-           'slice_groups', 'slice_metrics', 'fit_baselines', 'evaluation_figure', 'run_evaluate']
+__all__ = ['bootstrap_auc', 'calibration_table', 'expected_calibration_error', 'ks_statistic', 'binary_metrics',
+           'choose_threshold', 'slice_groups', 'slice_metrics', 'fit_baselines', 'evaluation_figure', 'run_evaluate']
 
 # %% ../nbs/06_evaluate.ipynb #f027fc9d
+def bootstrap_auc(y, scores: dict, reference: str | None = None, n: int = 300, seed: int = 0) -> dict:
+    "`{name: {auc_ci_low, auc_ci_high[, delta, delta_ci_low, delta_ci_high]}}` from `n` paired resamples."
+    from sklearn.metrics import roc_auc_score
+    y = np.asarray(y); rng = np.random.default_rng(seed)
+    draws = {k: [] for k in scores}
+    for _ in range(n):
+        i = rng.integers(0, len(y), len(y))
+        if y[i].min() == y[i].max(): continue
+        for k, p in scores.items(): draws[k].append(roc_auc_score(y[i], np.asarray(p)[i]))
+    out = {}
+    for k, d in draws.items():
+        d = np.array(d)
+        r = dict(auc_ci_low=float(np.quantile(d, 0.025)), auc_ci_high=float(np.quantile(d, 0.975)))
+        if reference is not None and k != reference:
+            diff = d - np.array(draws[reference])
+            r.update(delta=float(roc_auc_score(y, scores[k]) - roc_auc_score(y, scores[reference])),
+                     delta_ci_low=float(np.quantile(diff, 0.025)), delta_ci_high=float(np.quantile(diff, 0.975)))
+        out[k] = {a: round(b, 6) for a, b in r.items()}
+    return out
+
+# %% ../nbs/06_evaluate.ipynb #a1ef2278
 def calibration_table(y, p, bins: int = 10) -> pd.DataFrame:
     "Equal-count score bins with mean score, observed rate and count."
     df = pd.DataFrame({"y": np.asarray(y), "p": np.asarray(p, dtype=float)})
@@ -31,7 +52,7 @@ def expected_calibration_error(y, p, bins: int = 10) -> float:
     t = calibration_table(y, p, bins)
     return float((t["n"] * (t["mean_score"] - t["observed_rate"]).abs()).sum() / t["n"].sum())
 
-# %% ../nbs/06_evaluate.ipynb #a1ef2278
+# %% ../nbs/06_evaluate.ipynb #c0f20589
 def ks_statistic(y, p) -> float:
     "Kolmogorov-Smirnov distance between the scores of positives and negatives."
     from scipy.stats import ks_2samp
@@ -50,7 +71,7 @@ def binary_metrics(y, p, threshold: float) -> dict:
                threshold=threshold, positive_rate=float(d.mean()), ece=expected_calibration_error(y, p))
     return {k: round(float(v), 6) for k, v in out.items()}
 
-# %% ../nbs/06_evaluate.ipynb #afdf79f2
+# %% ../nbs/06_evaluate.ipynb #438520b0
 def choose_threshold(y, p, objective: str = "f1") -> float:
     "The threshold in [0, 1] that maximises `objective` (`f1` or `youden`) for labels `y`, scores `p`."
     from sklearn.metrics import precision_recall_curve, roc_curve
@@ -65,7 +86,7 @@ def choose_threshold(y, p, objective: str = "f1") -> float:
         return float(min(thr[np.flatnonzero(j == j.max())[0]], 1.0))
     raise FlexMLError(f"unknown evaluate.threshold_objective {objective!r}", "use f1 or youden")
 
-# %% ../nbs/06_evaluate.ipynb #438520b0
+# %% ../nbs/06_evaluate.ipynb #a2f60f91
 def slice_groups(df: pd.DataFrame, col) -> pd.Series:
     "Group label of each row for slicing on `col` (categories as is, numbers by `slice_bins`)."
     v = df[col.name]
@@ -94,7 +115,7 @@ def slice_metrics(df: pd.DataFrame, y, p, schema: Schema, threshold: float, min_
         out[col.name] = res
     return out
 
-# %% ../nbs/06_evaluate.ipynb #30701b1c
+# %% ../nbs/06_evaluate.ipynb #ca5b461f
 def fit_baselines(train, valid, schema: Schema, stats: dict, params: dict | None = None) -> dict:
     "Fit `logistic` and `gbdt` baselines on train; returns `{name: fitted model}`."
     from sklearn.ensemble import HistGradientBoostingClassifier
@@ -117,7 +138,7 @@ def fit_baselines(train, valid, schema: Schema, stats: dict, params: dict | None
     gb.set_params(max_iter=int(np.argmax(aucs)) + 1).fit(xt, yt)
     return {"baseline_logistic": lr, "baseline_gbdt": gb}
 
-# %% ../nbs/06_evaluate.ipynb #ca5b461f
+# %% ../nbs/06_evaluate.ipynb #dd7e44d9
 def evaluation_figure(y, scores: dict, threshold: float | None = None):
     "A 2x2 matplotlib figure comparing `scores` (`{model: scores}`) against labels `y`."
     import matplotlib
@@ -147,7 +168,7 @@ def evaluation_figure(y, scores: dict, threshold: float | None = None):
     fig.tight_layout()
     return fig
 
-# %% ../nbs/06_evaluate.ipynb #dd7e44d9
+# %% ../nbs/06_evaluate.ipynb #f2b3c7a1
 def _score_histogram(y, p, bins: int = 20) -> list[dict]:
     edges = np.linspace(0, 1, bins + 1)
     neg, _ = np.histogram(p[y == 0], edges); pos, _ = np.histogram(p[y == 1], edges)
@@ -187,9 +208,14 @@ def run_evaluate(split_dir, train_dir, schema, out_dir, params: dict | None = No
                           template="linear", title=f"Test score histogram: {name}")
         live.log_sklearn_plot("confusion_matrix", yt, (scores["model"][1] >= thresholds["model"]).astype(int),
                               name="confusion_matrix/model.json")
-        best_baseline = max((n for n in scores if n != "model"), key=lambda n: metrics["test"][n]["auc"])
-        live.log_metric("comparison/test_auc_model_minus_best_baseline",
-                        round(metrics["test"]["model"]["auc"] - metrics["test"][best_baseline]["auc"], 6), plot=False)
+        # the model against the strongest baseline, with paired-bootstrap 95 % intervals
+        ci = bootstrap_auc(yt, {n: pt for n, (_, pt) in scores.items()}, reference="baseline_gbdt",
+                           n=ep.get("bootstrap_resamples", 300), seed=ep.get("seed", 0))
+        for name, r in ci.items():
+            metrics["test"][name].update({k: v for k, v in r.items() if k.startswith("auc_ci")})
+            for k in ("auc_ci_low", "auc_ci_high"): live.log_metric(f"test/{name}/{k}", r[k], plot=False)
+        for k in ("delta", "delta_ci_low", "delta_ci_high"):
+            live.log_metric(f"comparison/test_auc_model_minus_gbdt/{k}", ci["model"][k], plot=False)
     slices = {name: slice_metrics(test, yt, pt, schema, thresholds[name]) for name, (_, pt) in scores.items()}
     (out / "slices.json").write_text(json.dumps(slices, indent=1) + "\n")
     (out / "calibration.json").write_text(json.dumps(

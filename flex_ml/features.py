@@ -11,7 +11,7 @@ import pandas as pd
 from .schema import Column, FlexMLError, Schema, canonical_str
 
 # %% auto #0
-__all__ = ['signed_log1p', 'is_numeric_feature', 'to_model_inputs', 'fit_feature_stats', 'design_matrix']
+__all__ = ['signed_log1p', 'is_numeric_feature', 'to_model_inputs', 'derived_values', 'fit_feature_stats', 'design_matrix']
 
 # %% ../nbs/03_features.ipynb #2626d74e
 def signed_log1p(x):
@@ -41,6 +41,14 @@ def to_model_inputs(data, schema: Schema) -> dict[str, np.ndarray]:
     return out
 
 # %% ../nbs/03_features.ipynb #6be49eef
+def derived_values(x: dict, d, schema: Schema) -> np.ndarray:
+    "Values of the derived feature `d` from model inputs `x` (NaN where the denominator is 0 or missing)."
+    num, den = (x[schema[n].key] for n in d.ratio)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = np.where(den == 0, np.nan, num / np.where(den == 0, 1, den)).astype(np.float32)
+    return np.clip(r, *d.clip) if d.clip else r
+
+# %% ../nbs/03_features.ipynb #fa3bcfbe
 def fit_feature_stats(schema: Schema, train: pd.DataFrame, max_one_hot: int = 50, min_count: int = 5) -> dict:
     "Per-feature preprocessing statistics from the training rows only."
     x = to_model_inputs(train, schema)
@@ -71,16 +79,25 @@ def fit_feature_stats(schema: Schema, train: pd.DataFrame, max_one_hot: int = 50
                 counts = pd.Series(v[v != ""]).value_counts()
                 vocab = sorted(counts[counts >= min_count].index.tolist())
             stats[col.name] = dict(kind="category", key=col.key, vocabulary=vocab)
+    for d in schema.derived:
+        v = derived_values(x, d, schema).astype(np.float64)
+        present = v[~np.isnan(v)]
+        median = float(np.median(present)) if len(present) else 0.0
+        t = np.where(np.isnan(v), median, v)
+        stats[d.name] = dict(kind="derived", key=d.key, ratio=list(d.ratio), clip=d.clip, median=median,
+                             mean=float(t.mean()), std=float(t.std()) or 1.0, transform=None,
+                             indicator=bool(np.isnan(v).any()), one_hot=None)
     return stats
 
-# %% ../nbs/03_features.ipynb #a3c9f6d6
+# %% ../nbs/03_features.ipynb #b46ddaff
 def design_matrix(data, schema: Schema, stats: dict) -> np.ndarray:
     "Model inputs as one float matrix, preprocessed like the Keras model's first layers."
     x = to_model_inputs(data, schema)
     blocks = []
-    for col in schema.features:
-        st, v = stats[col.name], x[col.key]
-        if st["kind"] == "numeric":
+    for name in [c.name for c in schema.features] + [d.name for d in schema.derived]:
+        st = stats[name]
+        v = x[st["key"]] if st["kind"] != "derived" else derived_values(x, next(d for d in schema.derived if d.name == name), schema)
+        if st["kind"] in ("numeric", "derived"):
             missing = np.isnan(v)
             imputed = np.where(missing, st["median"], v).astype(np.float64)
             t = signed_log1p(imputed) if st["transform"] == "signed_log1p" else imputed

@@ -13,7 +13,7 @@ from keras import layers, ops
 from .schema import Schema
 
 # %% auto #0
-__all__ = ['NumericEncoder', 'preprocessing_block', 'build_model', 'as_tensors', 'predict_scores']
+__all__ = ['NumericEncoder', 'Ratio', 'preprocessing_block', 'build_model', 'as_tensors', 'predict_scores']
 
 # %% ../nbs/04_model.ipynb #795a4bf9
 @keras.saving.register_keras_serializable(package="flex_ml")
@@ -39,6 +39,24 @@ class NumericEncoder(layers.Layer):
                 "transform": self.transform, "indicator": self.indicator, "mode": self.mode}
 
 # %% ../nbs/04_model.ipynb #428496d3
+@keras.saving.register_keras_serializable(package="flex_ml")
+class Ratio(layers.Layer):
+    "numerator / denominator, NaN where the denominator is 0, optionally clipped."
+    def __init__(self, clip: list | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.clip = list(clip) if clip else None
+
+    def call(self, inputs):
+        num, den = (ops.cast(t, "float32") for t in inputs)
+        zero = ops.equal(den, 0.0)
+        r = num / ops.where(zero, 1.0, den)
+        nan = ops.logical_or(zero, ops.isnan(r))
+        if self.clip: r = ops.clip(r, self.clip[0], self.clip[1])
+        return ops.where(nan, float("nan"), r)
+
+    def get_config(self): return {**super().get_config(), "clip": self.clip}
+
+# %% ../nbs/04_model.ipynb #a3277f39
 def preprocessing_block(schema: Schema, stats: dict):
     "Inputs (one per feature) and the concatenated, encoded tensor."
     inputs, encoded = {}, []
@@ -56,6 +74,10 @@ def preprocessing_block(schema: Schema, stats: dict):
             x = inputs[col.key] = keras.Input(shape=(1,), dtype="string", name=col.key)
             encoded.append(layers.StringLookup(vocabulary=st["vocabulary"], output_mode="one_hot",
                                                name=f"lookup_{col.key}")(x))
+    for d in schema.derived:
+        st = stats[d.name]
+        r = Ratio(d.clip, name=f"ratio_{d.key}")([inputs[schema[n].key] for n in d.ratio])
+        encoded.append(NumericEncoder(st["median"], st["mean"], st["std"], None, st["indicator"], name=f"scale_{d.key}")(r))
     return inputs, layers.Concatenate(name="features")(encoded)
 
 def build_model(schema: Schema, stats: dict, hidden: list[int] = (128, 64), dropout: float = 0.2,
@@ -72,7 +94,7 @@ def build_model(schema: Schema, stats: dict, hidden: list[int] = (128, 64), drop
                   metrics=[keras.metrics.AUC(name="auc"), keras.metrics.AUC(curve="PR", name="pr_auc")])
     return model
 
-# %% ../nbs/04_model.ipynb #42e036de
+# %% ../nbs/04_model.ipynb #aee6bc23
 def as_tensors(inputs: dict) -> dict:
     "`{key: array}` from `to_model_inputs` as `(n, 1)` TensorFlow tensors."
     import tensorflow as tf

@@ -13,8 +13,8 @@ from pathlib import Path
 import yaml
 
 # %% auto #0
-__all__ = ['TYPES', 'ROLES', 'TRANSFORMS', 'ENCODINGS', 'UNKNOWN_POLICIES', 'FlexMLError', 'Column', 'canonical_str', 'Schema',
-           'load_schema', 'save_schema', 'infer_schema']
+__all__ = ['TYPES', 'ROLES', 'TRANSFORMS', 'ENCODINGS', 'UNKNOWN_POLICIES', 'FlexMLError', 'Column', 'canonical_str', 'Derived',
+           'Schema', 'load_schema', 'save_schema', 'infer_schema']
 
 # %% ../nbs/00_schema.ipynb #e8bfae93
 class FlexMLError(Exception):
@@ -93,6 +93,31 @@ def canonical_str(v) -> str:
 
 # %% ../nbs/00_schema.ipynb #815f6dbb
 @dataclass
+class Derived:
+    "A feature computed in the model from raw numeric features."
+    name: str
+    ratio: list[str]
+    clip: list[float] | None = None
+    description: str = ""
+
+    @property
+    def key(self) -> str: return re.sub(r"\W", "_", self.name)
+
+    def check(self, columns: dict):
+        where = f"derived feature {self.name!r}"
+        if not isinstance(self.ratio, list) or len(self.ratio) != 2:
+            raise FlexMLError(f"{where}: `ratio` must list two columns [numerator, denominator]")
+        for n in self.ratio:
+            c = columns.get(n)
+            if c is None: raise FlexMLError(f"{where}: column {n!r} is not in the schema")
+            if not (c.is_numeric and c.role == "feature"):
+                raise FlexMLError(f"{where}: column {n!r} must be a numeric feature (it is {c.type}, role {c.role})")
+        if self.clip is not None and (len(self.clip) != 2 or self.clip[0] >= self.clip[1]):
+            raise FlexMLError(f"{where}: `clip` must be [low, high] with low < high")
+        return self
+
+# %% ../nbs/00_schema.ipynb #e20eb6e5
+@dataclass
 class Schema:
     "A dataset's contract: columns plus file-level rules."
     name: str
@@ -104,6 +129,7 @@ class Schema:
     extra_columns: str = "error"
     ordered: bool = False
     source: dict = field(default_factory=dict)
+    derived: list[Derived] = field(default_factory=list)
 
     def __post_init__(self):
         names = [c.name for c in self.columns]
@@ -127,6 +153,16 @@ class Schema:
             raise FlexMLError(f"schema {self.name!r}: target_positive {self.target_positive!r} is not one of "
                               f"the target's categories {t.vocabulary}")
         if not self.features: raise FlexMLError(f"schema {self.name!r} has no feature columns")
+        known = set(Derived.__dataclass_fields__)
+        for d in self.derived:
+            if isinstance(d, dict) and (set(d) - known or not {"name", "ratio"} <= set(d)):
+                raise FlexMLError(f"schema {self.name!r}: derived feature {d.get('name')!r} needs `name` and `ratio` "
+                                  f"and may have only {sorted(known)}; it has {sorted(d)}")
+        self.derived = [Derived(**d) if isinstance(d, dict) else d for d in self.derived]
+        by_name = {c.name: c for c in self.columns}
+        for d in self.derived:
+            if d.name in by_name: raise FlexMLError(f"derived feature {d.name!r} has the name of a column")
+            d.check(by_name)
 
     def __getitem__(self, name) -> Column:
         for c in self.columns:
@@ -147,10 +183,11 @@ class Schema:
     def protected(self) -> list[Column]: return [c for c in self.columns if c.protected]
 
     def to_dict(self) -> dict:
-        d = {k: v for k, v in asdict(self).items() if k != "columns"}
+        d = {k: v for k, v in asdict(self).items() if k not in ("columns", "derived")}
         defaults = asdict(Column("x", "float"))
         d["columns"] = [{k: v for k, v in asdict(c).items() if k in ("name", "type", "role") or v != defaults[k]}
                         for c in self.columns]
+        if self.derived: d["derived"] = [{k: v for k, v in asdict(x).items() if v not in (None, "")} for x in self.derived]
         return d
 
     @classmethod
@@ -171,7 +208,7 @@ class Schema:
         if extra: raise FlexMLError(f"{origin}: unknown top-level fields {sorted(extra)}", f"known: {sorted(top)}")
         return cls(columns=cols, **{k: v for k, v in d.items() if k != "columns"})
 
-# %% ../nbs/00_schema.ipynb #e20eb6e5
+# %% ../nbs/00_schema.ipynb #74a8bc5d
 def load_schema(path) -> Schema:
     "Read and check the schema at `path`."
     path = Path(path)
@@ -186,7 +223,7 @@ def save_schema(schema: Schema, path) -> Path:
     path.write_text(yaml.safe_dump(schema.to_dict(), sort_keys=False, allow_unicode=True, width=110))
     return path
 
-# %% ../nbs/00_schema.ipynb #7abfa49f
+# %% ../nbs/00_schema.ipynb #b93ad347
 def _sniff_delimiter(path, default=","):
     with open(path, newline="", encoding="utf-8-sig") as f: head = f.readline()
     counts = {d: head.count(d) for d in (",", ";", "\t", "|")}
