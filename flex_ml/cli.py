@@ -25,7 +25,7 @@ app.add_typer(schema_app, name="schema")
 
 # %% auto #0
 __all__ = ['app', 'schema_app', 'PARAMS', 'load_params', 'dataset_paths', 'fetch', 'schema_infer', 'schema_check', 'validate',
-           'split', 'train', 'evaluate', 'export', 'report', 'main']
+           'split', 'train', 'evaluate', 'export', 'report', 'serve', 'main']
 
 # %% ../nbs/10_cli.ipynb #831b1a3f
 def load_params(path="params.yaml") -> dict:
@@ -157,6 +157,23 @@ def report(notebook: Path = typer.Option("nbs/reports/evaluation.ipynb", help="P
     typer.echo(f"wrote {html}")
 
 # %% ../nbs/10_cli.ipynb #2fd08fa1
+@app.command()
+def serve(model: Path = typer.Option("artifacts/model", help="Export folder written by `flex-ml export`."),
+          host: str = typer.Option("127.0.0.1", help="Interface to bind (0.0.0.0 in a container)."),
+          port: int = typer.Option(8000, help="TCP port."),
+          max_batch: Optional[int] = typer.Option(None, help="Most records per request [env FLEX_ML_MAX_BATCH, 10000]."),
+          max_body_bytes: Optional[int] = typer.Option(None, help="Largest request body [env FLEX_ML_MAX_BODY_BYTES, 16 MiB]."),
+          log_db: Optional[str] = typer.Option(None, help="SQLite file for the prediction log [env FLEX_ML_PREDICTION_LOG]."),
+          log_level: str = typer.Option("info", help="debug, info, warning or error.")):
+    """Serve the exported model over HTTP. API keys: set FLEX_ML_API_KEYS (comma-separated) to require
+    the X-API-Key header; unset, the service is open (bind it to loopback)."""
+    from flex_ml.serve import ServeSettings, serve as run_server
+    settings = ServeSettings.from_env(max_batch=max_batch, max_body_bytes=max_body_bytes, log_db=log_db)
+    if not settings.api_keys and host not in ("127.0.0.1", "localhost", "::1"):
+        typer.echo(f"warning: serving on {host} without API keys (set FLEX_ML_API_KEYS)", err=True)
+    run_server(model, host, port, settings, log_level=log_level)
+
+# %% ../nbs/10_cli.ipynb #c84afa18
 def main(argv: list[str] | None = None):
     "Run the CLI; turn `FlexMLError` into a message and exit status 2."
     try:

@@ -75,14 +75,18 @@ def golden_examples(model, test: pd.DataFrame, schema: Schema, n: int = 20, seed
     rows = test.iloc[np.sort(idx)].to_dict(orient="records")
     records = [to_raw_record(r, schema) for r in rows]
     names = [f"test line {r['_line']}" for r in rows]
+    # edge cases the contract allows, so they are valid requests to the service too
     edge = dict(records[0])
-    records.append({k: None for k in edge}); names.append("every feature missing")
-    cat = next((c for c in schema.features if c.type == "category"), None)
+    nullable = [c.name for c in schema.features if c.nullable]
+    if nullable:
+        records.append(dict(edge, **{n: None for n in nullable})); names.append("every nullable feature missing")
+    cat = next((c for c in schema.features if c.type == "category" and c.unknown == "keep"), None)
     if cat is not None:
         records.append(dict(edge, **{cat.name: "__unseen__"})); names.append(f"unknown {cat.name}")
     expected = predict_scores(model, records, schema)
-    return [dict(name=nm, record=rec, expected_score=float(p), label=(int(r) if i < len(rows) else None))
-            for i, (nm, rec, p, r) in enumerate(zip(names, records, expected, list(y[np.sort(idx)]) + [None, None]))]
+    truth = [int(v) for v in y[np.sort(idx)]] + [None] * (len(records) - len(rows))
+    return [dict(name=nm, record=rec, expected_score=float(p), label=t)
+            for nm, rec, p, t in zip(names, records, expected, truth)]
 
 def check_parity(score_fn, golden: list[dict], schema: Schema, tolerance: float = 1e-6) -> float:
     "Raise `FlexMLError` when `score_fn` misses a golden score by more than `tolerance`; return the max gap."

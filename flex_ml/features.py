@@ -28,13 +28,29 @@ def _numeric_values(values, col: Column) -> np.ndarray:
 
 def is_numeric_feature(col: Column) -> bool: return col.is_numeric or col.type in ("timestamp", "bool")
 
-def to_model_inputs(data, schema: Schema) -> dict[str, np.ndarray]:
-    "Feature columns of `data` (DataFrame or list of dicts) as `{key: array}` for the model."
-    df = pd.DataFrame.from_records(data) if isinstance(data, list) else data
+def _records_to_inputs(records: list[dict], schema: Schema) -> dict[str, np.ndarray]:
+    "Fast path for a list of dicts (the service's requests): no DataFrame, a few microseconds a field."
     out = {}
     for col in schema.features:
-        if col.name not in df: raise FlexMLError(f"input has no column {col.name!r}", "every feature in the schema is needed")
-        v = df[col.name]
+        try: vals = [r[col.name] for r in records]
+        except KeyError:
+            i = next(i for i, r in enumerate(records) if col.name not in r)
+            raise FlexMLError(f"record {i} has no field {col.name!r}", "send every feature; null means missing") from None
+        if col.type in ("integer", "float"):
+            try: out[col.key] = np.array([np.nan if v is None else v for v in vals], dtype=np.float32)
+            except (TypeError, ValueError):
+                raise FlexMLError(f"field {col.name!r} has a value that is not a number", "send numbers or null") from None
+        elif is_numeric_feature(col): out[col.key] = _numeric_values(vals, col)
+        else: out[col.key] = np.array(["" if v is None else canonical_str(v) for v in vals], dtype=object)
+    return out
+
+def to_model_inputs(data, schema: Schema) -> dict[str, np.ndarray]:
+    "Feature columns of `data` (DataFrame or list of dicts) as `{key: array}` for the model."
+    if isinstance(data, list): return _records_to_inputs(data, schema)
+    out = {}
+    for col in schema.features:
+        if col.name not in data: raise FlexMLError(f"input has no column {col.name!r}", "every feature in the schema is needed")
+        v = data[col.name]
         if is_numeric_feature(col): out[col.key] = _numeric_values(v.to_numpy(object), col)
         else: out[col.key] = np.array(["" if (x is None or x is pd.NA or (isinstance(x, float) and np.isnan(x)))
                                         else canonical_str(x) for x in v.to_numpy(object)], dtype=object)

@@ -56,3 +56,11 @@ def credit_schema():
 @pytest.fixture(scope="session")
 def credit_raw() -> Path:
     return mirror_dir() / "credit-default" / "default_of_credit_card_clients.csv"
+
+
+@pytest.fixture(scope="session")
+def credit_project(tmp_path_factory):
+    "A scratch copy of the project after `flex-ml fetch` and `dvc repro` on the credit data: (path, result)."
+    p = project_copy(tmp_path_factory.mktemp("credit"))
+    run(["flex-ml", "fetch", "--timeout", "5"], p)
+    return p, run(["dvc", "repro"], p)

@@ -69,4 +69,4 @@ def test_savedmodel_takes_raw_records_and_matches(trained, credit_schema, tmp_pa
     assert isinstance(rec["EDUCATION"], int)
     assert score(to_model_inputs([rec], credit_schema)).shape == (1,)
     names = {g["name"] for g in golden}
-    assert {"every feature missing", "unknown EDUCATION"} <= names
+    assert "unknown EDUCATION" in names  # credit has no nullable feature: no "missing" golden record

@@ -8,17 +8,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import ROOT, project_copy, run
+from conftest import ROOT, project_copy, run  # credit_project: conftest
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def credit_project(tmp_path_factory):
-    p = project_copy(tmp_path_factory.mktemp("credit"))
-    run(["flex-ml", "fetch", "--timeout", "5"], p)
-    r = run(["dvc", "repro"], p)
-    return p, r
 
 
 def test_repro_produces_every_stage(credit_project):

@@ -1,0 +1,238 @@
+"""Serving: the exported model behind a real HTTP server on loopback (`flex-ml serve`), driven by a
+real HTTP client. Uses the export of the credit pipeline run (conftest.credit_project)."""
+import json
+import os
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from conftest import BIN
+
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0)); return s.getsockname()[1]
+
+
+class Server:
+    "`flex-ml serve` in a subprocess on a free loopback port."
+    def __init__(self, model: Path, env: dict | None = None, args=()):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = open(model.parent / f"serve-{self.port}.log", "w+")
+        self.proc = subprocess.Popen([str(BIN / "flex-ml"), "serve", "--model", str(model), "--port", str(self.port), *args],
+                                     env=dict(os.environ, **(env or {})), stdout=self.log, stderr=subprocess.STDOUT)
+        self.client = httpx.Client(base_url=self.url, timeout=30)
+        deadline = time.time() + 90
+        while time.time() < deadline:
+            try:
+                if self.client.get("/v1/ready").status_code == 200: return
+            except httpx.TransportError: pass
+            if self.proc.poll() is not None: break
+            time.sleep(0.2)
+        raise AssertionError(f"server did not become ready:\n{self.output()}")
+
+    def output(self) -> str:
+        self.log.flush(); self.log.seek(0); return self.log.read()
+
+    def stop(self, timeout=30) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        code = self.proc.wait(timeout)
+        self.client.close(); return code
+
+
+@pytest.fixture(scope="module")
+def export(credit_project, tmp_path_factory) -> Path:
+    "A private copy of the export (tests edit its contract or swap versions)."
+    dest = tmp_path_factory.mktemp("serve") / "model"
+    shutil.copytree(credit_project[0] / "artifacts" / "model", dest)
+    return dest
+
+
+@pytest.fixture(scope="module")
+def server(export):
+    s = Server(export)
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="module")
+def golden(export):
+    return json.loads((export / "golden_examples.json").read_text())
+
+
+def test_golden_scores_through_http(server, golden):
+    r = server.client.post("/v1/predict", json={"records": [g["record"] for g in golden]})
+    assert r.status_code == 200
+    body = r.json()
+    gaps = [abs(p["score"] - g["expected_score"]) for p, g in zip(body["predictions"], golden)]
+    assert max(gaps) <= 1e-6 and len(gaps) == len(golden)
+    assert {p["decision"] for p in body["predictions"]} <= {"accept", "decline"}
+    one = server.client.post("/v1/predict", json={"records": [golden[0]["record"] | {"ID": 77}]}).json()
+    assert abs(one["predictions"][0]["score"] - golden[0]["expected_score"]) <= 1e-6
+    assert one["predictions"][0]["id"] == 77 and one["model_version"] == body["model_version"]
+
+
+def problems(r):
+    assert r.status_code == 422, r.text
+    return {(p["record"], p["field"], p["rule"]) for p in r.json()["problems"]}
+
+
+@pytest.mark.parametrize("change,expected", [
+    ({"AGE": "old"}, (0, "AGE", "int_parsing")),
+    ({"AGE": 130}, (0, "AGE", "less_than_equal")),
+    ({"LIMIT_BAL": -1}, (0, "LIMIT_BAL", "greater_than_equal")),
+    ({"PAY_0": 1.5}, (0, "PAY_0", "int_from_float")),
+    ({"SEX": 1}, (0, "SEX", "extra_forbidden")),
+    ({"AGE": None}, (0, "AGE", "int_type")),
+])
+def test_bad_records_get_422_naming_field_and_rule(server, golden, change, expected):
+    assert expected in problems(server.client.post("/v1/predict", json={"records": [golden[0]["record"] | change]}))
+
+
+def test_missing_field(server, golden):
+    rec = dict(golden[0]["record"]); rec.pop("BILL_AMT3")
+    assert (0, "BILL_AMT3", "missing") in problems(server.client.post("/v1/predict", json={"records": [rec]}))
+
+
+def test_nan_and_infinity(server, golden):
+    rec = golden[0]["record"]
+    for token in ("NaN", "Infinity", "-Infinity"):
+        body = json.dumps({"records": [rec]}).replace(f'"LIMIT_BAL": {rec["LIMIT_BAL"]}', f'"LIMIT_BAL": {token}')
+        r = server.client.post("/v1/predict", content=body, headers={"content-type": "application/json"})
+        assert (0, "LIMIT_BAL", "finite_number") in problems(r), token
+
+
+def test_empty_and_invalid_bodies(server):
+    for content in (b"", b"{", b"[]", b'{"records": []}', b'{"records": "x"}', b"not json"):
+        r = server.client.post("/v1/predict", content=content, headers={"content-type": "application/json"})
+        assert r.status_code == 422, (content, r.text)
+        assert r.json()["problems"], content
+
+
+def test_limits_and_unknown_category_policy(export, golden, tmp_path):
+    "Batch and body limits come from settings; the unknown-category rule comes from the contract."
+    strict = tmp_path / "model"
+    shutil.copytree(export, strict)
+    schema = yaml.safe_load((strict / "schema.yaml").read_text())
+    for c in schema["columns"]:
+        if c["name"] == "EDUCATION": c["unknown"] = "quarantine"
+    (strict / "schema.yaml").write_text(yaml.safe_dump(schema, sort_keys=False))
+    s = Server(strict, env={"FLEX_ML_MAX_BATCH": "5", "FLEX_ML_MAX_BODY_BYTES": "20000"})
+    try:
+        rec = golden[0]["record"]
+        assert (0, "EDUCATION", "literal_error") in problems(s.client.post("/v1/predict", json={"records": [rec | {"EDUCATION": 9}]}))
+        assert s.client.post("/v1/predict", json={"records": [rec | {"EDUCATION": 2}]}).status_code == 200
+        assert (None, "records", "too_long") in problems(s.client.post("/v1/predict", json={"records": [rec] * 6}))
+        big = s.client.post("/v1/predict", json={"records": [rec] * 200})
+        assert big.status_code == 413 and "limit is 20000" in big.json()["detail"]
+    finally:
+        s.stop()
+
+
+def test_health_ready_model_metrics_openapi(server):
+    c = server.client
+    assert c.get("/v1/health").json() == {"status": "ok"}
+    ready = c.get("/v1/ready").json()
+    info = c.get("/v1/model").json()
+    assert ready["model_version"] == info["version"] and "## Intended use" in info["model_card"]
+    assert info["metadata"]["schema"]["name"] == "credit_default"
+    m = c.get("/metrics").text
+    assert 'flex_ml_requests_total{path="/v1/predict",status="200"}' in m
+    assert "flex_ml_request_seconds_bucket" in m and "flex_ml_batch_records_bucket" in m and "flex_ml_scores_bucket" in m
+    spec = c.get("/openapi.json").json()
+    record = spec["components"]["schemas"]["CreditDefaultRecord"]
+    assert record["properties"]["AGE"]["maximum"] == 100 and record["properties"]["AGE"]["examples"]
+    assert "SEX" not in record["properties"] and record["additionalProperties"] is False
+
+
+def test_api_key_auth(export, golden):
+    s = Server(export, env={"FLEX_ML_API_KEYS": "k-one,k-two-secret"})
+    try:
+        body = {"records": [golden[0]["record"]]}
+        assert s.client.post("/v1/predict", json=body).status_code == 401
+        assert s.client.post("/v1/predict", json=body, headers={"X-API-Key": "wrong"}).status_code == 401
+        assert s.client.post("/v1/predict", json=body, headers={"X-API-Key": "k-two-secret"}).status_code == 200
+        assert s.client.get("/v1/health").status_code == 200  # probes need no key
+    finally:
+        s.stop()
+    assert "k-two-secret" not in s.output() and "k-one" not in s.output()
+
+
+def test_hot_reload_under_load_has_no_failed_request(server, golden, export):
+    body = {"records": [golden[0]["record"]]}
+    failures, done, stop = [], [0], threading.Event()
+    def load():
+        with httpx.Client(base_url=server.url, timeout=30) as c:
+            while not stop.is_set():
+                r = c.post("/v1/predict", json=body)
+                if r.status_code != 200: failures.append(r.status_code)
+                done[0] += 1
+    threads = [threading.Thread(target=load) for _ in range(3)]
+    for t in threads: t.start()
+    try:
+        time.sleep(0.5)
+        for _ in range(2):
+            r = server.client.post("/v1/admin/reload", json={"path": str(export)})
+            assert r.status_code == 200, r.text
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        for t in threads: t.join()
+    assert not failures and done[0] > 50
+    assert 'flex_ml_model_reloads_total{outcome="ok"} 2.0' in server.client.get("/metrics").text
+    bad = server.client.post("/v1/admin/reload", json={"path": "/nonexistent"})
+    assert bad.status_code == 409 and "not a flex_ml export" in bad.json()["detail"]
+
+
+def test_bounded_load_has_zero_errors(server, golden):
+    body = {"records": [golden[1]["record"]]}
+    errors, count, deadline = [], [0], time.time() + 3
+    def load():
+        with httpx.Client(base_url=server.url, timeout=30) as c:
+            while time.time() < deadline:
+                r = c.post("/v1/predict", json=body)
+                count[0] += 1
+                if r.status_code != 200: errors.append(r.status_code)
+    threads = [threading.Thread(target=load) for _ in range(4)]
+    for t in threads: t.start()
+    for t in threads: t.join()
+    assert not errors and count[0] > 100
+
+
+def test_graceful_shutdown_finishes_requests_and_flushes_log(export, golden, tmp_path):
+    db = tmp_path / "predictions.db"
+    s = Server(export, args=("--log-db", str(db)))
+    rec = golden[0]["record"]
+    n_small = 20
+    for _ in range(n_small): assert s.client.post("/v1/predict", json={"records": [rec]}).status_code == 200
+    result, started = {}, threading.Event()
+    payload = json.dumps({"records": [rec] * 5000}).encode()
+    def body():  # a slow upload: the request is surely in flight when SIGTERM arrives
+        yield payload[:1000]
+        started.set(); time.sleep(1.0)
+        yield payload[1000:]
+    def big():
+        with httpx.Client(base_url=s.url, timeout=60) as c:
+            result["r"] = c.post("/v1/predict", content=body(), headers={"content-type": "application/json"})
+    t = threading.Thread(target=big); t.start()
+    started.wait(30); time.sleep(0.2)
+    code = s.stop(timeout=60)
+    t.join()
+    # uvicorn re-raises SIGTERM after its graceful shutdown, so the exit status is the signal's
+    assert code in (0, -signal.SIGTERM)
+    assert "prediction log flushed: 5020 records" in s.output()
+    assert result["r"].status_code == 200 and len(result["r"].json()["predictions"]) == 5000
+    rows = sqlite3.connect(db).execute("select count(*), count(distinct model_version) from predictions").fetchone()
+    assert rows == (n_small + 5000, 1)
