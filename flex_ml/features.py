@@ -94,7 +94,9 @@ def fit_feature_stats(schema: Schema, train: pd.DataFrame, max_one_hot: int = 50
             else:
                 counts = pd.Series(v[v != ""]).value_counts()
                 vocab = sorted(counts[counts >= min_count].index.tolist())
-            stats[col.name] = dict(kind="category", key=col.key, vocabulary=vocab)
+            counts = pd.Series(v[v != ""]).value_counts()
+            stats[col.name] = dict(kind="category", key=col.key, vocabulary=vocab,
+                                   mode=str(counts.index[0]) if len(counts) else "")
     for d in schema.derived:
         v = derived_values(x, d, schema).astype(np.float64)
         present = v[~np.isnan(v)]

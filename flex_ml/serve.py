@@ -60,7 +60,9 @@ def request_model(schema: Schema, max_batch: int, example: dict | None = None) -
     Record = record_model(schema, example)
     return create_model("PredictRequest", __config__=ConfigDict(extra="forbid"),
                         records=(list[Record], Field(..., min_length=1, max_length=max_batch,
-                                                     description=f"1 to {max_batch} raw records")))
+                                                     description=f"1 to {max_batch} raw records")),
+                        explain=(bool, Field(False, description="add reason codes: the fields that raised each score most")),
+                        top_reasons=(int, Field(3, ge=1, le=20, description="how many reason codes per record")))
 
 # %% ../nbs/08_serve.ipynb #f191c75c
 class ServingModel:
@@ -78,10 +80,37 @@ class ServingModel:
         self.version = self.metadata["version"]
         self.threshold = float(self.metadata["threshold"])
         self._score = load_serving_function(self.path)
+        self._reference = self.reference_record()
 
     def score(self, records: list[dict]) -> np.ndarray:
         "Scores of raw `records` (dicts of feature values, None for missing)."
         return self._score(to_model_inputs(records, self.schema))
+
+    def reference_record(self) -> dict:
+        "A typical applicant: the training median of each number, the most frequent category."
+        stats = json.loads((self.path / "feature_stats.json").read_text())
+        ref = {}
+        for c in self.schema.features:
+            st = stats[c.name]
+            if st["kind"] == "category":
+                ref[c.name] = int(st["mode"]) if st["mode"].lstrip("-").isdigit() else st["mode"]
+            else: ref[c.name] = int(st["median"]) if c.type == "integer" else st["median"]
+        return ref
+
+    def explain(self, records: list[dict], scores, top: int = 3) -> list[list[dict]]:
+        """Reason codes: for each record, the fields whose actual value raised the score most against a
+        typical applicant's value (occlusion: each field in turn set to the reference, all in one call)."""
+        ref = self._reference
+        feats = [c.name for c in self.schema.features]
+        variants = [dict(r, **{f: ref[f]}) for r in records for f in feats]
+        base = self.score(variants).reshape(len(records), len(feats))
+        out = []
+        for rec, p, row in zip(records, scores, base):
+            impact = float(p) - row  # > 0: this field's value pushed the score up
+            order = [i for i in np.argsort(-impact, kind="stable") if impact[i] > 1e-6][:top]
+            out.append([{"field": feats[i], "value": rec[feats[i]], "typical": ref[feats[i]],
+                         "impact": round(float(impact[i]), 6)} for i in order])
+        return out
 
     def warm_up(self, tolerance: float = 1e-6) -> float:
         "Score the golden examples; raise `FlexMLError` if any differs by more than `tolerance`."
@@ -309,6 +338,8 @@ def create_app(model_dir, settings: ServeSettings | None = None):
         idname = schema.id.name if schema.id else None
         out = [{"score": float(p), "decision": "decline" if d else "accept"} | ({"id": r.get(idname)} if idname else {})
                for p, d, r in zip(scores, decisions, records)]
+        if req.explain:
+            for o, reasons in zip(out, model.explain(records, scores, req.top_reasons)): o["reasons"] = reasons
         body = {"model_version": model.version, "threshold": model.threshold, "predictions": out}
         return Response(orjson.dumps(body), media_type="application/json")
 

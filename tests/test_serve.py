@@ -236,3 +236,18 @@ def test_graceful_shutdown_finishes_requests_and_flushes_log(export, golden, tmp
     assert result["r"].status_code == 200 and len(result["r"].json()["predictions"]) == 5000
     rows = sqlite3.connect(db).execute("select count(*), count(distinct model_version) from predictions").fetchone()
     assert rows == (n_small + 5000, 1)
+
+
+def test_reason_codes_are_stable_and_name_the_driver(server, golden):
+    rec = golden[0]["record"] | {"PAY_0": 3, "PAY_2": 0, "PAY_3": 0, "PAY_4": 0, "PAY_5": 0, "PAY_6": 0}
+    body = {"records": [rec], "explain": True, "top_reasons": 4}
+    a, b = (server.client.post("/v1/predict", json=body).json() for _ in range(2))
+    assert a["predictions"] == b["predictions"]  # deterministic
+    reasons = a["predictions"][0]["reasons"]
+    assert reasons[0]["field"] == "PAY_0" and reasons[0]["value"] == 3 and reasons[0]["typical"] == 0
+    impacts = [r["impact"] for r in reasons]
+    assert len(reasons) <= 4 and all(i > 0 for i in impacts) and impacts == sorted(impacts, reverse=True)
+    plain = server.client.post("/v1/predict", json={"records": [rec]}).json()["predictions"][0]
+    assert "reasons" not in plain and plain["score"] == a["predictions"][0]["score"]
+    assert (None, "top_reasons", "less_than_equal") in problems(
+        server.client.post("/v1/predict", json=body | {"top_reasons": 50}))
