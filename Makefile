@@ -12,7 +12,7 @@ FLEX_ML_DATA_MIRROR ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data)
 export FLEX_ML_DATA_MIRROR
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: install data repro test test-fast export clean-nbs lab bench readme help
+.PHONY: install data repro test test-fast export lab serve bench readme help
 help:
 	@grep -E '^#   make' Makefile | sed 's/^#   //'
 
@@ -50,9 +50,14 @@ export: $(STAMP)
 lab: install
 	$(BIN)/jupyter lab --notebook-dir=nbs
 
-#   make bench     stage wall times and peak memory as JSON
+#   make serve     the prediction service on 127.0.0.1:8000 (after make repro)
+serve: $(STAMP)
+	$(BIN)/flex-ml serve --model artifacts/model --host 127.0.0.1 --port 8000
+
+#   make bench     pipeline and serving benchmarks, JSON
 bench: install
 	$(BIN)/python benchmarks/pipeline.py
+	$(BIN)/python benchmarks/serving.py
 
 #   make readme    README.md from nbs/index.ipynb
 readme: $(STAMP)
