@@ -11,7 +11,7 @@ WORKDIR /app
 # Only what serving imports, at the versions the project pins (requirements.txt as constraints).
 COPY requirements.txt ./
 RUN pip install -c requirements.txt tensorflow-cpu pandas pyyaml typer fastapi "uvicorn[standard]" \
-        prometheus_client orjson pydantic
+        prometheus_client orjson pydantic "psycopg[binary]"
 
 COPY settings.ini setup.py pyproject.toml README.md ./
 COPY flex_ml ./flex_ml

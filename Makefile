@@ -12,11 +12,18 @@ FLEX_ML_DATA_MIRROR ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data)
 export FLEX_ML_DATA_MIRROR
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: install data repro test test-fast export lab serve bench readme help
+.PHONY: install system-deps data repro test test-fast export lab serve bench readme help
 help:
 	@grep -E '^#   make' Makefile | sed 's/^#   //'
 
-install: $(STAMP) data
+install: system-deps $(STAMP) data
+
+# Debian packages the tests use: PostgreSQL (a real server for the prediction-log tests).
+system-deps:
+	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; \
+	  else echo "PostgreSQL is missing: run 'sudo apt-get install postgresql' (the serving tests start a server)"; exit 1; fi; \
+	fi
 
 $(STAMP): requirements.txt setup.py settings.ini
 	$(PYTHON) -m venv $(VENV)

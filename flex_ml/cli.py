@@ -163,7 +163,7 @@ def serve(model: Path = typer.Option("artifacts/model", help="Export folder writ
           port: int = typer.Option(8000, help="TCP port."),
           max_batch: Optional[int] = typer.Option(None, help="Most records per request [env FLEX_ML_MAX_BATCH, 10000]."),
           max_body_bytes: Optional[int] = typer.Option(None, help="Largest request body [env FLEX_ML_MAX_BODY_BYTES, 16 MiB]."),
-          log_db: Optional[str] = typer.Option(None, help="SQLite file for the prediction log [env FLEX_ML_PREDICTION_LOG]."),
+          log_db: Optional[str] = typer.Option(None, help="Prediction log: a SQLite file or a postgresql:// URL [env FLEX_ML_PREDICTION_LOG]."),
           log_level: str = typer.Option("info", help="debug, info, warning or error.")):
     """Serve the exported model over HTTP. API keys: set FLEX_ML_API_KEYS (comma-separated) to require
     the X-API-Key header; unset, the service is open (bind it to loopback)."""

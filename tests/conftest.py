@@ -64,3 +64,35 @@ def credit_project(tmp_path_factory):
     p = project_copy(tmp_path_factory.mktemp("credit"))
     run(["flex-ml", "fetch", "--timeout", "5"], p)
     return p, run(["dvc", "repro"], p)
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A real PostgreSQL server on loopback for the session (Debian's postgresql package; `make install`
+    installs it when missing). Runs as the `postgres` user when the tests run as root."""
+    import glob, pwd, tempfile
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    if not found: pytest.fail("PostgreSQL is not installed: run `make install` (it installs Debian's postgresql)")
+    bin_dir = Path(found[-1]).parent
+    base = Path(tempfile.mkdtemp(prefix="flex-ml-pg-", dir="/tmp"))
+    as_user = []
+    if os.geteuid() == 0:
+        pw = pwd.getpwnam("postgres")
+        os.chown(base, pw.pw_uid, pw.pw_gid)
+        as_user = ["runuser", "-u", "postgres", "--"]
+    port = _free_port()
+    subprocess.run(as_user + [str(bin_dir / "initdb"), "-D", str(base / "data"), "-A", "trust", "-U", "flex"],
+                   check=True, capture_output=True)
+    subprocess.run(as_user + [str(bin_dir / "pg_ctl"), "-D", str(base / "data"), "-l", str(base / "log"), "-w", "-o",
+                              f"-p {port} -k {base} -c listen_addresses=127.0.0.1", "start"], check=True, capture_output=True)
+    try:
+        yield f"postgresql://flex@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run(as_user + [str(bin_dir / "pg_ctl"), "-D", str(base / "data"), "-m", "fast", "stop"], capture_output=True)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0)); return s.getsockname()[1]

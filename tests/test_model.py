@@ -60,10 +60,13 @@ def test_training_is_reproducible(trained, credit_schema):
 
 def test_savedmodel_takes_raw_records_and_matches(trained, credit_schema, tmp_path):
     model, _, _, s = trained
+    from flex_ml.schema import save_schema
     export_saved_model(model, credit_schema, tmp_path / "m")
-    score = load_serving_function(tmp_path / "m")
+    save_schema(credit_schema, tmp_path / "m" / "schema.yaml")  # the packed endpoint's column order
     golden = golden_examples(model, s["test"], credit_schema, n=10)
-    assert check_parity(score, golden, credit_schema) <= 1e-6
+    for endpoint in ("serve", "serve_packed"):
+        assert check_parity(load_serving_function(tmp_path / "m", endpoint), golden, credit_schema) <= 1e-6
+    score = load_serving_function(tmp_path / "m")
     # a raw record as the source has it, categories given as JSON numbers
     rec = to_raw_record(s["test"].iloc[0].to_dict(), credit_schema)
     assert isinstance(rec["EDUCATION"], int)

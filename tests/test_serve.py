@@ -251,3 +251,22 @@ def test_reason_codes_are_stable_and_name_the_driver(server, golden):
     assert "reasons" not in plain and plain["score"] == a["predictions"][0]["score"]
     assert (None, "top_reasons", "less_than_equal") in problems(
         server.client.post("/v1/predict", json=body | {"top_reasons": 50}))
+
+
+def test_prediction_log_in_postgresql(export, golden, postgres_url):
+    import psycopg
+    s = Server(export, args=("--log-db", postgres_url))
+    try:
+        for _ in range(30): assert s.client.post("/v1/predict", json={"records": [golden[0]["record"]]}).status_code == 200
+        s.client.post("/v1/predict", json={"records": [g["record"] for g in golden]})
+    finally:
+        s.stop()
+    with psycopg.connect(postgres_url) as db:
+        n, versions, top = db.execute("select count(*), count(distinct model_version), max(score) from predictions").fetchone()
+    assert n == 30 + len(golden) and versions == 1 and 0 < top < 1
+
+
+def test_bad_log_url_is_a_clear_startup_error(export):
+    r = subprocess.run([str(BIN / "flex-ml"), "serve", "--model", str(export), "--port", str(free_port()),
+                        "--log-db", "postgresql://nobody@127.0.0.1:1/none"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "cannot connect to the prediction log database" in r.stderr and "Traceback" not in r.stderr
