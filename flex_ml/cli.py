@@ -25,7 +25,7 @@ app.add_typer(schema_app, name="schema")
 
 # %% auto #0
 __all__ = ['app', 'schema_app', 'PARAMS', 'load_params', 'dataset_paths', 'fetch', 'schema_infer', 'schema_check', 'validate',
-           'split', 'train', 'evaluate', 'export', 'report', 'serve', 'main']
+           'split', 'train', 'evaluate', 'export', 'report', 'serve', 'score', 'main']
 
 # %% ../nbs/10_cli.ipynb #831b1a3f
 def load_params(path="params.yaml") -> dict:
@@ -172,6 +172,15 @@ def serve(model: Path = typer.Option("artifacts/model", help="Export folder writ
     if not settings.api_keys and host not in ("127.0.0.1", "localhost", "::1"):
         typer.echo(f"warning: serving on {host} without API keys (set FLEX_ML_API_KEYS)", err=True)
     run_server(model, host, port, settings, log_level=log_level)
+@app.command()
+def score(input: Path = typer.Argument(..., help="Raw delimited file to score."),
+          output: Path = typer.Option(..., "--out", "-o", help="Parquet file to write."),
+          model: Path = typer.Option("artifacts/model", help="Export folder."),
+          chunk_rows: int = typer.Option(50_000, help="Rows per chunk (memory stays flat)."),
+          progress: bool = typer.Option(True, help="Show a progress bar.")):
+    "Batch-score a large raw file in chunks: the service's scores and decisions, as Parquet."
+    from flex_ml.score import score_file
+    _echo_json(score_file(model, input, output, chunk_rows=chunk_rows, progress=progress))
 
 # %% ../nbs/10_cli.ipynb #c84afa18
 def main(argv: list[str] | None = None):

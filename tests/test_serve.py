@@ -270,3 +270,20 @@ def test_bad_log_url_is_a_clear_startup_error(export):
     r = subprocess.run([str(BIN / "flex-ml"), "serve", "--model", str(export), "--port", str(free_port()),
                         "--log-db", "postgresql://nobody@127.0.0.1:1/none"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "cannot connect to the prediction log database" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_batch_scoring_matches_golden_and_quarantines(export, golden, tmp_path, credit_raw):
+    "flex-ml score: the service's scores from a file, in chunks, with bad rows quarantined."
+    import pandas as pd
+    rows = [dict(g["record"], ID=i + 1) for i, g in enumerate(golden)]
+    pd.DataFrame(rows + [dict(rows[0], ID=999, LIMIT_BAL="oops")]).to_csv(tmp_path / "in.csv", index=False)
+    r = subprocess.run([str(BIN / "flex-ml"), "score", str(tmp_path / "in.csv"), "-o", str(tmp_path / "out.parquet"),
+                        "--model", str(export), "--chunk-rows", "7", "--no-progress"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    summary = json.loads(r.stdout)
+    assert (summary["rows"], summary["scored"], summary["quarantined"]) == (len(golden) + 1, len(golden), 1)
+    out = pd.read_parquet(tmp_path / "out.parquet")
+    gaps = (out["score"].to_numpy() - [g["expected_score"] for g in golden])
+    assert abs(gaps).max() <= 1e-6 and out["ID"].tolist() == list(range(1, len(golden) + 1))
+    q = pd.read_csv(tmp_path / "out.quarantine.csv")
+    assert q["_row"].tolist() == [len(golden) + 1] and q["_reasons"][0] == "LIMIT_BAL: 'oops' is not a finite number"
