@@ -38,7 +38,7 @@ def score_file(model_dir, input, output, quarantine=None, chunk_rows: int = 50_0
     if missing: raise FlexMLError(f"{input}: missing column(s) {missing} that the model needs",
                                   f"the file has: {', '.join(header)}")
     keep_target = schema.target.name in header
-    total = sum(1 for _ in open(input, "rb")) - 1
+    with open(input, "rb") as f: total = sum(1 for _ in f) - 1  # for the progress bar
     writer, n_in, n_ok, n_bad, t0 = None, 0, 0, 0, time.perf_counter()
     if quarantine.exists(): quarantine.unlink()
     reader = pd.read_csv(input, sep=schema.delimiter, dtype=str, keep_default_na=False, chunksize=chunk_rows,
