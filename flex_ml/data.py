@@ -9,13 +9,15 @@ import csv
 import hashlib
 import io
 import os
-import shutil
 import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .schema import FlexMLError, Schema
+
+if TYPE_CHECKING: import pandas as pd  # imported where used: fetching needs no pandas
 
 # %% auto #0
 __all__ = ['sha256_file', 'verify_raw_file', 'canonical_bytes', 'fetch_dataset', 'RawIssue', 'RawTable', 'read_raw']

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .features import design_matrix, to_model_inputs
+from .features import design_matrix
 from .schema import FlexMLError, Schema, load_schema
 from .split import labels
 
@@ -125,7 +125,6 @@ def fit_baselines(train, valid, schema: Schema, stats: dict, params: dict | None
     xv, yv = design_matrix(valid, schema, stats), labels(valid, schema)
     lr = LogisticRegression(max_iter=2000, C=params.get("logistic_C", 1.0)).fit(xt, yt)
     g = params.get("gbdt", {})
-    seed = params.get("seed", 42)
     from sklearn.metrics import roc_auc_score
     hp = dict(learning_rate=g.get("learning_rate", 0.05), max_leaf_nodes=g.get("max_leaf_nodes", 31),
               min_samples_leaf=g.get("min_samples_leaf", 20), l2_regularization=g.get("l2_regularization", 0.0),

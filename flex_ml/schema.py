@@ -5,7 +5,6 @@
 # %% ../nbs/00_schema.ipynb #6a61a173
 from __future__ import annotations
 
-import csv
 import re
 from dataclasses import dataclass, field, asdict
 from pathlib import Path

@@ -5,7 +5,6 @@
 # %% ../nbs/08a_score.ipynb #d0c40119
 from __future__ import annotations
 
-import json
 import resource
 import time
 from pathlib import Path

@@ -2,7 +2,6 @@
 Never a bare traceback, never a silently dropped row (rows in = accepted + quarantined)."""
 import json
 import subprocess
-import sys
 
 import pandas as pd
 import pytest

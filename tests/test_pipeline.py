@@ -3,10 +3,7 @@ The credit run uses the committed params.yaml (the README's main job); the bank-
 proves a second dataset needs only a schema and params."""
 import json
 
-import numpy as np
-import pandas as pd
 import pytest
-import yaml
 
 from conftest import ROOT, project_copy, run  # credit_project: conftest
 

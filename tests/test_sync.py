@@ -3,7 +3,6 @@ import filecmp
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 from conftest import ROOT, BIN
 
