@@ -12,7 +12,7 @@ FLEX_ML_DATA_MIRROR ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data)
 export FLEX_ML_DATA_MIRROR
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: install system-deps data repro test test-fast export lab serve bench readme help
+.PHONY: install system-deps data repro test test-fast export lab serve bench readme docs help
 help:
 	@grep -E '^#   make' Makefile | sed 's/^#   //'
 
@@ -23,6 +23,11 @@ system-deps:
 	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; \
 	  else echo "PostgreSQL is missing: run 'sudo apt-get install postgresql' (the serving tests start a server)"; exit 1; fi; \
+	fi
+# Chromium (the docs site's browser tests) and Graphviz (the `dvc dag` picture in the docs).
+	@if ! command -v chromium >/dev/null 2>&1 || ! command -v dot >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium graphviz; \
+	  else echo "Chromium or Graphviz is missing: run 'sudo apt-get install chromium graphviz' (docs site and its browser tests)"; exit 1; fi; \
 	fi
 
 $(STAMP): requirements.txt setup.py settings.ini
@@ -65,6 +70,10 @@ serve: $(STAMP)
 bench: install
 	$(BIN)/python benchmarks/pipeline.py
 	$(BIN)/python benchmarks/serving.py
+
+#   make docs      the docs site in site/ (offline: API from the notebooks, tutorials, latest pipeline results)
+docs: repro
+	$(BIN)/python docs/build.py
 
 #   make readme    README.md from nbs/index.ipynb
 readme: $(STAMP)
