@@ -24,7 +24,7 @@ app.add_typer(schema_app, name="schema")
 
 # %% auto #0
 __all__ = ['app', 'schema_app', 'PARAMS', 'load_params', 'dataset_paths', 'fetch', 'schema_infer', 'schema_check', 'validate',
-           'split', 'train', 'evaluate', 'export', 'report', 'serve', 'score', 'main']
+           'split', 'train', 'evaluate', 'export', 'report', 'serve', 'score', 'monitor', 'retrain', 'main']
 
 # %% ../nbs/10_cli.ipynb #831b1a3f
 def load_params(path="params.yaml") -> dict:
@@ -182,10 +182,62 @@ def score(input: Path = typer.Argument(..., help="Raw delimited file to score.")
     _echo_json(score_file(model, input, output, chunk_rows=chunk_rows, progress=progress))
 
 # %% ../nbs/10_cli.ipynb #c84afa18
+@app.command()
+def monitor(input: Optional[Path] = typer.Option(None, "--input", "-i", help="CSV (the contract's delimiter) or Parquet file of records; a `score` column is used when present, else the model scores the rows."),
+            log: Optional[str] = typer.Option(None, help="The service's prediction log: a SQLite file or a postgresql:// URL."),
+            labels: Optional[Path] = typer.Option(None, help="Outcomes that arrived later: CSV/Parquet with the id and target columns."),
+            model: Path = typer.Option("artifacts/model", help="Export folder (its reference.json is the yardstick)."),
+            out: Path = typer.Option("artifacts/monitor", help="Folder for summary.json and report.html."),
+            window: Optional[str] = typer.Option(None, help="Time windows: day, week, month (from timestamps) or rows:N (row order) [params monitor.window]."),
+            since: Optional[str] = typer.Option(None, help="Log only: first time to include (ISO 8601)."),
+            until: Optional[str] = typer.Option(None, help="Log only: time to stop before (ISO 8601)."),
+            model_version: Optional[str] = typer.Option(None, help="Log only: only this model version's requests."),
+            params: Path = PARAMS, progress: bool = typer.Option(True, help="Show a progress bar.")):
+    """Compare traffic with the training reference: drift (PSI, KS/chi-square), contract breaches, score
+    shift and, with labels, AUC and calibration. Exit status 3 when a threshold in params.yaml `monitor` is crossed."""
+    from flex_ml.monitor import run_monitor
+    p = load_params(params) if Path(params).exists() else {}
+    s = run_monitor(model, out, input=input, log=log, labels=labels, window=window, since=since, until=until,
+                    model_version=model_version, params=p, progress=progress)
+    typer.echo(f"monitor: {s['status'].upper()} on {s['rows']:,} rows of {s['source']} (model {s['model_version']})")
+    for a in s["alerts"]: typer.echo(f"  {a['level']}: {a['message']}")
+    for m in s["not_computed"]: typer.echo(f"  not computed: {m}")
+    if s.get("windows"):
+        typer.echo(f"  {len(s['windows'])} windows; alerting: {[w['window'] for w in s['windows'] if w['status'] == 'alert'][:10]}")
+    typer.echo(f"  report: {s['report']['html']}  summary: {s['report']['json']}")
+    if s.get("webhook_error"): typer.echo(f"warning: {s['webhook_error']}", err=True)
+    if s["status"] == "alert": raise typer.Exit(3)
+
+# %% ../nbs/10_cli.ipynb #7c69594e
+@app.command()
+def retrain(new: Optional[Path] = typer.Option(None, help="Newly landed raw data (the contract's columns); the candidate is trained on the champion's data plus these rows, minus the recent hold-out."),
+            candidate: Optional[Path] = typer.Option(None, help="Instead of --new: an export trained elsewhere (e.g. by `dvc exp run`)."),
+            holdout: Optional[Path] = typer.Option(None, help="With --candidate: recent labelled rows neither model trained on."),
+            champion: Optional[Path] = typer.Option(None, help="Champion export when the registry has none [artifacts/model]."),
+            registry: Path = typer.Option("registry", help="Registry folder: champion.json, decisions/, models/, current."),
+            work: Path = typer.Option("artifacts/retrain", help="Work folder for the candidate's pipeline."),
+            base: Optional[Path] = typer.Option(None, help="The champion's training data [from its metadata]."),
+            service: Optional[str] = typer.Option(None, help="URL of a running service to reload on promotion (X-API-Key from env FLEX_ML_API_KEY)."),
+            git: bool = typer.Option(True, help="Commit the registry records and tag promoted versions (in a git work tree)."),
+            params: Path = PARAMS):
+    """Train and judge a candidate against the champion on a recent hold-out; promote it only when it passes
+    the gates in params.yaml `retrain` (AUC margin, calibration, fairness). Every decision is recorded."""
+    from flex_ml.retrain import run_retrain
+    d = run_retrain(load_params(params), new=new, candidate=candidate, holdout=holdout, champion=champion,
+                    registry=registry, work=work, base=base, service_url=service, git=git)
+    typer.echo(f"retrain: {d['outcome'].upper()} candidate {d['candidate']['version']} "
+               f"against champion {d['champion']['version']} on {d['holdout_rows']:,} recent rows")
+    for c in d["checks"]: typer.echo(f"  [{'pass' if c['passed'] else 'FAIL'}] {c['reason']}")
+    typer.echo(f"  decision: {d['record']}")
+    if d.get("reload"): typer.echo(f"  service reload: {'ok' if d['reload']['ok'] else d['reload']['error']}")
+    if d.get("git"): typer.echo(f"  git: {d['git'].get('message')}" + (f", tag {d['git']['tag']}" if d['git'].get('tag') else ""))
+
+# %% ../nbs/10_cli.ipynb #8fe898c0
 def main(argv: list[str] | None = None):
     "Run the CLI; turn `FlexMLError` into a message and exit status 2."
     try:
-        app(args=argv, standalone_mode=False)
+        rc = app(args=argv, standalone_mode=False)
+        if isinstance(rc, int) and rc: sys.exit(rc)  # typer.Exit(code) in a verb
     except FlexMLError as e:
         typer.echo(f"flex-ml: error: {e.what}", err=True)
         if e.hint: typer.echo(f"  hint: {e.hint}", err=True)

@@ -223,6 +223,11 @@ def run_export(train_dir, eval_dir, validate_dir, split_dir, schema_path, raw_pa
     tol = ep.get("parity_tolerance", 1e-6)
     gap = max(check_parity(load_serving_function(out, e), golden, schema, tolerance=tol) for e in ("serve", "serve_packed"))
     (out / "golden_examples.json").write_text(json.dumps(golden, indent=1) + "\n")
+    from flex_ml.monitor import build_reference
+    test_scores = pd.read_parquet(eval_dir / "test_scores.parquet")
+    reference = build_reference(pd.read_parquet(Path(split_dir) / "train.parquet"), schema,
+                                test_scores=test_scores["score_model"].to_numpy(), test_labels=labels(test_scores, schema))
+    (out / "reference.json").write_text(json.dumps(reference) + "\n")
     metrics = json.loads((eval_dir / "live" / "metrics.json").read_text())
     slices = json.loads((eval_dir / "slices.json").read_text())
     meta = dict(

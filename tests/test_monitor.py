@@ -1,0 +1,211 @@
+"""Monitoring and retraining (issue 4): `flex-ml monitor` on files and on the service's prediction log
+(a real SQLite file written by a real server, and a real PostgreSQL server), its failure modes, and
+the retrain loop on the bank-marketing data's real drift (the drift report notebook, run by papermill)."""
+import http.server
+import json
+import shutil
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from sklearn.metrics import roc_auc_score
+
+from conftest import BIN, ROOT, mirror_dir, project_copy, run
+from test_serve import Server
+
+pytestmark = pytest.mark.slow
+
+
+def monitor(cwd, *args, check_rc=None, env=None):
+    r = subprocess.run([str(BIN / "flex-ml"), "monitor", "--no-progress", *map(str, args)], cwd=cwd,
+                       capture_output=True, text=True, timeout=600, env=env)
+    assert "Traceback" not in r.stderr, r.stderr
+    if check_rc is not None: assert r.returncode == check_rc, r.stdout + r.stderr
+    return r
+
+
+@pytest.fixture(scope="module")
+def project(credit_project):
+    return credit_project[0]
+
+
+@pytest.fixture(scope="module")
+def scored_test(project) -> pd.DataFrame:
+    "The credit test split (a random hold-out: no drift) with the model's scores, as the service gives them."
+    test = pd.read_parquet(project / "artifacts" / "split" / "test.parquet")
+    scores = pd.read_parquet(project / "artifacts" / "evaluate" / "test_scores.parquet")
+    assert (test["_line"].to_numpy() == scores["_line"].to_numpy()).all()
+    return test.assign(score=scores["score_model"].to_numpy())
+
+
+def test_reference_travels_with_the_export(project):
+    ref = json.loads((project / "artifacts" / "model" / "reference.json").read_text())
+    assert ref["train"]["rows"] == 18000 and ref["test"]["rows"] == 6000 and ref["test"]["labelled"] == 6000
+    assert len(ref["spec"]["features"]["LIMIT_BAL"]["edges"]) == 9 and ref["spec"]["features"]["EDUCATION"]["kind"] == "category"
+
+
+def test_no_drift_stays_quiet_and_false_alarms_are_measured(project, scored_test, tmp_path):
+    # 12 random windows of 500 rows of the random hold-out: nothing moved, so nothing should alarm.
+    shuffled = scored_test.sample(frac=1.0, random_state=7).iloc[:6000]
+    shuffled.to_parquet(tmp_path / "window.parquet")
+    r = monitor(project, "--input", tmp_path / "window.parquet", "--window", "rows:500", "--out", tmp_path / "out", check_rc=0)
+    s = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert s["status"] == "ok", s["alerts"]
+    false_alarms = sum(w["status"] != "ok" for w in s["windows"]) / len(s["windows"])
+    print(json.dumps({"windows": len(s["windows"]), "false_alarm_rate": false_alarms}))
+    assert len(s["windows"]) == 12 and false_alarms <= 1 / 12
+    # labels come with the file (the target column): AUC agrees with the exact figure and the model card
+    assert abs(s["labels"]["auc"] - roc_auc_score(shuffled["default_payment_next_month"], shuffled["score"])) < 2e-3
+    assert abs(s["labels"]["auc"] - s["labels"]["card_auc"]) < 2e-3
+    html = (tmp_path / "out" / "report.html").read_text()
+    assert "<img" in html and "http://" not in html and "https://" not in html  # opens offline
+    assert "OK on 6,000 rows" in r.stdout
+
+
+def test_monitor_reads_the_services_sqlite_log_with_late_labels(project, scored_test, tmp_path):
+    "A real server logs real requests to SQLite; the monitor reads the log and joins labels that came later."
+    model = project / "artifacts" / "model"
+    schema = yaml.safe_load((model / "schema.yaml").read_text())
+    features = [c["name"] for c in schema["columns"] if c.get("role", "feature") == "feature"]
+    db = tmp_path / "log.sqlite"
+    rows = scored_test.iloc[:2000]
+    records = [{"ID": int(r["ID"]), **{f: int(r[f]) for f in features}}
+               for r in rows.to_dict("records")]
+    s = Server(model, env={"FLEX_ML_PREDICTION_LOG": str(db)})
+    try:
+        for i in range(0, len(records), 250):
+            assert s.client.post("/v1/predict", json={"records": records[i:i + 250]}).status_code == 200
+    finally:
+        assert s.stop() in (0, -15)
+    labels = rows[["ID", "default_payment_next_month"]]
+    labels.iloc[:1500].to_csv(tmp_path / "labels.csv", index=False)  # outcomes known for 1,500 of them so far
+    monitor(project, "--log", db, "--labels", tmp_path / "labels.csv", "--window", "day", "--out", tmp_path / "out", check_rc=0)
+    out = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert out["rows"] == 2000 and out["labels"]["rows"] == 1500 and len(out["windows"]) == 1
+    logged = pd.read_sql("select record, score from predictions", __import__("sqlite3").connect(db))
+    assert np.allclose(np.sort(logged.score), np.sort(rows.score), atol=1e-6)  # the service's scores
+    exact = roc_auc_score(labels.iloc[:1500]["default_payment_next_month"], rows.iloc[:1500]["score"])
+    assert abs(out["labels"]["auc"] - exact) < 2e-3
+    assert out["score"]["status"] == "ok"
+
+
+class Webhook:
+    "A real HTTP endpoint on loopback that keeps what it is sent."
+    def __init__(self):
+        got = self.got = []
+        class H(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                got.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+                self.send_response(204); self.end_headers()
+            def log_message(self, *a): pass
+        self.server = http.server.HTTPServer(("127.0.0.1", 0), H)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/alerts"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+def test_drift_in_postgresql_log_alerts_exits_3_and_posts_webhook(project, scored_test, postgres_url, tmp_path):
+    from flex_ml.serve import PredictionLog
+    since = time.time()
+    time.sleep(0.01)
+    log = PredictionLog(postgres_url)  # the service's own writer
+    rows = scored_test.iloc[:3000]
+    records = [{"LIMIT_BAL": int(r["LIMIT_BAL"]) * 4, **{k: int(r[k]) for k in rows.columns
+               if k.startswith(("PAY_", "BILL_AMT")) and k != "PAY_AMT1" or k in ("EDUCATION", "AGE")}}
+               for r in rows.to_dict("records")]
+    log.put("e2e-drift", records, rows.score.to_numpy() * 0.5 + 0.4, np.zeros(len(rows), int))
+    log.close()
+    hook = Webhook()
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["monitor"]["webhook"] = hook.url
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    r = monitor(project, "--log", postgres_url, "--since", pd.Timestamp(since, unit="s").isoformat(),
+                "--model-version", "e2e-drift", "--window", "rows:1000", "--params", tmp_path / "params.yaml",
+                "--out", tmp_path / "out", check_rc=3)
+    s = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert s["rows"] == 3000
+    flagged = {a["feature"] for a in s["alerts"]}
+    assert {"LIMIT_BAL", "score"} <= flagged and "AGE" not in flagged and "PAY_AMT1" in flagged  # PAY_AMT absent: missing
+    assert "LIMIT_BAL" in r.stdout and "ALERT" in r.stdout
+    assert hook.got and hook.got[0]["status"] == "alert" and hook.got[0]["rows"] == 3000
+
+
+def test_bad_and_partial_windows_get_clear_reports(project, scored_test, tmp_path):
+    cols = [c for c in scored_test.columns if c != "_line"]
+    def csv(name, frame):
+        p = tmp_path / name; frame.to_csv(p, index=False); return p
+    part = scored_test[cols].iloc[:1000]
+    # missing columns: reported, counted as missing, the rest still computed
+    r = monitor(project, "--input", csv("partial.csv", part.drop(columns=["PAY_0", "BILL_AMT1"])), "--out", tmp_path / "a", check_rc=3)
+    s = json.loads((tmp_path / "a" / "summary.json").read_text())
+    assert "lacks column(s) ['BILL_AMT1', 'PAY_0']" in r.stdout and s["features"]["AGE"]["status"] == "ok"
+    # wrong types and out-of-range values: a contract alert naming the field
+    bad = part.astype({"AGE": object}).copy(); bad.loc[bad.index[:100], "AGE"] = "abc"; bad.loc[bad.index[100:150], "AGE"] = 7
+    r = monitor(project, "--input", csv("bad.csv", bad), "--out", tmp_path / "b", check_rc=3)
+    s = json.loads((tmp_path / "b" / "summary.json").read_text())
+    assert abs(s["features"]["AGE"]["out_of_contract_rate"] - 0.15) < 1e-9 and "AGE: 15.0% of values break the contract" in r.stdout
+    # an empty window (header only): a report that says so, no alarm
+    r = monitor(project, "--input", csv("empty.csv", part.iloc[:0]), "--out", tmp_path / "c", check_rc=0)
+    assert "EMPTY on 0 rows" in r.stdout and "the window has no rows" in r.stdout
+    assert (tmp_path / "c" / "report.html").exists()
+    # one class in the labels: AUC not computed, the rest is
+    one = part[part.default_payment_next_month == 0]
+    r = monitor(project, "--input", csv("one.csv", one), "--out", tmp_path / "d", check_rc=0)
+    assert "AUC: the labelled rows hold only one class" in r.stdout
+    # user mistakes: exit 2 with a message
+    (tmp_path / "zero.csv").write_text("")
+    for args, msg in [(["--input", tmp_path / "zero.csv"], "is empty"), (["--input", tmp_path / "nope.csv"], "does not exist"),
+                      (["--input", tmp_path / "one.csv", "--window", "fortnight"], "unknown window"),
+                      (["--input", tmp_path / "one.csv", "--window", "month"], "needs timestamps"),
+                      (["--log", tmp_path / "nolog.sqlite"], "does not exist"),
+                      (["--input", tmp_path / "one.csv", "--labels", tmp_path / "one.csv"], "labels file")]:
+        r = monitor(project, *args, "--out", tmp_path / "e", check_rc=2)
+        assert msg in r.stderr, (args, r.stderr)
+
+
+def test_bank_marketing_drift_is_seen_and_retraining_promotes(tmp_path_factory):
+    """The proof on real drift: the drift notebook trains on the first months, monitors the rest and retrains.
+    Then the CLI judges exports against a running service: promotion reloads it, commits and tags."""
+    proj = project_copy(tmp_path_factory.mktemp("drift") / "proj")
+    run([str(BIN / "flex-ml"), "fetch", "--timeout", "5"], cwd=proj)
+    git_id = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+    run([str(BIN / "flex-ml"), "report", "--notebook", "nbs/reports/drift.ipynb", "--out", "artifacts/drift-report",
+         "-p", "work=artifacts/drift", "-p", "epochs=15"], cwd=proj, timeout=1500)
+    work = proj / "artifacts" / "drift"
+    assert (proj / "artifacts" / "drift-report" / "drift.html").stat().st_size > 50_000
+    s = json.loads((work / "monitor" / "summary.json").read_text())
+    w = s["windows"]
+    assert s["status"] == "alert" and len(w) == 9
+    shift = [abs(x["shift"]["euribor3m"]) for x in w]
+    assert shift[-1] > 10 * shift[0] and np.mean(shift[len(shift) // 2:]) > 3 * np.mean(shift[:len(shift) // 2])
+    assert all(x["psi"]["euribor3m"] > 0.25 for x in w[2:])
+    decision = json.loads(next((work / "registry" / "decisions").glob("*.json")).read_text())
+    assert decision["outcome"] == "promoted", decision["summary"]
+    assert decision["candidate"]["auc"] >= decision["champion"]["auc"] + 0.005
+    assert (work / "registry" / "current" / "saved_model.pb").exists()
+    champ, cand = work / "champion", work / "registry" / "current"
+    # The CLI: judge the same two exports on the hold-out, with a service to reload and git to record in.
+    lines = (work / "new.csv").read_text().splitlines()
+    holdout = tmp_path_factory.mktemp("holdout") / "holdout.csv"
+    holdout.write_text("\n".join([lines[0]] + lines[-1600:]) + "\n")
+    server = Server(champ)
+    try:
+        v0 = server.client.get("/v1/model").json()["version"]
+        r = run([str(BIN / "flex-ml"), "retrain", "--candidate", str(cand), "--holdout", str(holdout), "--champion", str(champ),
+                 "--params", "configs/bank_marketing/params.yaml", "--service", server.url], cwd=proj, env=git_id)
+        assert "PROMOTED" in r.stdout, r.stdout
+        v1 = server.client.get("/v1/model").json()["version"]
+        assert v1 != v0 and v1 == json.loads((proj / "registry" / "champion.json").read_text())["version"]
+    finally:
+        server.stop()
+    assert f"model-{v1}" in run(["git", "tag"], cwd=proj).stdout
+    assert "retrain: promoted" in run(["git", "log", "-1", "--format=%s"], cwd=proj).stdout
+    # Judging the champion against itself: no gain, so it is kept, and that decision is recorded too.
+    r = run([str(BIN / "flex-ml"), "retrain", "--candidate", str(proj / "registry" / "current"), "--holdout", str(holdout),
+             "--params", "configs/bank_marketing/params.yaml", "--no-git"], cwd=proj)
+    assert "REJECTED" in r.stdout and "[FAIL] AUC" in r.stdout
+    assert len(list((proj / "registry" / "decisions").glob("*.json"))) == 2
