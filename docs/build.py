@@ -108,7 +108,11 @@ def execute(src: Path, dst: Path, kernel: str) -> tuple[str, float]:
     t = time.time()
     nb = nbformat.read(src, as_version=4)
     fm = frontmatter(nb)
-    if fm.get("skip_exec") and not fm.get("docs_exec"):
+    ran = ROOT / "artifacts" / "report" / src.name  # a report template as `flex-ml report` ran it
+    if src.parent.name == "reports" and ran.exists():
+        nb = nbformat.read(ran, as_version=4)
+        status = f"the pipeline's run ({ran.relative_to(ROOT)})"
+    elif fm.get("skip_exec") and not fm.get("docs_exec"):
         status = "not executed (skip_exec)"
     else:
         for c in nb.cells:
@@ -290,6 +294,8 @@ def write_pages(proc: Path, src: Path) -> dict[str, list[tuple[str, str]]]:
     for p in sorted(proc.rglob("*")):
         rel = p.relative_to(proc)
         if not p.is_file() or p.suffix not in (".ipynb", ".md", ".qmd"): continue
+        if rel.parts[0] == "reports" and not (ROOT / "artifacts" / "report" / rel.name).exists():
+            continue  # a report template the pipeline has not run: no results to show
         page = page_name(rel).with_suffix(".md")
         dest = src / page
         dest.parent.mkdir(parents=True, exist_ok=True)
