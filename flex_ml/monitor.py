@@ -21,9 +21,9 @@ from .schema import Column, FlexMLError, Schema, load_schema
 
 # %% auto #0
 __all__ = ['SCORE_BINS', 'column_values', 'Profile', 'build_reference', 'psi', 'ks_from_counts', 'chi2_from_counts',
-           'auc_from_hist', 'calibration_from_hist', 'MonitorThresholds', 'compare', 'window_keys', 'Chunk', 'read_log',
-           'read_records', 'labels_of', 'read_labels', 'load_reference', 'monitor', 'monitor_figures',
-           'render_monitor_html', 'write_report', 'notify', 'run_monitor']
+           'auc_from_hist', 'calibration_from_hist', 'auc_standard_error', 'MonitorThresholds', 'compare',
+           'window_keys', 'Chunk', 'read_log', 'read_records', 'labels_of', 'read_labels', 'load_reference', 'monitor',
+           'monitor_figures', 'render_monitor_html', 'write_report', 'notify', 'run_monitor']
 
 # %% ../nbs/09_monitor.ipynb #c21abca2
 def column_values(values, col: Column, missing_values=("",)) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -211,17 +211,32 @@ def calibration_from_hist(pos, neg, bins: int = 10) -> dict:
     centers = (np.arange(len(pos)) + 0.5) / len(pos)
     n = pos + neg
     if n.sum() == 0: return dict(ece=float("nan"), mean_score=float("nan"), positive_rate=float("nan"), curve=[])
+    from scipy.stats import chi2
     group = np.minimum((centers * bins).astype(int), bins - 1)
-    curve, ece = [], 0.0
+    curve, ece, hl, dof = [], 0.0, 0.0, 0
     for g in range(bins):
         k = n[group == g].sum()
         if k == 0: continue
         pred = float((centers[group == g] * n[group == g]).sum() / k); obs = float(pos[group == g].sum() / k)
         curve.append(dict(prob_pred=round(pred, 4), prob_true=round(obs, 4), n=int(k))); ece += k / n.sum() * abs(pred - obs)
+        if 0 < pred < 1: hl += (obs - pred) ** 2 * k / (pred * (1 - pred)); dof += 1
+    # Hosmer-Lemeshow on fixed score bins (external validation: one degree of freedom per bin):
+    # is the miscalibration more than the noise of a window this size?
     return dict(ece=float(ece), mean_score=float((centers * n).sum() / n.sum()), positive_rate=float(pos.sum() / n.sum()),
-                curve=curve)
+                hosmer_lemeshow=float(hl), p_value=float(chi2.sf(hl, dof)) if dof else float("nan"), curve=curve)
 
-# %% ../nbs/09_monitor.ipynb #931652e2
+# %% ../nbs/09_monitor.ipynb #e720e3b8
+def auc_standard_error(auc: float, n_pos: int, n_neg: int) -> float:
+    "Hanley & McNeil (1982) standard error of an AUC estimated from `n_pos` positives and `n_neg` negatives."
+    if not n_pos or not n_neg or math.isnan(auc): return float("nan")
+    q1, q2 = auc / (2 - auc), 2 * auc ** 2 / (1 + auc)
+    return math.sqrt((auc * (1 - auc) + (n_pos - 1) * (q1 - auc ** 2) + (n_neg - 1) * (q2 - auc ** 2)) / (n_pos * n_neg))
+
+def _z(p: float) -> float:
+    from scipy.stats import norm
+    return float(norm.isf(p))
+
+# %% ../nbs/09_monitor.ipynb #60b9c71c
 @dataclass
 class MonitorThresholds:
     "When a check warns or alerts; `from_params` reads the `monitor` section of params.yaml."
@@ -318,25 +333,28 @@ def _label_checks(profile, reference, metrics, th, judged, out) -> dict:
         return {"labels": None}
     card = (metrics.get("test") or {}).get("model") or {}
     cal = calibration_from_hist(profile.hist_pos, profile.hist_neg)
-    lab = dict(rows=profile.labelled, auc=auc_from_hist(profile.hist_pos, profile.hist_neg), ece=cal["ece"],
+    auc = auc_from_hist(profile.hist_pos, profile.hist_neg)
+    lab = dict(rows=profile.labelled, auc=auc, auc_se=auc_standard_error(auc, profile.hist_pos.sum(), profile.hist_neg.sum()),
+               ece=cal["ece"], calibration_p_value=cal["p_value"],
                positive_rate=cal["positive_rate"], mean_score=cal["mean_score"], calibration=cal["curve"],
                card_auc=card.get("auc"), card_ece=card.get("ece"), card_positive_rate=None)
     t = reference.get("test") or {}
     if t.get("labelled"): lab["card_positive_rate"] = float(np.sum(t["hist_pos"]) / t["labelled"])
     if math.isnan(lab["auc"]):
         out["not_computed"].append("AUC: the labelled rows hold only one class")
-    elif judged and lab["card_auc"] is not None and lab["card_auc"] - lab["auc"] > th.auc_drop:
+    elif (judged and lab["card_auc"] is not None and lab["card_auc"] - lab["auc"] > th.auc_drop
+          and (lab["card_auc"] - lab["auc"]) / lab["auc_se"] > _z(th.p_value)):  # a real drop, not a small window's noise
         out["alerts"].append(dict(level="alert", check="auc", feature=None, value=round(lab["auc"], 4),
                                   threshold=round(lab["card_auc"] - th.auc_drop, 4),
                                   message=f"AUC {lab['auc']:.3f} against {lab['card_auc']:.3f} on the model card's test split"))
-    if judged and cal["ece"] > th.calibration_error:
+    if judged and cal["ece"] > th.calibration_error and cal["p_value"] < th.p_value:
         out["alerts"].append(dict(level="alert", check="calibration", feature=None, value=round(cal["ece"], 4),
                                   threshold=th.calibration_error,
-                                  message=f"calibration: ECE {cal['ece']:.3f}; mean score {cal['mean_score']:.3f} "
+                                  message=f"calibration: ECE {cal['ece']:.3f} (Hosmer-Lemeshow p={cal['p_value']:.2g}); mean score {cal['mean_score']:.3f} "
                                           f"against an observed rate of {cal['positive_rate']:.3f}"))
     return {"labels": lab}
 
-# %% ../nbs/09_monitor.ipynb #60b9c71c
+# %% ../nbs/09_monitor.ipynb #353b6b61
 def window_keys(window: str, timestamps=None, first_row: int = 0, n: int = 0) -> np.ndarray:
     "The window label of each row: calendar windows from `timestamps`, or `rows:N` blocks by position."
     if window.startswith("rows:"):
@@ -359,7 +377,7 @@ def window_keys(window: str, timestamps=None, first_row: int = 0, n: int = 0) ->
     else: keys = ts.dt.strftime(fmt[window])
     return keys.fillna("no timestamp").to_numpy(object)
 
-# %% ../nbs/09_monitor.ipynb #353b6b61
+# %% ../nbs/09_monitor.ipynb #d21c37fb
 @dataclass
 class Chunk:
     "A slice of traffic: raw fields, and when known their score, label and time."
@@ -447,7 +465,7 @@ def read_labels(path, schema: Schema) -> pd.Series:
         raise FlexMLError(f"labels file {path}: id {dup} appears twice", "keep one outcome per id")
     return pd.Series(labels_of(frame, schema), index=ids.to_numpy())
 
-# %% ../nbs/09_monitor.ipynb #d21c37fb
+# %% ../nbs/09_monitor.ipynb #04f8ce87
 def _scorer(model_dir):
     from flex_ml.features import to_model_inputs
     from flex_ml.serve import ServingModel
@@ -473,12 +491,15 @@ def load_reference(model_dir) -> tuple[dict, dict, Schema]:
     return json.loads((d / "reference.json").read_text()), json.loads((d / "metadata.json").read_text()), load_schema(d / "schema.yaml")
 
 def monitor(chunks, model_dir, window: str | None = None, labels: pd.Series | None = None,
-            thresholds: MonitorThresholds | None = None, score_missing: bool = True, progress: bool = True) -> dict:
-    "Profile the traffic in `chunks` against the export in `model_dir`; the summary as a dict."
+            thresholds: MonitorThresholds | None = None, score_missing: bool = True, progress: bool = True,
+            window_required: bool = True) -> dict:
+    """Profile the traffic in `chunks` against the export in `model_dir`; the summary as a dict.
+    With `window_required=False` (a default window from params), input without timestamps skips the time series."""
     from tqdm.auto import tqdm
     reference, meta, schema = load_reference(model_dir)
     th = thresholds or MonitorThresholds()
     overall, windows, t0, scorer, missing_cols = Profile(reference["spec"]), {}, time.perf_counter(), None, set()
+    notes = []
     with tqdm(unit="rows", disable=not progress, desc="monitoring") as bar:
         for ch in chunks:
             n = len(ch.frame)
@@ -492,6 +513,10 @@ def monitor(chunks, model_dir, window: str | None = None, labels: pd.Series | No
                 ids = ch.frame[schema.id.name].astype(str).str.strip().str.replace(r"\.0+$", "", regex=True)
                 y = labels.reindex(ids.to_numpy()).to_numpy(float)
             overall.update(ch.frame, schema, scores, y)
+            if window and not window.startswith("rows:") and ch.timestamps is None and not window_required:
+                notes.append(f"windows over time: the input has no timestamps for the default window {window!r} "
+                             "(pass --window rows:N for data in time order)")
+                window = None
             if window:
                 keys = window_keys(window, ch.timestamps, first_row=overall.rows - n, n=n)
                 for k in pd.unique(keys):
@@ -501,6 +526,7 @@ def monitor(chunks, model_dir, window: str | None = None, labels: pd.Series | No
                         None if y is None else y[m])
             bar.update(n)
     summary = compare(overall, reference, meta.get("metrics"), th)
+    summary["not_computed"] += notes
     summary["_score_hist"] = overall.score_hist.reshape(50, -1).sum(1).tolist() if overall.score_hist.any() else None
     if missing_cols:
         summary["alerts"].insert(0, dict(level="alert", check="columns", feature=None, value=len(missing_cols), threshold=0,
@@ -522,7 +548,7 @@ def monitor(chunks, model_dir, window: str | None = None, labels: pd.Series | No
                    card=dict(auc=((meta.get("metrics") or {}).get("test") or {}).get("model", {}).get("auc")))
     return summary
 
-# %% ../nbs/09_monitor.ipynb #9f7f03f2
+# %% ../nbs/09_monitor.ipynb #e4dadf43
 def _png(fig) -> str:
     import matplotlib.pyplot as plt
     buf = io.BytesIO(); fig.savefig(buf, format="png", dpi=90, bbox_inches="tight"); plt.close(fig)
@@ -648,7 +674,7 @@ def notify(summary: dict, url: str | None, timeout: float = 10.0) -> str | None:
         return f"could not post the alert to the webhook {url}: {getattr(e, 'reason', e)}"
     return None
 
-# %% ../nbs/09_monitor.ipynb #b409ff98
+# %% ../nbs/09_monitor.ipynb #4e0f0a85
 def run_monitor(model_dir, out_dir, input=None, log=None, labels=None, window=None, since=None, until=None,
                 model_version=None, params: dict | None = None, progress: bool = True) -> dict:
     "`flex-ml monitor`: profile a file or the prediction log against the export, write JSON + HTML, notify."
@@ -657,10 +683,10 @@ def run_monitor(model_dir, out_dir, input=None, log=None, labels=None, window=No
     mp = params.get("monitor") or {}
     reference, meta, schema = load_reference(model_dir)
     th = MonitorThresholds.from_params(params)
-    window = window or mp.get("window")
+    explicit, window = window is not None, window or mp.get("window")
     chunks = read_log(str(log), since, until, model_version) if log is not None else read_records(input, schema)
     lab = read_labels(labels, schema) if labels else None
-    summary = monitor(chunks, model_dir, window=window, labels=lab, thresholds=th, progress=progress)
+    summary = monitor(chunks, model_dir, window=window, labels=lab, thresholds=th, progress=progress, window_required=explicit)
     summary["source"] = str(input or log)
     paths = write_report(summary, reference, out_dir)
     summary["report"] = {k: str(v) for k, v in paths.items()}
