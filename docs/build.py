@@ -198,12 +198,34 @@ class Linker:
         base = cfg["DEFAULT"]["doc_host"].rstrip("/") + "/" + cfg["DEFAULT"]["doc_baseurl"].strip("/")
         self.re = re.compile(re.escape(base.rstrip("/")) + r"/([\w\-/.]*?)\.html(#[\w.\-]*)?")
         self.git = re.escape(cfg["DEFAULT"]["git_url"].rstrip("/"))
+        self.parents: dict[tuple[str, str], str] = {}
+
+    def fix_anchors(self, src: Path) -> None:
+        "Links to a heading a page does not have: to the class's heading, else to the page."
+        from markdown.extensions.toc import slugify
+        heads = {}
+        for f in src.rglob("*.md"):
+            hs = re.findall(r"^#{1,6}\s+(.+?)\s*$", f.read_text(), re.M)
+            heads[f.relative_to(src).as_posix()] = {slugify(re.sub(r"[`*]", "", h), "-") for h in hs}
+        for f in src.rglob("*.md"):
+            here = f.relative_to(src).parent
+            def sub(m):
+                target = os.path.normpath(here / m.group(1)) if m.group(1) else f.relative_to(src).as_posix()
+                if target not in heads or m.group(2) in heads[target]: return m.group(0)
+                parent = self.parents.get((target, m.group(2)))
+                return f"]({m.group(1)}" + (f"#{parent})" if parent in heads[target] else ")")
+            f.write_text(re.sub(r"\]\(([\w\-/.]*\.md)#([\w\-]+)\)", sub, f.read_text()))
 
     def __call__(self, text: str, page: Path) -> str:
         from markdown.extensions.toc import slugify
         depth = len(page.parts) - 1
         def sub(m):
-            anchor = "#" + slugify(m.group(2)[1:], "-") if m.group(2) else ""
+            anchor = ""
+            if m.group(2):
+                name = m.group(2)[1:]
+                anchor = "#" + slugify(name, "-")
+                if "." in name:  # a method: its class's section when it has no show_doc of its own
+                    self.parents[(m.group(1) + ".md", anchor[1:])] = slugify(name.rsplit(".", 1)[0], "-")
             return "../" * depth + m.group(1) + ".md" + anchor
         text = self.re.sub(sub, text)
         # show_doc's [source] links point into the git host named in settings.ini: not part of this site.
@@ -318,6 +340,7 @@ def write_pages(proc: Path, src: Path) -> dict[str, list[tuple[str, str]]]:
         key = ("home" if rel.parts == ("index.ipynb",) else "tutorials" if rel.parts[0] == "tutorials"
                else "reports" if len(rel.parts) > 1 else "api")
         nav[key].append((str(title), page.as_posix()))
+    link.fix_anchors(src)
     return nav
 
 
@@ -386,6 +409,14 @@ def sanitize_report(src: Path, dest: Path) -> None:
     dest.write_text(h)
 
 
+def _finite(o):
+    "JSON for the browser: NaN and Infinity (a ROC curve's first threshold) are not JSON; null is."
+    if isinstance(o, dict): return {k: _finite(v) for k, v in o.items()}
+    if isinstance(o, list): return [_finite(v) for v in o]
+    if isinstance(o, float) and (o != o or o in (float("inf"), float("-inf"))): return None
+    return o
+
+
 def results(src: Path) -> list[tuple[str, str]]:
     "The latest pipeline results as pages under results/."
     out = src / "results"
@@ -403,7 +434,7 @@ def results(src: Path) -> list[tuple[str, str]]:
     shutil.copytree(plots_dir, out, dirs_exist_ok=True)
     (out / "index.html").rename(out / "dvc-plots.html")
     # The same plots inline on the results page.
-    plots = json.loads(sh(["dvc", "plots", "show", "--json"]))
+    plots = json.loads(sh(["dvc", "plots", "show", "--json", "-o", str(ROOT / "build" / "docs" / "dvc_plots_json")]))
     plots = plots.get("data", plots)
     vega, images = [], []
     for name, items in plots.items():
@@ -430,7 +461,7 @@ def results(src: Path) -> list[tuple[str, str]]:
          "`dvc plots show`, drawn in the page with a local copy of Vega "
          "([DVC's own plots page](dvc-plots.html)).", ""]
     for i, (name, spec) in enumerate(vega):
-        spec_json = json.dumps(spec).replace("</", "<\\/")
+        spec_json = json.dumps(_finite(spec)).replace("</", "<\\/")
         p += [f"### {name}", "", f'<div class="vega-plot" id="vega-plot-{i}" data-spec="vega-spec-{i}"></div>',
               f'<script type="application/json" id="vega-spec-{i}">{spec_json}</script>', ""]
     p += [f'<script src="vendor/{n}"></script>' for n in vendor] + ['<script src="../assets/plots.js"></script>', ""]
