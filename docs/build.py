@@ -417,6 +417,39 @@ def _finite(o):
     return o
 
 
+def _flat(d, pre=""):
+    for k, v in d.items():
+        if isinstance(v, dict): yield from _flat(v, f"{pre}{k}.")
+        else: yield f"{pre}{k}", v
+
+
+def _fmt(v): return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def metrics_tables() -> str:
+    """`dvc metrics show` as readable tables: a file of {split: {model: {metric: value}}} gives one table
+    per split with the models side by side; any other file, its metrics one per row."""
+    shown = json.loads(sh(["dvc", "metrics", "show", "--json"]))
+    files = next(iter(shown.values()))["data"]
+    out = []
+    for path, content in sorted(files.items(), key=lambda kv: "evaluate" not in kv[0]):  # the model first
+        data = content.get("data", {})
+        if not data: continue
+        out += [f"### `{path}`", ""]
+        nested = {k: v for k, v in data.items() if isinstance(v, dict) and v and
+                  all(isinstance(m, dict) and m and all(not isinstance(x, dict) for x in m.values()) for m in v.values())}
+        rest = {k: v for k, v in data.items() if k not in nested}
+        for split, models in nested.items():
+            names = list(models)
+            keys = list(dict.fromkeys(k for m in models.values() for k in m))
+            out += [f"**{split}**", "", "| metric | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+            out += [f"| {k} | " + " | ".join(_fmt(models[n].get(k, "")) for n in names) + " |" for k in keys] + [""]
+        flat = list(_flat(rest))
+        if flat:
+            out += ["| metric | value |", "|---|---|"] + [f"| {k} | {_fmt(v)} |" for k, v in flat] + [""]
+    return "\n".join(out)
+
+
 def results(src: Path) -> list[tuple[str, str]]:
     "The latest pipeline results as pages under results/."
     out = src / "results"
@@ -455,8 +488,10 @@ def results(src: Path) -> list[tuple[str, str]]:
          "the evaluation report and the pipeline graph. Rebuilt by every `make docs`.", "",
          "## Pipeline", "", f"`dvc dag` (drawn with {dag_how}):", "",
          '<figure markdown="span">\n![dvc dag](pipeline.svg){ .dvc-dag }\n</figure>', "",
-         "## Metrics", "", "`dvc metrics show`:", "", '<div class="metrics-table" markdown="1">', "",
-         metrics_md.strip(), "", "</div>", "",
+         "## Metrics", "", "Every metrics file the stages write (`dvc metrics show`), test metrics of the model beside "
+         "the baselines trained in the same run.", "", metrics_tables(), "",
+         '??? note "`dvc metrics show --md`, as DVC prints it"', "", '    <div class="metrics-table" markdown="1">', "",
+         _indent(metrics_md.strip()), "", "    </div>", "",
          "## Plots", "",
          "`dvc plots show`, drawn in the page with a local copy of Vega "
          "([DVC's own plots page](dvc-plots.html)).", ""]

@@ -92,8 +92,8 @@ def _msg(session: str, code: str) -> dict:
                         "allow_stdin": False, "stop_on_error": True}}
 
 
-async def _run_notebook(url: str, token: str, rel: Path) -> list[str]:
-    "Open a session on `rel` with the flex-ml kernel, run its cells over the websocket; the errors seen."
+async def _run_notebook(url: str, token: str, rel: Path) -> tuple[list[str], int]:
+    "Open a session on `rel` with the flex-ml kernel, run its cells over the websocket: (errors, cells run)."
     from tornado.httpclient import AsyncHTTPClient, HTTPRequest
     from tornado.websocket import websocket_connect
     http, auth = AsyncHTTPClient(), {"Authorization": f"token {token}"}
@@ -101,7 +101,7 @@ async def _run_notebook(url: str, token: str, rel: Path) -> list[str]:
         {"path": rel.as_posix(), "type": "notebook", "name": rel.name, "kernel": {"name": "flex-ml"}}))
     sess = json.loads(r.body)
     assert sess["kernel"]["name"] == "flex-ml"
-    kid, session, errors = sess["kernel"]["id"], uuid.uuid4().hex, []
+    kid, session, errors, ran = sess["kernel"]["id"], uuid.uuid4().hex, [], 0
     ws = await websocket_connect(HTTPRequest(f"{url.replace('http', 'ws')}/api/kernels/{kid}/channels?session_id={session}",
                                              headers=auth), max_message_size=256 * 1024 * 1024)
     try:
@@ -119,7 +119,7 @@ async def _run_notebook(url: str, token: str, rel: Path) -> list[str]:
                 if t == "error":
                     errors.append(f"{rel} cell {i}: {msg['content']['ename']}: {msg['content']['evalue']}\n{code[:300]}")
                 elif t == "execute_reply":
-                    replied = True
+                    replied, ran = True, ran + 1
                     if msg["content"]["status"] != "ok" and not errors:
                         errors.append(f"{rel} cell {i}: {msg['content']['status']}\n{code[:300]}")
                 elif t == "status" and msg["content"]["execution_state"] == "idle":
@@ -128,7 +128,7 @@ async def _run_notebook(url: str, token: str, rel: Path) -> list[str]:
     finally:
         ws.close()
         await http.fetch(f"{url}/api/sessions/{sess['id']}", method="DELETE", headers=auth)
-    return errors
+    return errors, ran
 
 
 def test_notebooks_run_in_jupyterlab_and_server_shuts_down(lab):
@@ -142,8 +142,11 @@ def test_notebooks_run_in_jupyterlab_and_server_shuts_down(lab):
             async with sem: return await _run_notebook(url, token, rel)
         return await asyncio.gather(*(one(rel) for rel in nbs))
 
-    errors = [e for errs in asyncio.run(main()) for e in errs]
+    results = asyncio.run(main())
+    errors = [e for errs, _ in results for e in errs]
     assert not errors, "\n\n".join(errors)
+    for rel, (_, ran) in zip(nbs, results):
+        assert ran == len(_code_cells(json.loads((ROOT / "nbs" / rel).read_text()))), rel
 
     import httpx
     auth = {"Authorization": f"token {token}"}
