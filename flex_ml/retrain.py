@@ -179,6 +179,9 @@ def record_decision(decision: dict, registry, candidate_dir, service_url: str | 
         dest = reg / "models" / version
         if dest.exists(): shutil.rmtree(dest)
         shutil.copytree(candidate_dir, dest)
+        training = (decision.get("inputs") or {}).get("training_file")
+        if training:  # the next retrain builds on the data this champion learned from
+            shutil.copy(training, dest / "training_data.csv")
         tmp = reg / ".current.tmp"
         if tmp.is_symlink() or tmp.exists(): tmp.unlink()
         tmp.symlink_to(Path("models") / version)
@@ -245,7 +248,8 @@ def run_retrain(params: dict, new=None, candidate=None, holdout=None, champion=N
         hold = pd.read_parquet(work / "holdout" / "accepted.parquet")
         cand, inputs = Path(candidate), dict(candidate=str(candidate), holdout=str(holdout))
     else:
-        base = Path(base or meta["data"]["file"])
+        kept = Path(champ) / "training_data.csv"  # a promoted candidate keeps its training rows
+        base = Path(base or (kept if kept.exists() else meta["data"]["file"]))
         if not base.exists(): raise FlexMLError(f"the champion's training data {base} is not here",
                                                 "fetch it (flex-ml fetch / dvc pull) or pass --base FILE")
         rest, hold = split_new_data(new, schema, work, gates, params.get("validate"))
