@@ -455,7 +455,9 @@ def read_labels(path, schema: Schema) -> pd.Series:
     if schema.id is None: raise FlexMLError("labels are joined on the id column, and this contract has none",
                                             "give the schema a column with role: id")
     if not path.exists(): raise FlexMLError(f"labels file {path} does not exist")
-    frame = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path, sep=None, engine="python", dtype=str)
+    from flex_ml.schema import _sniff_delimiter
+    frame = (pd.read_parquet(path) if path.suffix == ".parquet" else
+             pd.read_csv(path, sep=_sniff_delimiter(path), dtype=str, keep_default_na=False))
     for need in (schema.id.name, schema.target.name):
         if need not in frame: raise FlexMLError(f"labels file {path} has no column {need!r}",
                                                 f"it needs {schema.id.name} and {schema.target.name}; it has {list(frame.columns)}")

@@ -74,9 +74,10 @@ def request_adapter(schema: Schema, max_batch: int, example: dict | None = None)
 
 # %% ../nbs/08_serve.ipynb #da3c0144
 class ServingModel:
-    "One loaded export, ready to score raw records."
-    def __init__(self, path):
-        from flex_ml.export import load_serving_function
+    """One loaded export, ready to score raw records. `runtime`: `auto` (the NumPy runtime when the export
+    has one and it reproduces the golden examples, else the SavedModel), `numpy` or `tensorflow`;
+    default from `FLEX_ML_RUNTIME`."""
+    def __init__(self, path, runtime: str | None = None):
         self.path = Path(path)
         if not (self.path / "saved_model.pb").exists():
             raise FlexMLError(f"{self.path} is not a flex_ml export (no saved_model.pb)",
@@ -87,8 +88,25 @@ class ServingModel:
         self.card = (self.path / "model_card.md").read_text()
         self.version = self.metadata["version"]
         self.threshold = float(self.metadata["threshold"])
-        self._score = load_serving_function(self.path)
+        self.runtime, self._score = self._load_runtime(runtime or os.environ.get("FLEX_ML_RUNTIME", "auto"))
         self._reference = self.reference_record()
+
+    def _load_runtime(self, runtime: str):
+        "(name, score function): TensorFlow is only imported when the SavedModel is what scores."
+        from flex_ml.export import check_parity
+        if runtime not in ("auto", "numpy", "tensorflow"):
+            raise FlexMLError(f"unknown runtime {runtime!r}", "use auto, numpy or tensorflow (FLEX_ML_RUNTIME)")
+        if runtime != "tensorflow":
+            from flex_ml.runtime import NumpyModel
+            try:
+                fn = NumpyModel(self.path)
+                check_parity(fn, self.golden, self.schema, 1e-6)
+                return "numpy", fn
+            except FlexMLError as e:
+                if runtime == "numpy": raise
+                log.warning("NumPy runtime not used for %s (%s); loading the SavedModel", self.path, e.what)
+        from flex_ml.export import load_serving_function
+        return "tensorflow", load_serving_function(self.path)
 
     def score(self, records: list[dict]) -> np.ndarray:
         "Scores of raw `records` (dicts of feature values, None for missing)."
@@ -400,8 +418,8 @@ def create_app(model_dir, settings: ServeSettings | None = None):
     async def model_info():
         m = st.model
         if m is None: raise HTTPException(503, "no model loaded yet")
-        return {"version": m.version, "path": str(m.path), "threshold": m.threshold, "metadata": m.metadata,
-                "model_card": m.card}
+        return {"version": m.version, "path": str(m.path), "threshold": m.threshold, "runtime": m.runtime,
+                "metadata": m.metadata, "model_card": m.card}
 
     @app.post("/v1/admin/reload", dependencies=[Depends(require_key)],
               summary="Load an export (default: the current path again) and switch to it")

@@ -159,11 +159,12 @@ def test_bad_and_partial_windows_get_clear_reports(project, scored_test, tmp_pat
     assert "AUC: the labelled rows hold only one class" in r.stdout and "calibration: ECE" in r.stdout
     # user mistakes: exit 2 with a message
     (tmp_path / "zero.csv").write_text("")
+    part[["ID"]].to_csv(tmp_path / "ids.csv", index=False)  # outcomes without the outcome column
     for args, msg in [(["--input", tmp_path / "zero.csv"], "is empty"), (["--input", tmp_path / "nope.csv"], "does not exist"),
                       (["--input", tmp_path / "one.csv", "--window", "fortnight"], "unknown window"),
                       (["--input", tmp_path / "one.csv", "--window", "month"], "needs timestamps"),
                       (["--log", tmp_path / "nolog.sqlite"], "does not exist"),
-                      (["--input", tmp_path / "one.csv", "--labels", tmp_path / "one.csv"], "labels file")]:
+                      (["--input", tmp_path / "one.csv", "--labels", tmp_path / "ids.csv"], "has no column 'default_payment_next_month'")]:
         r = monitor(project, *args, "--out", tmp_path / "e", check_rc=2)
         assert msg in r.stderr, (args, r.stderr)
 

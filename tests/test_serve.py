@@ -141,13 +141,39 @@ def test_limits_and_unknown_category_policy(export, golden, tmp_path):
         s.stop()
 
 
+def test_numpy_runtime_equals_the_savedmodel_and_tensorflow_remains_available(export, golden, credit_project):
+    "The service scores with the NumPy runtime by default; it must equal the SavedModel on every test row."
+    import pandas as pd
+    from flex_ml.export import load_serving_function
+    from flex_ml.features import to_model_inputs
+    from flex_ml.runtime import NumpyModel
+    from flex_ml.schema import load_schema
+    schema = load_schema(export / "schema.yaml")
+    x = to_model_inputs(pd.read_parquet(credit_project[0] / "artifacts" / "split" / "test.parquet"), schema)
+    np_scores, tf_scores = NumpyModel(export)(x), load_serving_function(export)(x)
+    assert len(np_scores) == 6000 and abs(np_scores - tf_scores).max() <= 1e-6
+    code = ("import sys; from flex_ml.serve import ServingModel; m = ServingModel(sys.argv[1]); m.warm_up(); "
+            "print(m.runtime, 'tensorflow' in sys.modules)")
+    out = subprocess.run([str(BIN / "python"), "-c", code, str(export)], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["numpy", "False"]  # the service starts without importing TensorFlow
+    meta = json.loads((export / "metadata.json").read_text())
+    assert meta["runtimes"]["numpy"] <= 1e-6 and meta["runtimes"]["tensorflow"] <= 1e-6
+    s = Server(export, env={"FLEX_ML_RUNTIME": "tensorflow"})
+    try:
+        assert s.client.get("/v1/model").json()["runtime"] == "tensorflow"
+        r = s.client.post("/v1/predict", json={"records": [g["record"] for g in golden]}).json()
+        assert max(abs(p["score"] - g["expected_score"]) for p, g in zip(r["predictions"], golden)) <= 1e-6
+    finally:
+        s.stop()
+
+
 def test_health_ready_model_metrics_openapi(server):
     c = server.client
     assert c.get("/v1/health").json() == {"status": "ok"}
     ready = c.get("/v1/ready").json()
     info = c.get("/v1/model").json()
     assert ready["model_version"] == info["version"] and "## Intended use" in info["model_card"]
-    assert info["metadata"]["schema"]["name"] == "credit_default"
+    assert info["metadata"]["schema"]["name"] == "credit_default" and info["runtime"] == "numpy"
     m = c.get("/metrics").text
     assert 'flex_ml_requests_total{path="/v1/predict",status="200"}' in m
     assert "flex_ml_request_seconds_bucket" in m and "flex_ml_batch_records_bucket" in m and "flex_ml_scores_bucket" in m
