@@ -121,7 +121,8 @@ def execute(src: Path, dst: Path, kernel: str) -> tuple[str, float]:
             if any(f in d for f in SKIP_FLAGS) or d.get("eval", "").lower() == "false":
                 c.metadata.setdefault("tags", []).append("skip-execution")
         env = dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}", DVC_NO_ANALYTICS="1", TF_CPP_MIN_LOG_LEVEL="2")
-        client = NotebookClient(nb, kernel_name=kernel, timeout=900, resources={"metadata": {"path": str(src.parent)}})
+        client = NotebookClient(nb, kernel_name=kernel, timeout=900, resources={"metadata": {"path": str(src.parent)}},
+                                extra_arguments=["--IPKernelApp.log_level=ERROR"])  # not its TCP notice
         client.km = client.create_kernel_manager()
         client.execute(env=env)
         for c in nb.cells:
