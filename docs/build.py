@@ -20,8 +20,8 @@ import base64
 import concurrent.futures as cf
 import hashlib
 import html
-import io
 import json
+import math
 import os
 import re
 import shutil
@@ -210,7 +210,7 @@ class Linker:
             heads[f.relative_to(src).as_posix()] = {slugify(re.sub(r"[`*]", "", h), "-") for h in hs}
         for f in src.rglob("*.md"):
             here = f.relative_to(src).parent
-            def sub(m):
+            def sub(m, here=here, f=f):
                 target = os.path.normpath(here / m.group(1)) if m.group(1) else f.relative_to(src).as_posix()
                 if target not in heads or m.group(2) in heads[target]: return m.group(0)
                 parent = self.parents.get((target, m.group(2)))
@@ -414,7 +414,7 @@ def _finite(o):
     "JSON for the browser: NaN and Infinity (a ROC curve's first threshold) are not JSON; null is."
     if isinstance(o, dict): return {k: _finite(v) for k, v in o.items()}
     if isinstance(o, list): return [_finite(v) for v in o]
-    if isinstance(o, float) and (o != o or o in (float("inf"), float("-inf"))): return None
+    if isinstance(o, float) and not math.isfinite(o): return None
     return o
 
 
