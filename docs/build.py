@@ -260,7 +260,7 @@ def nb_to_md(nb, page: Path, out_dir: Path, link) -> str:
     if fm.get("title"):
         parts.append(f"# {fm['title']}")
         if fm.get("description"): parts.append(f"> {fm['description']}")
-    assets = out_dir / (page.name + "_files")
+    assets = out_dir / (page.stem + "_files")
     for c in cells:
         src = _text(c.get("source"))
         if c.cell_type == "markdown":
