@@ -182,14 +182,16 @@ def test_bank_marketing_drift_is_seen_and_retraining_promotes(tmp_path_factory):
     s = json.loads((work / "monitor" / "summary.json").read_text())
     w = s["windows"]
     assert s["status"] == "alert" and len(w) == 9
-    shift = [abs(x["shift"]["euribor3m"]) for x in w]
-    assert shift[-1] > 10 * shift[0] and np.mean(shift[len(shift) // 2:]) > 3 * np.mean(shift[:len(shift) // 2])
+    # PSI saturates once a monthly indicator leaves the training range; the mean shift keeps growing
+    rate = [abs(x["shift"]["euribor3m"]) for x in w]
+    jobs = [abs(x["shift"]["nr.employed"]) for x in w]
+    assert np.mean(rate[-3:]) > 3 * np.mean(rate[:2]) and jobs[-1] > 10 * jobs[0]
     assert all(x["psi"]["euribor3m"] > 0.25 for x in w[2:])
     decision = json.loads(next((work / "registry" / "decisions").glob("*.json")).read_text())
     assert decision["outcome"] == "promoted", decision["summary"]
     assert decision["candidate"]["auc"] >= decision["champion"]["auc"] + 0.005
     assert (work / "registry" / "current" / "saved_model.pb").exists()
-    champ, cand = work / "champion", work / "registry" / "current"
+    champ, cand = work / "champion" / "model", work / "registry" / "current"
     # The CLI: judge the same two exports on the hold-out, with a service to reload and git to record in.
     lines = (work / "new.csv").read_text().splitlines()
     holdout = tmp_path_factory.mktemp("holdout") / "holdout.csv"
