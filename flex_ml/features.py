@@ -107,7 +107,7 @@ def fit_feature_stats(schema: Schema, train: pd.DataFrame, max_one_hot: int = 50
                              indicator=bool(np.isnan(v).any()), one_hot=None)
     return stats
 
-# %% ../nbs/03_features.ipynb #b46ddaff
+# %% ../nbs/03_features.ipynb #e401360c
 def design_matrix(data, schema: Schema, stats: dict) -> np.ndarray:
     "Model inputs as one float matrix, preprocessed like the Keras model's first layers."
     x = to_model_inputs(data, schema)

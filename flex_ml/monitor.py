@@ -236,7 +236,7 @@ def _z(p: float) -> float:
     from scipy.stats import norm
     return float(norm.isf(p))
 
-# %% ../nbs/09_monitor.ipynb #60b9c71c
+# %% ../nbs/09_monitor.ipynb #63c404f3
 @dataclass
 class MonitorThresholds:
     "When a check warns or alerts; `from_params` reads the `monitor` section of params.yaml."
@@ -354,7 +354,7 @@ def _label_checks(profile, reference, metrics, th, judged, out) -> dict:
                                           f"against an observed rate of {cal['positive_rate']:.3f}"))
     return {"labels": lab}
 
-# %% ../nbs/09_monitor.ipynb #353b6b61
+# %% ../nbs/09_monitor.ipynb #05373133
 def window_keys(window: str, timestamps=None, first_row: int = 0, n: int = 0) -> np.ndarray:
     "The window label of each row: calendar windows from `timestamps`, or `rows:N` blocks by position."
     if window.startswith("rows:"):
@@ -377,7 +377,7 @@ def window_keys(window: str, timestamps=None, first_row: int = 0, n: int = 0) ->
     else: keys = ts.dt.strftime(fmt[window])
     return keys.fillna("no timestamp").to_numpy(object)
 
-# %% ../nbs/09_monitor.ipynb #d21c37fb
+# %% ../nbs/09_monitor.ipynb #abea4f56
 @dataclass
 class Chunk:
     "A slice of traffic: raw fields, and when known their score, label and time."
@@ -467,7 +467,7 @@ def read_labels(path, schema: Schema) -> pd.Series:
         raise FlexMLError(f"labels file {path}: id {dup} appears twice", "keep one outcome per id")
     return pd.Series(labels_of(frame, schema), index=ids.to_numpy())
 
-# %% ../nbs/09_monitor.ipynb #04f8ce87
+# %% ../nbs/09_monitor.ipynb #b409ff98
 def _scorer(model_dir):
     from flex_ml.features import to_model_inputs
     from flex_ml.serve import ServingModel
@@ -550,7 +550,7 @@ def monitor(chunks, model_dir, window: str | None = None, labels: pd.Series | No
                    card=dict(auc=((meta.get("metrics") or {}).get("test") or {}).get("model", {}).get("auc")))
     return summary
 
-# %% ../nbs/09_monitor.ipynb #e4dadf43
+# %% ../nbs/09_monitor.ipynb #c34765aa
 def _png(fig) -> str:
     import matplotlib.pyplot as plt
     buf = io.BytesIO(); fig.savefig(buf, format="png", dpi=90, bbox_inches="tight"); plt.close(fig)
@@ -676,7 +676,7 @@ def notify(summary: dict, url: str | None, timeout: float = 10.0) -> str | None:
         return f"could not post the alert to the webhook {url}: {getattr(e, 'reason', e)}"
     return None
 
-# %% ../nbs/09_monitor.ipynb #4e0f0a85
+# %% ../nbs/09_monitor.ipynb #bf644b19
 def run_monitor(model_dir, out_dir, input=None, log=None, labels=None, window=None, since=None, until=None,
                 model_version=None, params: dict | None = None, progress: bool = True) -> dict:
     "`flex-ml monitor`: profile a file or the prediction log against the export, write JSON + HTML, notify."

@@ -104,7 +104,7 @@ def judge(frame: pd.DataFrame, y, champion: dict, candidate: dict, schema: Schem
                 champion=fig["champion"], candidate=fig["candidate"], checks=checks, bootstrap=boot,
                 summary=("promote: every gate passed" if promote else "keep the champion: " + "; ".join(failed)))
 
-# %% ../nbs/09a_retrain.ipynb #7c5cfa23
+# %% ../nbs/09a_retrain.ipynb #e72c0cc8
 def split_new_data(new_file, schema: Schema, work, gates: RetrainGates, validate_params: dict | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     "Validate `new_file`; return `(rest, holdout)` of its accepted rows (typed, with `_line`)."
     from flex_ml.validate import run_validate
@@ -153,7 +153,7 @@ def train_candidate(raw_file, schema_path, work, params: dict) -> Path:
     run_export(w / "train", w / "evaluate", w / "validate", w / "split", schema_path, raw_file, w / "model", p)
     return w / "model"
 
-# %% ../nbs/09a_retrain.ipynb #385c9608
+# %% ../nbs/09a_retrain.ipynb #14db73ff
 def champion_dir(registry, default) -> Path:
     "The champion's export: the registry's `champion.json` when there is one, else `default`."
     c = Path(registry) / "champion.json"
@@ -222,7 +222,7 @@ def _commit(decision: dict, reg: Path, version: str) -> dict:
     if add.returncode: out["add_error"] = add.stderr.strip()
     return out
 
-# %% ../nbs/09a_retrain.ipynb #35c384e5
+# %% ../nbs/09a_retrain.ipynb #efab89c5
 def _holdout_scores(model_dir, frame: pd.DataFrame, schema: Schema) -> dict:
     from flex_ml.features import to_model_inputs
     from flex_ml.serve import ServingModel
