@@ -157,20 +157,37 @@ def _fused_plan(m: NumpyModel):
     pos = np.array([p_ for p_, _, _ in scaled], np.int64)
     dense = [(w[0], w[1] if len(w) > 1 else None, c.get("activation", "linear")) for kind, c, _, w in tail if kind == "Dense"]
     if any(a not in ("relu", "sigmoid", "linear") for _, _, a in dense): return None
-    sorters = [(np.argsort(v, kind="stable"), v) for _, _, _, v in index_lookups]
+
+    # every kind of encoder runs once for all its features: NumPy calls cost microseconds each here
+    direct = [(j, o) for j, (_, o, _) in enumerate(scaled) if j not in {r[0] for r in ratios}]
+    direct_j, direct_in = np.array([j for j, _ in direct], np.int64), [o for _, o in direct]
+    ratio_j = np.array([j for j, _, _ in ratios], np.int64)
+    ratio_num, ratio_den = [src_[0] for _, src_, _ in ratios], [src_[1] for _, src_, _ in ratios]
+    lo = np.array([c_[0] if c_ else -np.inf for _, _, c_ in ratios], f32)
+    hi = np.array([c_[1] if c_ else np.inf for _, _, c_ in ratios], f32)
+    idx_in = [o for _, o, _, _ in index_lookups]
+    idx_pos = np.array([p_ for p_, _, _, _ in index_lookups], np.int64)
+    idx_med = np.array([m_ for _, _, m_, _ in index_lookups], f32)
+    if index_lookups:  # one table row per feature: integer value -> one-hot slot (0: out of vocabulary)
+        base = int(min(v.min() for *_, v in index_lookups)); span = int(max(v.max() for *_, v in index_lookups)) - base + 1
+        table = np.zeros((len(index_lookups), span), np.int64)
+        for i, (*_, v) in enumerate(index_lookups): table[i, v - base] = np.arange(1, len(v) + 1)
+        feature_rows = np.arange(len(index_lookups))[None, :]
 
     def run(values: dict) -> np.ndarray:
         n = len(next(iter(values.values())))
+        rows = np.arange(n)
         X = np.empty((n, len(scaled)), f32)
-        for j, (_, origin, _) in enumerate(scaled):
-            if j not in ratio_at: X[:, j] = values[origin][:, 0]
-        for j, (num, den), clip in ratio_cols:
-            a, b = values[num][:, 0], values[den][:, 0]
+        if len(direct_j): X[:, direct_j] = np.concatenate([values[o] for o in direct_in], axis=1)
+        if len(ratio_j):
+            a = np.concatenate([values[o] for o in ratio_num], axis=1)
+            b = np.concatenate([values[o] for o in ratio_den], axis=1)
             zero = b == 0
             with np.errstate(divide="ignore", invalid="ignore"): r = a / np.where(zero, f32(1), b)
             bad = zero | np.isnan(r)
-            if clip: r = np.clip(r, f32(clip[0]), f32(clip[1]))
-            X[:, j] = np.where(bad, f32("nan"), r)
+            r = np.minimum(np.maximum(r, lo), hi)
+            r[bad] = np.nan
+            X[:, ratio_j] = r
         miss = np.isnan(X)
         X = np.where(miss, med, X)
         if logs.any(): X[:, logs] = np.sign(X[:, logs]) * np.log1p(np.abs(X[:, logs]))
@@ -178,15 +195,14 @@ def _fused_plan(m: NumpyModel):
         F = np.zeros((n, width), f32)
         F[:, pos] = X
         for i, p_ in ind: F[:, p_ + 1] = miss[:, i]
-        rows = np.arange(n)
-        for (p_, origin, median, vocab), (order, v) in zip(index_lookups, sorters):
-            x = values[origin][:, 0]
-            k = np.round(np.where(np.isnan(x), f32(median), x)).astype(np.int64)
-            at = np.clip(np.searchsorted(v[order], k), 0, len(v) - 1)
-            hit = v[order][at] == k
-            F[rows, p_ + np.where(hit, order[at] + 1, 0)] = 1.0
-        for p_, origin, table in string_lookups:
-            F[rows, p_ + np.fromiter((table.get(str(x), 0) for x in values[origin][:, 0]), np.int64, count=n)] = 1.0
+        if index_lookups:
+            k = np.concatenate([values[o] for o in idx_in], axis=1)
+            k = np.round(np.where(np.isnan(k), idx_med, k)).astype(np.int64) - base
+            inside = (k >= 0) & (k < span)
+            slot = np.where(inside, table[feature_rows, np.clip(k, 0, span - 1)], 0)
+            F[rows[:, None], idx_pos + slot] = 1.0
+        for p_, origin, lookup in string_lookups:
+            F[rows, p_ + np.fromiter((lookup.get(str(x), 0) for x in values[origin][:, 0]), np.int64, count=n)] = 1.0
         y = F
         for kernel, bias, act in dense:
             y = y @ kernel
@@ -194,6 +210,4 @@ def _fused_plan(m: NumpyModel):
             if act == "relu": y = np.maximum(y, 0)
             elif act == "sigmoid": y = 1 / (1 + np.exp(-y))
         return y.reshape(-1).astype(np.float64)
-    ratio_cols = [(j, tuple(src_), clip) for j, src_, clip in ratios]
-    ratio_at = {j for j, _, _ in ratios}
     return run

@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['log', 'record_type', 'request_adapter', 'ServingModel', 'connect_log', 'PredictionLog', 'ServeSettings',
-           'ServiceMetrics', 'create_app', 'serve']
+           'ScoreHistogram', 'ServiceMetrics', 'create_app', 'serve']
 
 # %% ../nbs/08_serve.ipynb #907bd367
 # no `from __future__ import annotations` here: FastAPI must see the generated request model itself
@@ -229,6 +229,29 @@ class ServeSettings:
         return s
 
 # %% ../nbs/08_serve.ipynb #b1776a4d
+class ScoreHistogram:
+    "A Prometheus histogram fed a batch of values at a time (`observe_many`), exposed as a collector."
+    def __init__(self, name: str, documentation: str, buckets, registry):
+        self.name, self.documentation = name, documentation
+        self.edges = np.asarray(buckets, float)
+        self.counts = np.zeros(len(self.edges) + 1, np.int64)  # the last one: above the top bucket (+Inf)
+        self.total, self._lock = 0.0, threading.Lock()
+        registry.register(self)
+
+    def observe_many(self, values):
+        v = np.asarray(values, float)
+        i = np.searchsorted(self.edges, v, side="left")  # bucket `le=edge` holds v <= edge
+        with self._lock:
+            self.counts += np.bincount(i, minlength=len(self.counts)); self.total += float(v.sum())
+
+    def collect(self):
+        from prometheus_client.core import HistogramMetricFamily
+        from prometheus_client.utils import floatToGoString
+        with self._lock: cum, total = np.cumsum(self.counts), self.total
+        buckets = [(floatToGoString(e), int(c)) for e, c in zip(self.edges, cum[:-1])] + [("+Inf", int(cum[-1]))]
+        yield HistogramMetricFamily(self.name, self.documentation, buckets=buckets, sum_value=total)
+
+# %% ../nbs/08_serve.ipynb #965ee75e
 class ServiceMetrics:
     "Request count, latency, errors, batch sizes and scores for `GET /metrics`."
     def __init__(self):
@@ -240,11 +263,10 @@ class ServiceMetrics:
         self.errors = Counter("flex_ml_errors", "Requests answered 4xx or 5xx", ["path", "status"], registry=r)
         self.batch = Histogram("flex_ml_batch_records", "Records per predict request", registry=r,
                                buckets=(1, 2, 5, 10, 50, 100, 500, 1000, 5000, 10000))
-        self.scores = Histogram("flex_ml_scores", "Predicted scores", registry=r,
-                                buckets=tuple(np.round(np.linspace(0.05, 1, 20), 2)))
+        self.scores = ScoreHistogram("flex_ml_scores", "Predicted scores", tuple(np.round(np.linspace(0.05, 1, 20), 2)), r)
         self.reloads = Counter("flex_ml_model_reloads", "Model reloads", ["outcome"], registry=r)
 
-# %% ../nbs/08_serve.ipynb #965ee75e
+# %% ../nbs/08_serve.ipynb #78efdf51
 class _Limits:
     "ASGI middleware: 413 for bodies above the limit, and request metrics."
     def __init__(self, app, state):
@@ -304,7 +326,7 @@ def _problems(errors) -> list[dict]:
         out.append({"record": rec, "field": fld, "rule": e.get("type"), "message": e.get("msg"), "value": value})
     return out
 
-# %% ../nbs/08_serve.ipynb #dc7f88e7
+# %% ../nbs/08_serve.ipynb #8a85cf47
 def create_app(model_dir, settings: ServeSettings | None = None):
     "The FastAPI app serving the export in `model_dir`."
     import asyncio, signal
@@ -380,14 +402,18 @@ def create_app(model_dir, settings: ServeSettings | None = None):
                   "schema": {"$ref": "#/components/schemas/PredictRequest"}}}}})
     async def predict(request: Request):
         raw = await request.body()
-        try: data = orjson.loads(raw)
-        except orjson.JSONDecodeError as e:
-            try: data = json.loads(raw)  # NaN / Infinity: not JSON, but validation below names the field
-            except ValueError:
-                return invalid_response([{"record": None, "field": None, "rule": "json_invalid", "value": None,
-                                          "message": f"the body is not valid JSON: {e}"}])
-        try: req = adapter.validate_python(data)
-        except ValidationError as e: return invalid_response(_problems(e.errors()))
+        try: req = adapter.validate_json(raw)  # parse and validate in one pass (pydantic-core)
+        except ValidationError as first:
+            if not any(e["type"] == "json_invalid" for e in first.errors()):
+                return invalid_response(_problems(first.errors()))
+            try: data = orjson.loads(raw)
+            except orjson.JSONDecodeError as e:
+                try: data = json.loads(raw)  # NaN / Infinity: not JSON, but validation below names the field
+                except ValueError:
+                    return invalid_response([{"record": None, "field": None, "rule": "json_invalid", "value": None,
+                                              "message": f"the body is not valid JSON: {e}"}])
+            try: req = adapter.validate_python(data)
+            except ValidationError as e: return invalid_response(_problems(e.errors()))
         model = st.model
         if model is None: raise HTTPException(503, "no model loaded yet")
         records = req["records"]
@@ -396,7 +422,7 @@ def create_app(model_dir, settings: ServeSettings | None = None):
         scores = model.score(records)
         decisions = scores >= model.threshold
         st.metrics.batch.observe(len(records))
-        for p in scores: st.metrics.scores.observe(p)
+        st.metrics.scores.observe_many(scores)
         if st.log: st.log.put(model.version, records, scores, decisions)
         idname = schema.id.name if schema.id else None
         out = [{"score": float(p), "decision": "decline" if d else "accept"} | ({"id": r.get(idname)} if idname else {})
@@ -445,7 +471,7 @@ def create_app(model_dir, settings: ServeSettings | None = None):
 
     return app
 
-# %% ../nbs/08_serve.ipynb #8a85cf47
+# %% ../nbs/08_serve.ipynb #ecf34658
 def serve(model_dir, host: str = "127.0.0.1", port: int = 8000, settings: ServeSettings | None = None,
           graceful_seconds: int = 30, log_level: str = "info"):
     "Start the HTTP service on `host:port` (blocks until stopped)."
