@@ -33,10 +33,12 @@ def run_report(notebook, out_dir, parameters: dict | None = None, kernel: str = 
     return render_html(executed)
 
 def render_html(executed) -> Path:
-    "Render an executed notebook to HTML without the input cells' prompts."
+    "Render an executed notebook to HTML without the input cells' prompts or its nbdev front matter."
     import nbformat
     from nbconvert import HTMLExporter
     nb = nbformat.read(str(executed), as_version=4)
+    # the raw `---` cell is for nbdev (skip_exec), not for readers
+    nb.cells = [c for c in nb.cells if not (c.cell_type == "raw" and c.source.lstrip().startswith("---"))]
     exporter = HTMLExporter(template_name="lab")
     exporter.exclude_input_prompt = exporter.exclude_output_prompt = True
     body, _ = exporter.from_notebook_node(nb)
