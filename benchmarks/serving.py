@@ -12,6 +12,10 @@ Measures, one service at a time so they never share the 2 cores:
 - naive baseline: a minimal FastAPI app written to a temporary file at run time, loading
   `model.keras` and calling `model.predict` per request; same request body, same runs. The
   throughput ratio divides by its best rate (16 clients or 1).
+- echo floor: the same fixed-rate run against two servers that answer every request with a fixed
+  body of the same size as flex_ml's: a bare uvloop protocol (the floor of this client, the event
+  loop and the kernel's loopback TCP on this machine) and uvicorn + httptools + uvloop with an empty
+  ASGI app (the floor of the server stack flex_ml runs on). flex_ml's latency less these is its own.
 The load generator is a minimal HTTP/1.1 keep-alive client on asyncio (uvloop), so that it leaves the
 CPU to the server; `--client httpx` uses httpx.AsyncClient instead (it costs a few ms of CPU per request
 and can saturate a core). CPU use of the client, the server and everything else on the machine is
@@ -73,6 +77,46 @@ def ready():
 def predict(body: dict):
     scores = model.predict(as_tensors(to_model_inputs(body["records"], schema)), verbose=0).reshape(-1)
     return {"predictions": [{"score": float(s)} for s in scores]}
+'''
+
+
+ECHO_APP = '''\
+"""Echo floor: answer every HTTP/1.1 request with a fixed JSON body. argv: raw|uvicorn, port, body."""
+import asyncio, sys
+
+kind, port, BODY = sys.argv[1], int(sys.argv[2]), sys.argv[3].encode()
+HEAD = b"HTTP/1.1 200 OK\\r\\ncontent-type: application/json\\r\\ncontent-length: %d\\r\\n\\r\\n" % len(BODY)
+
+if kind == "raw":  # a bare protocol: parse just enough of the request, write the answer in one go
+    import uvloop
+
+    class Echo(asyncio.Protocol):
+        def connection_made(self, transport): self.transport, self.buf = transport, b""
+        def data_received(self, data):
+            self.buf += data
+            while (end := self.buf.find(b"\\r\\n\\r\\n")) >= 0:
+                head = self.buf[:end].lower()
+                at = head.find(b"content-length:")
+                n = int(head[at + 15:].split(b"\\r\\n", 1)[0]) if at >= 0 else 0
+                if len(self.buf) < end + 4 + n: return
+                self.buf = self.buf[end + 4 + n:]
+                self.transport.write(HEAD + BODY)
+
+    async def main():
+        server = await asyncio.get_running_loop().create_server(Echo, "127.0.0.1", port)
+        await server.serve_forever()
+    uvloop.run(main())
+else:  # the server stack flex_ml runs on, with an ASGI app that does nothing
+    import uvicorn
+
+    async def app(scope, receive, send):
+        if scope["type"] != "http": return
+        while (await receive()).get("more_body"): pass
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(BODY)).encode())]})
+        await send({"type": "http.response.body", "body": BODY})
+    uvicorn.run(app, host="127.0.0.1", port=port, loop="uvloop", http="httptools", access_log=False,
+                log_level="warning", lifespan="off")
 '''
 
 
@@ -231,12 +275,42 @@ async def warm(url: str, body: bytes, n: int = 200, concurrency: int = 4):
         await asyncio.gather(*(w() for _ in range(concurrency)))
 
 
+class Ticker:
+    """Wake-ups at `t0 + i / rate` (perf_counter seconds) for the event loop, from a periodic Linux timerfd
+    (CLOCK_MONOTONIC, the clock of `time.perf_counter`): the kernel keeps the schedule to the microsecond
+    and the loop sleeps in epoll in between (no spinning). asyncio's own timers, uvloop's included, work in
+    whole milliseconds, so a send scheduled through `asyncio.sleep` starts up to ~1 ms late, and that
+    lateness, the client's and not the server's, would count in every latency. None where there is no timerfd."""
+    def __init__(self, t0: float, rate: float):
+        import ctypes, ctypes.util
+        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        self.fd = libc.timerfd_create(1, 0o4000 | 0o2000000)  # CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC
+        if self.fd < 0: raise OSError(ctypes.get_errno(), "timerfd_create")
+        ts = lambda ns: (ctypes.c_long * 2)(ns // 10**9, ns % 10**9)
+        self.period_ns, self.t0_ns = round(1e9 / rate), round(t0 * 1e9)
+        spec = (ctypes.c_long * 4)(*ts(self.period_ns), *ts(self.t0_ns))  # it_interval, it_value (absolute)
+        if libc.timerfd_settime(self.fd, 1, spec, None) != 0:  # TFD_TIMER_ABSTIME
+            os.close(self.fd); raise OSError(ctypes.get_errno(), "timerfd_settime")
+
+    def scheduled(self, i: int) -> float: return (self.t0_ns + i * self.period_ns) / 1e9
+
+    def expirations(self) -> int:
+        "How many ticks have passed since the last call (0 if none)."
+        try: return int.from_bytes(os.read(self.fd, 8), "little")
+        except BlockingIOError: return 0
+
+    def close(self): os.close(self.fd)
+
+
 async def open_loop(url: str, body: bytes, rate: float, seconds: float, grace: float, pool: int = 32) -> dict:
     """Send `rate * seconds` requests at fixed intervals whatever the answers; latency is counted from each
     request's scheduled send time, so a queue that builds up (in the client's pool of `pool` connections or
-    in the server) counts. Requests still open `grace` seconds after the last send are cancelled."""
+    in the server) counts, and so does the client's own lateness (`client_send_lag_ms`). Sends are timed by
+    a `Ticker` (timerfd) where there is one, else by `asyncio.sleep`. Requests still open `grace` seconds
+    after the last send are cancelled."""
     n = int(rate * seconds)
     lat, lags, errors, done_at = [], [], [0], []
+    loop = asyncio.get_running_loop()
     async with Client(url, pool) as c:
         async def one(ts):
             try:
@@ -249,12 +323,27 @@ async def open_loop(url: str, body: bytes, rate: float, seconds: float, grace: f
                 errors[0] += 1
         t0 = time.perf_counter() + 0.05
         tasks = []
-        for i in range(n):
-            ts = t0 + i / rate
-            delay = ts - time.perf_counter()
-            if delay > 0: await asyncio.sleep(delay)
+        def launch(ts):
             lags.append(max(0.0, time.perf_counter() - ts))
             tasks.append(asyncio.create_task(one(ts)))
+        try: ticker = Ticker(t0, rate)
+        except (OSError, AttributeError): ticker = None
+        if ticker is not None:
+            t0, all_sent = ticker.scheduled(0), loop.create_future()
+            def on_tick():
+                for _ in range(ticker.expirations()):
+                    if len(tasks) < n: launch(ticker.scheduled(len(tasks)))
+                if len(tasks) >= n and not all_sent.done():
+                    loop.remove_reader(ticker.fd); all_sent.set_result(None)
+            loop.add_reader(ticker.fd, on_tick)
+            try: await all_sent
+            finally: loop.remove_reader(ticker.fd); ticker.close()
+        else:
+            for i in range(n):
+                ts = t0 + i / rate
+                delay = ts - time.perf_counter()
+                if delay > 0: await asyncio.sleep(delay)
+                launch(ts)
         sent_for = time.perf_counter() - t0
         _, pending = await asyncio.wait(tasks, timeout=grace)
         for t in pending: t.cancel()
@@ -263,7 +352,8 @@ async def open_loop(url: str, body: bytes, rate: float, seconds: float, grace: f
     return {"offered_rps": rate, "requests": n, "ok": len(lat), "errors": errors[0], "unfinished": len(pending),
             "send_rate_rps": round(n / sent_for, 1), "achieved_rps": round(achieved, 1),
             "sustained": errors[0] == 0 and not pending and achieved >= 0.95 * rate,
-            "latency_ms": pct(lat), "client_send_lag_ms": pct(lags)}
+            "latency_ms": pct(lat), "client_send_lag_ms": pct(lags),
+            "send_timer": "timerfd" if ticker is not None else "asyncio.sleep"}
 
 
 async def closed_loop(url: str, body: bytes, concurrency: int, seconds: float) -> dict:
@@ -331,6 +421,25 @@ def run_phases(server: Server, body: bytes, args, flex: bool) -> dict:
     return out
 
 
+def echo_floor(tmp: str, env: dict, body: bytes, answer: bytes, args) -> dict:
+    "The fixed-rate run against the two echo servers (see the module docstring), one at a time."
+    path = Path(tmp) / "echo_app.py"
+    path.write_text(ECHO_APP)
+    out = {}
+    for kind in ("raw", "uvicorn"):
+        srv = Server(f"echo_{kind}", [sys.executable, str(path), kind, "{port}", answer.decode()], env, tmp)
+        try:
+            srv.wait_ready()
+            url = f"{srv.url}/v1/predict"
+            arun(warm(url, body))
+            with Usage(srv) as u:
+                r = arun(open_loop(url, body, args.rate, args.seconds, grace=args.grace))
+            out["uvloop_protocol" if kind == "raw" else "uvicorn_empty_asgi"] = r | u.as_dict()
+        finally:
+            srv.stop()
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", type=Path, default=Path("artifacts/model"), help="export folder (relative to the repo root)")
@@ -371,7 +480,11 @@ def main():
             b = arun(batch_latency(f"{flex.url}/v1/predict", batch_body, 1000, args.batch_reps))
         f["batch_1000"] = b | u.as_dict()
         result["flex_ml"] = f
+        answer = httpx.post(f"{flex.url}/v1/predict", content=body, headers=JSON).content
         flex.stop(); servers.remove(flex)
+
+        # echo floor: the same fixed-rate run against servers that do no work
+        result["echo_floor"] = echo_floor(tmp.name, env, body, answer, args)
 
         # naive baseline, alone on the machine
         app_dir = Path(tmp.name) / "naive"; app_dir.mkdir()
@@ -414,6 +527,11 @@ def main():
         result["naive_note"] = (f"the naive baseline could not sustain {args.rate:g} rps: it answered "
                                 f"{n['fixed_rate']['achieved_rps']} rps; its latencies include the queue that built up")
     fr = f["fixed_rate"]["latency_ms"]
+    floor = result["echo_floor"]["uvloop_protocol"]["latency_ms"]
+    result["echo_floor_note"] = (
+        f"at {args.rate:g} rps a server that does no work answers in p50 {floor['p50']} ms, p99 {floor['p99']} ms "
+        f"(client, event loop and loopback TCP); uvicorn with an empty app: p50 "
+        f"{result['echo_floor']['uvicorn_empty_asgi']['latency_ms']['p50']} ms; flex_ml: p50 {fr['p50']} ms")
     result["targets"] = {
         "p50_under_2ms_at_200rps": fr["p50"] is not None and fr["p50"] < 2,
         "p99_under_10ms_at_200rps": fr["p99"] is not None and fr["p99"] < 10,

@@ -5,6 +5,7 @@
 # %% ../nbs/06_evaluate.ipynb #8cd3bc75
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -121,9 +122,13 @@ def fit_baselines(train, valid, schema: Schema, stats: dict, params: dict | None
     from sklearn.ensemble import HistGradientBoostingClassifier
     from sklearn.linear_model import LogisticRegression
     params = params or {}
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import FunctionTransformer
+    plain = {k: {**v, "bins": None} if isinstance(v, dict) and "bins" in v else v for k, v in stats.items()}
+    design = lambda s: FunctionTransformer(functools.partial(design_matrix, schema=schema, stats=s))
     xt, yt = design_matrix(train, schema, stats), labels(train, schema)
-    xv, yv = design_matrix(valid, schema, stats), labels(valid, schema)
     lr = LogisticRegression(max_iter=2000, C=params.get("logistic_C", 1.0)).fit(xt, yt)
+    xt, xv, yv = design_matrix(train, schema, plain), design_matrix(valid, schema, plain), labels(valid, schema)
     g = params.get("gbdt", {})
     from sklearn.metrics import roc_auc_score
     hp = dict(learning_rate=g.get("learning_rate", 0.05), max_leaf_nodes=g.get("max_leaf_nodes", 31),
@@ -143,7 +148,8 @@ def fit_baselines(train, valid, schema: Schema, stats: dict, params: dict | None
         elif n - best_n >= patience: break
     aucs = [roc_auc_score(yv, s[:, 1]) for s in gb.staged_predict_proba(xv)]
     gb = HistGradientBoostingClassifier(max_iter=int(np.argmax(aucs)) + 1, **hp).fit(xt, yt)
-    return {"baseline_logistic": lr, "baseline_gbdt": gb}
+    return {"baseline_logistic": Pipeline([("design", design(stats)), ("model", lr)]),
+            "baseline_gbdt": Pipeline([("design", design(plain)), ("model", gb)])}
 
 # %% ../nbs/06_evaluate.ipynb #dd7e44d9
 def evaluation_figure(y, scores: dict, threshold: float | None = None):
@@ -198,7 +204,7 @@ def run_evaluate(split_dir, train_dir, schema, out_dir, params: dict | None = No
     yv, yt = labels(valid, schema), labels(test, schema)
     scores = {"model": (flex_ml.model.predict_scores(model, valid, schema), flex_ml.model.predict_scores(model, test, schema))}
     for name, est in fit_baselines(train, valid, schema, stats, params.get("baselines")).items():
-        scores[name] = tuple(est.predict_proba(design_matrix(d, schema, stats))[:, 1] for d in (valid, test))
+        scores[name] = tuple(est.predict_proba(d)[:, 1] for d in (valid, test))
     objective = ep.get("threshold_objective", "f1")
     thresholds = {name: choose_threshold(yv, pv, objective) for name, (pv, _) in scores.items()}
     metrics = {"test": {}, "valid": {}}

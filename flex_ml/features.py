@@ -11,7 +11,8 @@ import pandas as pd
 from .schema import Column, FlexMLError, Schema, canonical_str
 
 # %% auto #0
-__all__ = ['signed_log1p', 'is_numeric_feature', 'to_model_inputs', 'derived_values', 'fit_feature_stats', 'design_matrix']
+__all__ = ['signed_log1p', 'is_numeric_feature', 'to_model_inputs', 'derived_values', 'piecewise_edges', 'piecewise_linear',
+           'fit_feature_stats', 'design_matrix']
 
 # %% ../nbs/03_features.ipynb #2626d74e
 def signed_log1p(x):
@@ -65,8 +66,20 @@ def derived_values(x: dict, d, schema: Schema) -> np.ndarray:
     return np.clip(r, *d.clip) if d.clip else r
 
 # %% ../nbs/03_features.ipynb #fa3bcfbe
-def fit_feature_stats(schema: Schema, train: pd.DataFrame, max_one_hot: int = 50, min_count: int = 5) -> dict:
-    "Per-feature preprocessing statistics from the training rows only."
+def piecewise_edges(z: np.ndarray, bins: int) -> list[float] | None:
+    "Quantile edges of `z` for `bins` bins, duplicates removed; None when fewer than two bins remain."
+    edges = np.unique(np.quantile(z, np.linspace(0, 1, bins + 1)))
+    return [float(e) for e in edges] if len(edges) >= 3 else None
+
+def piecewise_linear(z: np.ndarray, edges: list[float]) -> np.ndarray:
+    "`(n, len(edges) - 1)` fill levels of each bin: clip((z - low) / (high - low), 0, 1)."
+    lo, hi = np.asarray(edges[:-1])[None], np.asarray(edges[1:])[None]
+    return np.clip((np.asarray(z).reshape(-1, 1) - lo) / (hi - lo), 0.0, 1.0)
+
+# %% ../nbs/03_features.ipynb #5119cd76
+def fit_feature_stats(schema: Schema, train: pd.DataFrame, max_one_hot: int = 50, min_count: int = 5,
+                      bins: int = 0) -> dict:
+    "Per-feature preprocessing statistics from the training rows only; `bins` > 0 adds piecewise-linear edges."
     x = to_model_inputs(train, schema)
     stats = {}
     for col in schema.features:
@@ -82,6 +95,7 @@ def fit_feature_stats(schema: Schema, train: pd.DataFrame, max_one_hot: int = 50
             st = dict(kind="numeric", key=col.key, median=median, mean=float(t.mean()),
                       std=float(t.std()) or 1.0, transform=col.transform,
                       indicator=bool(col.nullable or np.isnan(v).any()), one_hot=None)
+            st["bins"] = piecewise_edges((t - st["mean"]) / st["std"], bins) if bins else None
             if col.encode in ("one_hot", "both"):
                 values = sorted(set(np.round(present).astype(int).tolist()))
                 if len(values) > max_one_hot:
@@ -105,9 +119,10 @@ def fit_feature_stats(schema: Schema, train: pd.DataFrame, max_one_hot: int = 50
         stats[d.name] = dict(kind="derived", key=d.key, ratio=list(d.ratio), clip=d.clip, median=median,
                              mean=float(t.mean()), std=float(t.std()) or 1.0, transform=None,
                              indicator=bool(np.isnan(v).any()), one_hot=None)
+        stats[d.name]["bins"] = piecewise_edges((t - stats[d.name]["mean"]) / stats[d.name]["std"], bins) if bins else None
     return stats
 
-# %% ../nbs/03_features.ipynb #e401360c
+# %% ../nbs/03_features.ipynb #0e6e1811
 def design_matrix(data, schema: Schema, stats: dict) -> np.ndarray:
     "Model inputs as one float matrix, preprocessed like the Keras model's first layers."
     x = to_model_inputs(data, schema)
@@ -119,8 +134,10 @@ def design_matrix(data, schema: Schema, stats: dict) -> np.ndarray:
             missing = np.isnan(v)
             imputed = np.where(missing, st["median"], v).astype(np.float64)
             t = signed_log1p(imputed) if st["transform"] == "signed_log1p" else imputed
-            blocks.append(((t - st["mean"]) / st["std"])[:, None])
+            z = (t - st["mean"]) / st["std"]
+            blocks.append(z[:, None])
             if st["indicator"]: blocks.append(missing[:, None].astype(float))
+            if st.get("bins"): blocks.append(piecewise_linear(z, st["bins"]))
             if st["one_hot"]: blocks.append(_one_hot(np.round(imputed).astype(int), st["one_hot"]))
         else: blocks.append(_one_hot(v, st["vocabulary"]))
     return np.hstack(blocks)

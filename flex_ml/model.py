@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import keras
 from keras import layers, ops
@@ -13,17 +14,19 @@ from keras import layers, ops
 from .schema import Schema
 
 # %% auto #0
-__all__ = ['NumericEncoder', 'Ratio', 'preprocessing_block', 'build_model', 'as_tensors', 'predict_scores']
+__all__ = ['NumericEncoder', 'Ratio', 'preprocessing_block', 'build_model', 'EnsembleAUC', 'tower_count', 'training_model',
+           'as_tensors', 'predict_scores']
 
 # %% ../nbs/04_model.ipynb #795a4bf9
 @keras.saving.register_keras_serializable(package="flex_ml")
 class NumericEncoder(layers.Layer):
     "Impute, transform and scale one numeric feature; optionally add a missing-value indicator."
     def __init__(self, median: float, mean: float = 0.0, std: float = 1.0, transform: str | None = None,
-                 indicator: bool = False, mode: str = "scaled", **kwargs):
+                 indicator: bool = False, mode: str = "scaled", bins: list | None = None, **kwargs):
         super().__init__(**kwargs)
         self.median, self.mean, self.std = float(median), float(mean), float(std)
         self.transform, self.indicator, self.mode = transform, bool(indicator), mode
+        self.bins = [float(b) for b in bins] if bins else None
 
     def call(self, x):
         x = ops.cast(x, "float32")
@@ -32,11 +35,15 @@ class NumericEncoder(layers.Layer):
         if self.mode == "index": return ops.cast(ops.round(x), "int64")
         if self.transform == "signed_log1p": x = ops.sign(x) * ops.log1p(ops.abs(x))
         x = (x - self.mean) / self.std
-        return ops.concatenate([x, ops.cast(missing, "float32")], axis=-1) if self.indicator else x
+        parts = [x, ops.cast(missing, "float32")] if self.indicator else [x]
+        if self.bins:
+            low, high = ops.convert_to_tensor([self.bins[:-1]]), ops.convert_to_tensor([self.bins[1:]])
+            parts.append(ops.clip((x - low) / (high - low), 0.0, 1.0))
+        return ops.concatenate(parts, axis=-1) if len(parts) > 1 else x
 
     def get_config(self):
         return {**super().get_config(), "median": self.median, "mean": self.mean, "std": self.std,
-                "transform": self.transform, "indicator": self.indicator, "mode": self.mode}
+                "transform": self.transform, "indicator": self.indicator, "mode": self.mode, "bins": self.bins}
 
 # %% ../nbs/04_model.ipynb #428496d3
 @keras.saving.register_keras_serializable(package="flex_ml")
@@ -65,7 +72,7 @@ def preprocessing_block(schema: Schema, stats: dict):
         if st["kind"] == "numeric":
             x = inputs[col.key] = keras.Input(shape=(1,), dtype="float32", name=col.key)
             encoded.append(NumericEncoder(st["median"], st["mean"], st["std"], st["transform"], st["indicator"],
-                                          name=f"scale_{col.key}")(x))
+                                          bins=st.get("bins"), name=f"scale_{col.key}")(x))
             if st["one_hot"]:
                 idx = NumericEncoder(st["median"], mode="index", name=f"index_{col.key}")(x)
                 encoded.append(layers.IntegerLookup(vocabulary=st["one_hot"], output_mode="one_hot",
@@ -77,24 +84,50 @@ def preprocessing_block(schema: Schema, stats: dict):
     for d in schema.derived:
         st = stats[d.name]
         r = Ratio(d.clip, name=f"ratio_{d.key}")([inputs[schema[n].key] for n in d.ratio])
-        encoded.append(NumericEncoder(st["median"], st["mean"], st["std"], None, st["indicator"], name=f"scale_{d.key}")(r))
+        encoded.append(NumericEncoder(st["median"], st["mean"], st["std"], None, st["indicator"], bins=st.get("bins"),
+                                      name=f"scale_{d.key}")(r))
     return inputs, layers.Concatenate(name="features")(encoded)
 
-def build_model(schema: Schema, stats: dict, hidden: list[int] = (128, 64), dropout: float = 0.2,
-                l2: float = 1e-4, learning_rate: float = 1e-3, prior: float = 0.5) -> keras.Model:
-    "An MLP for binary risk on raw feature inputs; compiled with AUC and PR-AUC metrics."
-    inputs, x = preprocessing_block(schema, stats)
+def _mlp(x, hidden, dropout: float, l2: float, bias: float, prefix: str = "", out_name: str = "score"):
     for i, units in enumerate(hidden):
-        x = layers.Dense(units, activation="relu", kernel_regularizer=keras.regularizers.L2(l2), name=f"dense_{i}")(x)
-        if dropout: x = layers.Dropout(dropout, name=f"dropout_{i}")(x)
+        x = layers.Dense(units, activation="relu", kernel_regularizer=keras.regularizers.L2(l2), name=f"{prefix}dense_{i}")(x)
+        if dropout: x = layers.Dropout(dropout, name=f"{prefix}dropout_{i}")(x)
+    return layers.Dense(1, activation="sigmoid", bias_initializer=keras.initializers.Constant(bias), name=out_name)(x)
+
+def build_model(schema: Schema, stats: dict, hidden: list[int] = (128, 64), dropout: float = 0.2,
+                l2: float = 1e-4, learning_rate: float = 1e-3, prior: float = 0.5, towers: int = 1) -> keras.Model:
+    "An MLP (or the mean of `towers` MLPs) for binary risk on raw feature inputs; compiled with AUC and PR-AUC."
+    inputs, x = preprocessing_block(schema, stats)
     bias = math.log(prior / (1 - prior)) if 0 < prior < 1 else 0.0
-    out = layers.Dense(1, activation="sigmoid", bias_initializer=keras.initializers.Constant(bias), name="score")(x)
+    if towers == 1: out = _mlp(x, hidden, dropout, l2, bias)
+    else: out = layers.Average(name="score")([_mlp(x, hidden, dropout, l2, bias, f"tower{k}_", f"tower{k}_score")
+                                              for k in range(towers)])
     model = keras.Model(inputs, out, name=f"{schema.name}_risk")
     model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="binary_crossentropy",
                   metrics=[keras.metrics.AUC(name="auc"), keras.metrics.AUC(curve="PR", name="pr_auc")])
     return model
 
 # %% ../nbs/04_model.ipynb #aee6bc23
+@keras.saving.register_keras_serializable(package="flex_ml")
+class EnsembleAUC(keras.metrics.AUC):
+    "AUC (or PR-AUC) of the mean of the towers' scores, against the first label column."
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        return super().update_state(y_true[:, :1], ops.mean(y_pred, axis=-1, keepdims=True), sample_weight)
+
+def tower_count(model: keras.Model) -> int:
+    "How many towers the model averages (1 for a single MLP)."
+    return max(1, sum(bool(re.fullmatch(r"tower\d+_score", l.name)) for l in model.layers))
+
+def training_model(model: keras.Model, learning_rate: float) -> keras.Model:
+    "The model itself, or for an ensemble its towers side by side with a loss each."
+    if tower_count(model) == 1: return model
+    towers = [l.output for l in model.layers if re.fullmatch(r"tower\d+_score", l.name)]
+    trainer = keras.Model(model.input, layers.Concatenate(name="towers")(towers), name=f"{model.name}_towers")
+    trainer.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="binary_crossentropy",
+                    metrics=[EnsembleAUC(name="auc"), EnsembleAUC(curve="PR", name="pr_auc")])
+    return trainer
+
+# %% ../nbs/04_model.ipynb #733c3b0a
 def as_tensors(inputs: dict) -> dict:
     "`{key: array}` from `to_model_inputs` as `(n, 1)` TensorFlow tensors."
     import tensorflow as tf

@@ -16,7 +16,8 @@ from .schema import FlexMLError
 __all__ = ['SUPPORTED', 'save_runtime', 'NumpyModel']
 
 # %% ../nbs/07b_runtime.ipynb #e6425b68
-SUPPORTED = {"InputLayer", "NumericEncoder", "Ratio", "StringLookup", "IntegerLookup", "Concatenate", "Dense", "Dropout"}
+SUPPORTED = {"InputLayer", "NumericEncoder", "Ratio", "StringLookup", "IntegerLookup", "Concatenate", "Dense", "Dropout",
+             "Average"}
 
 def save_runtime(model, path) -> list[str]:
     "Write `runtime.json` and `runtime.npz` for the Keras functional `model` into the folder `path`."
@@ -37,6 +38,11 @@ def _history(arg) -> list[str]:
 def _lookup_table(vocab, values) -> np.ndarray:
     index = {v: i + 1 for i, v in enumerate(vocab)}  # 0: the out-of-vocabulary slot
     return np.fromiter((index.get(v, 0) for v in values), dtype=np.int64, count=len(values))
+
+def _bins(x: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    "Piecewise-linear fill levels of `(n, 1)` values, in float32 like the Keras layer."
+    low, high = edges[None, :-1], edges[None, 1:]
+    return np.clip((x - low) / (high - low), np.float32(0), np.float32(1))
 
 def _one_hot(idx: np.ndarray, depth: int) -> np.ndarray:
     out = np.zeros((len(idx), depth), np.float32); out[np.arange(len(idx)), idx] = 1.0
@@ -78,7 +84,9 @@ class NumpyModel:
             if c.get("mode") == "index": return np.round(x).astype(np.int64)
             if c.get("transform") == "signed_log1p": x = np.sign(x) * np.log1p(np.abs(x))
             x = (x - np.float32(c["mean"])) / np.float32(c["std"])
-            return np.concatenate([x, missing.astype(np.float32)], axis=-1) if c.get("indicator") else x
+            parts = [x, missing.astype(np.float32)] if c.get("indicator") else [x]
+            if c.get("bins"): parts.append(_bins(x, np.asarray(c["bins"], np.float32)))
+            return np.concatenate(parts, axis=-1)
         if kind == "Ratio":
             num, den = (a.astype(np.float32) for a in args)
             zero = den == 0
@@ -93,6 +101,7 @@ class NumpyModel:
             return _one_hot(_lookup_table(vocab, vals), len(vocab) + 1)
         if kind == "Concatenate": return np.concatenate(args, axis=-1)
         if kind == "Dropout": return args[0]
+        if kind == "Average": return (sum(args) / np.float32(len(args))).astype(np.float32)
         if kind == "Dense":
             y = args[0] @ w[0] + (w[1] if len(w) > 1 else 0)
             act = c.get("activation", "linear")
@@ -118,19 +127,34 @@ def _fused_plan(m: NumpyModel):
     by = {name: (kind, c, src, w) for kind, name, c, src, w in m.steps}
     concat = [s for s in m.steps if s[0] == "Concatenate"]
     if len(concat) != 1: return None
-    tail, cur = [], concat[0][1]
-    users = {}
-    for kind, name, c, src, w in m.steps:
-        for s_ in src: users.setdefault(s_, []).append(name)
-    while cur != m.output:  # the dense chain after the concatenation
-        nxt = users.get(cur, [])
-        if len(nxt) != 1 or by[nxt[0]][0] not in ("Dense", "Dropout"): return None
-        cur = nxt[0]; tail.append(by[cur])
+    ends = by[m.output][2] if by[m.output][0] == "Average" else [m.output]
+    towers = []
+    for end in ends:  # each dense chain back from the output (or the Average) to the concatenation
+        chain, cur = [], end
+        while cur != concat[0][1]:
+            if cur not in by: return None
+            kind, c, src, w = by[cur]
+            if kind not in ("Dense", "Dropout") or len(src) != 1: return None
+            if kind == "Dense": chain.append((w[0], w[1] if len(w) > 1 else None, c.get("activation", "linear")))
+            cur = src[0]
+        towers.append(chain[::-1])
+    if len({len(t_) for t_ in towers}) != 1 or len({tuple(a for *_, a in t_) for t_ in towers}) != 1: return None
+    if any(b is None for t_ in towers for _, b, _ in t_): return None
+    dense = []  # the towers as one chain: first kernels side by side, later ones block-diagonal
+    for depth in range(len(towers[0])):
+        kernels = [t_[depth][0] for t_ in towers]
+        if depth == 0: kernel = np.concatenate(kernels, axis=1)
+        else:
+            kernel = np.zeros((sum(k.shape[0] for k in kernels), sum(k.shape[1] for k in kernels)), np.float32)
+            r0 = c0 = 0
+            for k in kernels: kernel[r0:r0 + k.shape[0], c0:c0 + k.shape[1]] = k; r0 += k.shape[0]; c0 += k.shape[1]
+        dense.append((kernel, np.concatenate([t_[depth][1] for t_ in towers]), towers[0][depth][2]))
+    average = len(towers) > 1
     scaled, ratios, index_lookups, string_lookups, width = [], [], [], [], 0
     for piece in concat[0][3]:
         kind, c, src, _ = by[piece]
         if kind == "NumericEncoder" and c.get("mode", "scaled") == "scaled":
-            w = 2 if c.get("indicator") else 1
+            w = (2 if c.get("indicator") else 1) + (len(c["bins"]) - 1 if c.get("bins") else 0)
             origin = src[0]
             if origin in by:  # a derived ratio
                 rk, rc, rsrc, _ = by[origin]
@@ -155,8 +179,16 @@ def _fused_plan(m: NumpyModel):
     logs = np.array([c_.get("transform") == "signed_log1p" for _, _, c_ in scaled])
     ind = [(i, pos) for i, (pos, _, c_) in enumerate(scaled) if c_.get("indicator")]
     pos = np.array([p_ for p_, _, _ in scaled], np.int64)
-    dense = [(w[0], w[1] if len(w) > 1 else None, c.get("activation", "linear")) for kind, c, _, w in tail if kind == "Dense"]
     if any(a not in ("relu", "sigmoid", "linear") for _, _, a in dense): return None
+    bin_j, bin_pos, bin_lo, bin_hi = [], [], [], []  # one entry per bin of every binned feature
+    for j, (p_, _, c_) in enumerate(scaled):
+        if c_.get("bins"):
+            e = np.asarray(c_["bins"], f32)
+            first = p_ + (2 if c_.get("indicator") else 1)
+            bin_j += [j] * (len(e) - 1); bin_pos += range(first, first + len(e) - 1)
+            bin_lo.append(e[:-1]); bin_hi.append(e[1:])
+    bin_j, bin_pos = np.array(bin_j, np.int64), np.array(bin_pos, np.int64)
+    if len(bin_j): bin_lo, bin_hi = np.concatenate(bin_lo), np.concatenate(bin_hi)
 
     # every kind of encoder runs once for all its features: NumPy calls cost microseconds each here
     direct = [(j, o) for j, (_, o, _) in enumerate(scaled) if j not in {r[0] for r in ratios}]
@@ -195,6 +227,7 @@ def _fused_plan(m: NumpyModel):
         F = np.zeros((n, width), f32)
         F[:, pos] = X
         for i, p_ in ind: F[:, p_ + 1] = miss[:, i]
+        if len(bin_j): F[:, bin_pos] = np.clip((X[:, bin_j] - bin_lo) / (bin_hi - bin_lo), f32(0), f32(1))
         if index_lookups:
             k = np.concatenate([values[o] for o in idx_in], axis=1)
             k = np.round(np.where(np.isnan(k), idx_med, k)).astype(np.int64) - base
@@ -209,5 +242,6 @@ def _fused_plan(m: NumpyModel):
             if bias is not None: y = y + bias
             if act == "relu": y = np.maximum(y, 0)
             elif act == "sigmoid": y = 1 / (1 + np.exp(-y))
+        if average: y = y.mean(axis=1, dtype=np.float32)
         return y.reshape(-1).astype(np.float64)
     return run

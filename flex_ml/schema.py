@@ -5,6 +5,7 @@
 # %% ../nbs/00_schema.ipynb #6a61a173
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
@@ -29,6 +30,11 @@ TRANSFORMS = (None, "signed_log1p")
 ENCODINGS = ("numeric", "one_hot", "both")
 UNKNOWN_POLICIES = ("quarantine", "keep")
 
+@functools.lru_cache(maxsize=4096)
+def _identifier(name: str) -> str:
+    # cached: the service reads every feature's key on each request, and a regex costs microseconds
+    return re.sub(r"\W", "_", name)
+
 @dataclass
 class Column:
     "One column of the contract."
@@ -50,7 +56,7 @@ class Column:
     @property
     def key(self) -> str:
         "The column's name as a model input / API identifier (`emp.var.rate` -> `emp_var_rate`)."
-        return re.sub(r"\W", "_", self.name)
+        return _identifier(self.name)
 
     @property
     def is_numeric(self) -> bool: return self.type in ("integer", "float")
@@ -100,7 +106,7 @@ class Derived:
     description: str = ""
 
     @property
-    def key(self) -> str: return re.sub(r"\W", "_", self.name)
+    def key(self) -> str: return _identifier(self.name)
 
     def check(self, columns: dict):
         where = f"derived feature {self.name!r}"

@@ -271,6 +271,18 @@ class _Limits:
     "ASGI middleware: 413 for bodies above the limit, and request metrics."
     def __init__(self, app, state):
         self.app, self.state = app, state
+        self._children = {}  # labelled metric children, looked up once: .labels() takes a lock and builds a key
+
+    def _observe(self, path: str, code: int, seconds: float):
+        st = self.state
+        c = self._children.get((path, code))
+        if c is None:
+            m, known = st.metrics, path if path in st.paths else "other"
+            c = self._children[(path, code)] = (m.requests.labels(known, code), m.latency.labels(known),
+                                                m.errors.labels(known, code) if code >= 400 else None)
+            if len(self._children) > 10_000: self._children.clear()  # unknown paths are many; keep it bounded
+        c[0].inc(); c[1].observe(seconds)
+        if c[2] is not None: c[2].inc()
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http": return await self.app(scope, receive, send)
@@ -292,22 +304,34 @@ class _Limits:
                 seen += len(msg.get("body", b""))
                 if seen > limit: raise _TooLarge()
                 return msg
-            try: await self.app(scope, receive_capped, send_wrap)
+            fast = st.fast.get(path) if scope["method"] == "POST" else None
+            try:
+                if fast is not None: await fast(scope, receive_capped, send_wrap)
+                else: await self.app(scope, receive_capped, send_wrap)
             except _TooLarge:
                 await _send_json(send_wrap, 413, {"error": "request body too large", "detail": f"the limit is {limit} bytes"})
-        m = st.metrics
-        known = path if path in st.paths else "other"
-        m.requests.labels(known, status["code"]).inc()
-        m.latency.labels(known).observe(time.perf_counter() - t0)
-        if status["code"] >= 400: m.errors.labels(known, status["code"]).inc()
+        self._observe(path, status["code"], time.perf_counter() - t0)
 
 class _TooLarge(Exception): pass
 
-async def _send_json(send, status: int, body: dict):
-    data = json.dumps(body).encode()
+async def _send_json(send, status: int, body: dict | bytes):
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]})
     await send({"type": "http.response.body", "body": data})
+
+def _json_bytes(body) -> bytes:
+    "JSON as FastAPI's `JSONResponse` writes it."
+    return json.dumps(body, ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":")).encode()
+
+async def _read_body(receive) -> bytes | None:
+    "The whole request body from ASGI `receive`, or None if the client went away."
+    chunks = []
+    while True:
+        msg = await receive()
+        if msg["type"] == "http.disconnect": return None
+        chunks.append(msg.get("body", b""))
+        if not msg.get("more_body", False): return b"".join(chunks)
 
 def _problems(errors) -> list[dict]:
     "pydantic errors as `{record, field, rule, message, value}`."
@@ -344,7 +368,7 @@ def create_app(model_dir, settings: ServeSettings | None = None):
     sink = PredictionLog(settings.log_db) if settings.log_db else None  # a bad URL fails here, clearly
     st = SimpleNamespace(settings=settings, metrics=ServiceMetrics(), model=None, log=None, model_dir=Path(model_dir),
                          paths={"/v1/predict", "/v1/health", "/v1/ready", "/v1/model", "/v1/admin/reload", "/metrics"},
-                         reload_lock=asyncio.Lock())
+                         reload_lock=asyncio.Lock(), fast={})
     adapter = request_adapter(schema, settings.max_batch, first.golden[0]["record"])
     nullable = [c.name for c in schema.features if c.nullable]
 
@@ -383,25 +407,25 @@ def create_app(model_dir, settings: ServeSettings | None = None):
     app.add_middleware(_Limits, state=st)
     app.state.flex = st
 
-    def require_key(request: Request):
-        if not settings.api_keys: return
-        given = request.headers.get("x-api-key", "").encode()
+    no_key = "missing or invalid API key (send it in the X-API-Key header)"
+    def key_ok(given: str) -> bool:
+        if not settings.api_keys: return True
         # compare with every key, in constant time, so timing reveals neither a key nor which matched
-        ok = False
+        ok, given = False, given.encode()
         for k in settings.api_keys: ok |= hmac.compare_digest(given, k.encode())
-        if not ok: raise HTTPException(401, "missing or invalid API key (send it in the X-API-Key header)")
+        return ok
+
+    async def require_key(request: Request):  # async: a plain def would run in the thread pool, a hop per request
+        if not key_ok(request.headers.get("x-api-key", "")): raise HTTPException(401, no_key)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request, exc):
         return JSONResponse({"error": "invalid request", "problems": _problems(exc.errors())}, status_code=422)
 
-    def invalid_response(problems): return JSONResponse({"error": "invalid request", "problems": problems}, status_code=422)
+    def invalid_response(problems): return 422, _json_bytes({"error": "invalid request", "problems": problems})
 
-    @app.post("/v1/predict", dependencies=[Depends(require_key)], summary="Score one or more raw records",
-              openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
-                  "schema": {"$ref": "#/components/schemas/PredictRequest"}}}}})
-    async def predict(request: Request):
-        raw = await request.body()
+    def predict_body(raw: bytes) -> tuple[int, bytes]:
+        "(status, JSON body) of `POST /v1/predict` with body `raw` (the API key already checked)."
         try: req = adapter.validate_json(raw)  # parse and validate in one pass (pydantic-core)
         except ValidationError as first:
             if not any(e["type"] == "json_invalid" for e in first.errors()):
@@ -415,7 +439,7 @@ def create_app(model_dir, settings: ServeSettings | None = None):
             try: req = adapter.validate_python(data)
             except ValidationError as e: return invalid_response(_problems(e.errors()))
         model = st.model
-        if model is None: raise HTTPException(503, "no model loaded yet")
+        if model is None: return 503, _json_bytes({"detail": "no model loaded yet"})
         records = req["records"]
         for r in records:
             for n in nullable: r.setdefault(n, None)
@@ -430,7 +454,24 @@ def create_app(model_dir, settings: ServeSettings | None = None):
         if req.get("explain"):
             for o, reasons in zip(out, model.explain(records, scores, req.get("top_reasons", 3))): o["reasons"] = reasons
         body = {"model_version": model.version, "threshold": model.threshold, "predictions": out}
-        return Response(orjson.dumps(body), media_type="application/json")
+        return 200, orjson.dumps(body)
+
+    async def predict_asgi(scope, receive, send):
+        "`POST /v1/predict` in plain ASGI, called by `_Limits` (which caps the body and records metrics)."
+        given = next((v for k, v in scope["headers"] if k == b"x-api-key"), b"").decode("latin-1")
+        if not key_ok(given): return await _send_json(send, 401, _json_bytes({"detail": no_key}))
+        raw = await _read_body(receive)
+        if raw is None: return  # the client went away
+        await _send_json(send, *predict_body(raw))
+    st.fast["/v1/predict"] = predict_asgi
+
+    @app.post("/v1/predict", dependencies=[Depends(require_key)], summary="Score one or more raw records",
+              openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
+                  "schema": {"$ref": "#/components/schemas/PredictRequest"}}}}})
+    async def predict(request: Request):
+        "Documents the endpoint; requests are answered by `predict_asgi` (same function, `predict_body`)."
+        status, data = predict_body(await request.body())
+        return Response(data, status_code=status, media_type="application/json")
 
     @app.get("/v1/health", summary="Liveness")
     async def health(): return {"status": "ok"}

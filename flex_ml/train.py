@@ -20,28 +20,36 @@ from .split import labels
 __all__ = ['make_dataset', 'train_model', 'run_train']
 
 # %% ../nbs/05_train.ipynb #e7d35e36
-def make_dataset(df: pd.DataFrame, schema: Schema, batch_size: int, shuffle_seed: int | None = None):
-    "A batched `tf.data.Dataset` of `(inputs, label)` from the rows of `df`."
+def make_dataset(df: pd.DataFrame, schema: Schema, batch_size: int, shuffle_seed: int | None = None,
+                 label_columns: int = 1, class_weight: dict | None = None):
+    "A batched `tf.data.Dataset` of `(inputs, label[, weight])` from the rows of `df`."
     import tensorflow as tf
     from flex_ml.model import as_tensors
     x = as_tensors(to_model_inputs(df, schema))
-    ds = tf.data.Dataset.from_tensor_slices((x, labels(df, schema).astype("float32")))
+    y = labels(df, schema).astype("float32")
+    if label_columns > 1: y = np.repeat(y[:, None], label_columns, axis=1)
+    parts = (x, y) if class_weight is None else (x, y, np.where(labels(df, schema) == 1, class_weight[1], class_weight[0]).astype("float32"))
+    ds = tf.data.Dataset.from_tensor_slices(parts)
     if shuffle_seed is not None: ds = ds.shuffle(len(df), seed=shuffle_seed, reshuffle_each_iteration=True)
     return ds.batch(batch_size).prefetch(2)
 
-# %% ../nbs/05_train.ipynb #3542201e
+# %% ../nbs/05_train.ipynb #f37d906e
 def train_model(train: pd.DataFrame, valid: pd.DataFrame, schema: Schema, model_params: dict | None = None,
                 epochs: int = 30, batch_size: int = 512, patience: int = 5, seed: int = 42,
                 class_weight: str = "none", live=None, verbose: int = 2):
     "Fit the Keras model; returns `(model, stats, summary)`."
     import keras, tensorflow as tf
-    from flex_ml.model import build_model
+    from flex_ml.model import build_model, tower_count, training_model
     keras.utils.set_random_seed(seed)
     tf.config.experimental.enable_op_determinism()
-    stats = fit_feature_stats(schema, train)
+    mp = dict(model_params or {})
+    bins = int(mp.pop("numeric_bins", 0))
+    stats = fit_feature_stats(schema, train, bins=bins)
     y = labels(train, schema)
     if y.min() == y.max(): raise FlexMLError("the training split has only one class", "check the target and split")
-    model = build_model(schema, stats, prior=float(y.mean()), **(model_params or {}))
+    model = build_model(schema, stats, prior=float(y.mean()), **mp)
+    towers = tower_count(model)
+    trainer = training_model(model, mp.get("learning_rate", 1e-3))
     cw = None
     if class_weight == "balanced": cw = {0: len(y) / (2 * (y == 0).sum()), 1: len(y) / (2 * (y == 1).sum())}
     elif class_weight != "none": raise FlexMLError(f"unknown train.class_weight {class_weight!r}", "use none or balanced")
@@ -51,17 +59,17 @@ def train_model(train: pd.DataFrame, valid: pd.DataFrame, schema: Schema, model_
         from dvclive.keras import DVCLiveCallback
         callbacks.append(DVCLiveCallback(live=live))
     t0 = time.perf_counter()
-    hist = model.fit(make_dataset(train, schema, batch_size, shuffle_seed=seed),
-                     validation_data=make_dataset(valid, schema, 4096), epochs=epochs,
-                     class_weight=cw, callbacks=callbacks, verbose=verbose)
+    hist = trainer.fit(make_dataset(train, schema, batch_size, shuffle_seed=seed, label_columns=towers, class_weight=cw),
+                       validation_data=make_dataset(valid, schema, 4096, label_columns=towers), epochs=epochs,
+                       callbacks=callbacks, verbose=verbose)
     aucs = hist.history["val_auc"]
     best = int(np.argmax(aucs))
     summary = dict(epochs_run=len(aucs), best_epoch=best + 1, best_val_auc=round(float(aucs[best]), 6),
                    train_seconds=round(time.perf_counter() - t0, 2), n_train=len(train), n_valid=len(valid),
-                   n_parameters=int(model.count_params()))
+                   n_parameters=int(model.count_params()), towers=towers, numeric_bins=bins)
     return model, stats, summary
 
-# %% ../nbs/05_train.ipynb #72fcc779
+# %% ../nbs/05_train.ipynb #6f755a9e
 def run_train(split_dir, schema, out_dir, params: dict) -> dict:
     "The `train` stage; `params` holds the `train` and `model` sections of params.yaml."
     from dvclive import Live
