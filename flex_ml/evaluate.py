@@ -17,19 +17,28 @@ from .schema import FlexMLError, Schema, load_schema
 from .split import labels
 
 # %% auto #0
-__all__ = ['bootstrap_auc', 'calibration_table', 'expected_calibration_error', 'ks_statistic', 'binary_metrics',
+__all__ = ['resampled_auc', 'bootstrap_auc', 'calibration_table', 'expected_calibration_error', 'ks_statistic', 'binary_metrics',
            'choose_threshold', 'slice_groups', 'slice_metrics', 'fit_baselines', 'evaluation_figure', 'run_evaluate']
 
 # %% ../nbs/06_evaluate.ipynb #f027fc9d
+def resampled_auc(y, p, counts: np.ndarray) -> np.ndarray:
+    """AUC of scores `p` in each resample, given as a row of `counts` (how often each row was drawn):
+    what `roc_auc_score` gives on the resampled rows (ties count half), for all resamples at once."""
+    order = np.argsort(p, kind="stable")
+    ps, ys, w = np.asarray(p, float)[order], np.asarray(y, float)[order], counts[:, order]
+    starts = np.flatnonzero(np.r_[True, ps[1:] != ps[:-1]])  # groups of tied scores
+    pos, neg = np.add.reduceat(w * ys, starts, axis=1), np.add.reduceat(w * (1 - ys), starts, axis=1)
+    below = np.cumsum(neg, axis=1) - neg  # negatives' weight strictly below each group
+    return (pos * (below + 0.5 * neg)).sum(axis=1) / (pos.sum(axis=1) * neg.sum(axis=1))
+
 def bootstrap_auc(y, scores: dict, reference: str | None = None, n: int = 300, seed: int = 0) -> dict:
     "`{name: {auc_ci_low, auc_ci_high[, delta, delta_ci_low, delta_ci_high]}}` from `n` paired resamples."
     from sklearn.metrics import roc_auc_score
     y = np.asarray(y); rng = np.random.default_rng(seed)
-    draws = {k: [] for k in scores}
-    for _ in range(n):
-        i = rng.integers(0, len(y), len(y))
-        if y[i].min() == y[i].max(): continue
-        for k, p in scores.items(): draws[k].append(roc_auc_score(y[i], np.asarray(p)[i]))
+    counts = np.stack([np.bincount(rng.integers(0, len(y), len(y)), minlength=len(y)) for _ in range(n)]).astype(float)
+    positives = counts @ (y == 1)
+    counts = counts[(positives > 0) & (positives < counts.sum(axis=1))]  # a one-class resample has no AUC
+    draws = {k: resampled_auc(y == 1, p, counts) for k, p in scores.items()}
     out = {}
     for k, d in draws.items():
         d = np.array(d)
@@ -125,10 +134,10 @@ def fit_baselines(train, valid, schema: Schema, stats: dict, params: dict | None
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import FunctionTransformer
     plain = {k: {**v, "bins": None} if isinstance(v, dict) and "bins" in v else v for k, v in stats.items()}
-    design = lambda s: FunctionTransformer(functools.partial(design_matrix, schema=schema, stats=s))
-    xt, yt = design_matrix(train, schema, stats), labels(train, schema)
+    design = FunctionTransformer(functools.partial(design_matrix, schema=schema, stats=plain))  # DataFrame in
+    xt, yt = design_matrix(train, schema, plain), labels(train, schema)
+    xv, yv = design_matrix(valid, schema, plain), labels(valid, schema)
     lr = LogisticRegression(max_iter=2000, C=params.get("logistic_C", 1.0)).fit(xt, yt)
-    xt, xv, yv = design_matrix(train, schema, plain), design_matrix(valid, schema, plain), labels(valid, schema)
     g = params.get("gbdt", {})
     from sklearn.metrics import roc_auc_score
     hp = dict(learning_rate=g.get("learning_rate", 0.05), max_leaf_nodes=g.get("max_leaf_nodes", 31),
@@ -148,8 +157,8 @@ def fit_baselines(train, valid, schema: Schema, stats: dict, params: dict | None
         elif n - best_n >= patience: break
     aucs = [roc_auc_score(yv, s[:, 1]) for s in gb.staged_predict_proba(xv)]
     gb = HistGradientBoostingClassifier(max_iter=int(np.argmax(aucs)) + 1, **hp).fit(xt, yt)
-    return {"baseline_logistic": Pipeline([("design", design(stats)), ("model", lr)]),
-            "baseline_gbdt": Pipeline([("design", design(plain)), ("model", gb)])}
+    return {"baseline_logistic": Pipeline([("design", design), ("model", lr)]),
+            "baseline_gbdt": Pipeline([("design", design), ("model", gb)])}
 
 # %% ../nbs/06_evaluate.ipynb #dd7e44d9
 def evaluation_figure(y, scores: dict, threshold: float | None = None):
