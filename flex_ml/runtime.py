@@ -188,7 +188,15 @@ def _fused_plan(m: NumpyModel):
             bin_j += [j] * (len(e) - 1); bin_pos += range(first, first + len(e) - 1)
             bin_lo.append(e[:-1]); bin_hi.append(e[1:])
     bin_j, bin_pos = np.array(bin_j, np.int64), np.array(bin_pos, np.int64)
-    if len(bin_j): bin_lo, bin_hi = np.concatenate(bin_lo), np.concatenate(bin_hi)
+    if len(bin_j): bin_lo = np.concatenate(bin_lo); bin_width = np.concatenate(bin_hi) - bin_lo
+    # the bins leave the feature matrix: their block is computed apart and meets the first kernel's
+    # matching rows in a second matrix product, instead of being scattered into a wide matrix
+    keep = np.setdiff1d(np.arange(width), bin_pos)
+    remap = np.full(width, -1, np.int64); remap[keep] = np.arange(len(keep))
+    width, pos = len(keep), remap[pos]
+    ind = [(i, int(remap[p_ + 1])) for i, p_ in ind]
+    bin_kernel = dense[0][0][bin_pos]
+    dense[0] = (dense[0][0][keep], dense[0][1], dense[0][2])
 
     # every kind of encoder runs once for all its features: NumPy calls cost microseconds each here
     direct = [(j, o) for j, (_, o, _) in enumerate(scaled) if j not in {r[0] for r in ratios}]
@@ -198,8 +206,9 @@ def _fused_plan(m: NumpyModel):
     lo = np.array([c_[0] if c_ else -np.inf for _, _, c_ in ratios], f32)
     hi = np.array([c_[1] if c_ else np.inf for _, _, c_ in ratios], f32)
     idx_in = [o for _, o, _, _ in index_lookups]
-    idx_pos = np.array([p_ for p_, _, _, _ in index_lookups], np.int64)
+    idx_pos = remap[np.array([p_ for p_, _, _, _ in index_lookups], np.int64)]
     idx_med = np.array([m_ for _, _, m_, _ in index_lookups], f32)
+    string_lookups = [(int(remap[p_]), o, lookup) for p_, o, lookup in string_lookups]
     if index_lookups:  # one table row per feature: integer value -> one-hot slot (0: out of vocabulary)
         base = int(min(v.min() for *_, v in index_lookups)); span = int(max(v.max() for *_, v in index_lookups)) - base + 1
         table = np.zeros((len(index_lookups), span), np.int64)
@@ -226,8 +235,7 @@ def _fused_plan(m: NumpyModel):
         X = (X - mean) / std
         F = np.zeros((n, width), f32)
         F[:, pos] = X
-        for i, p_ in ind: F[:, p_ + 1] = miss[:, i]
-        if len(bin_j): F[:, bin_pos] = np.clip((X[:, bin_j] - bin_lo) / (bin_hi - bin_lo), f32(0), f32(1))
+        for i, c_ in ind: F[:, c_] = miss[:, i]
         if index_lookups:
             k = np.concatenate([values[o] for o in idx_in], axis=1)
             k = np.round(np.where(np.isnan(k), idx_med, k)).astype(np.int64) - base
@@ -237,8 +245,12 @@ def _fused_plan(m: NumpyModel):
         for p_, origin, lookup in string_lookups:
             F[rows, p_ + np.fromiter((lookup.get(str(x), 0) for x in values[origin][:, 0]), np.int64, count=n)] = 1.0
         y = F
-        for kernel, bias, act in dense:
+        for depth, (kernel, bias, act) in enumerate(dense):
             y = y @ kernel
+            if depth == 0 and len(bin_j):  # each bin's fill level: clip((x - low) / width, 0, 1)
+                B = X[:, bin_j]; B -= bin_lo; B /= bin_width
+                np.maximum(B, f32(0), out=B); np.minimum(B, f32(1), out=B)
+                y += B @ bin_kernel
             if bias is not None: y = y + bias
             if act == "relu": y = np.maximum(y, 0)
             elif act == "sigmoid": y = 1 / (1 + np.exp(-y))
