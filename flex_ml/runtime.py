@@ -176,7 +176,7 @@ def _fused_plan(m: NumpyModel):
     med = np.array([c_["median"] for _, _, c_ in scaled], f32)
     mean = np.array([c_["mean"] for _, _, c_ in scaled], f32)
     std = np.array([c_["std"] for _, _, c_ in scaled], f32)
-    logs = np.array([c_.get("transform") == "signed_log1p" for _, _, c_ in scaled])
+    logs = np.flatnonzero([c_.get("transform") == "signed_log1p" for _, _, c_ in scaled])
     ind = [(i, pos) for i, (pos, _, c_) in enumerate(scaled) if c_.get("indicator")]
     pos = np.array([p_ for p_, _, _ in scaled], np.int64)
     if any(a not in ("relu", "sigmoid", "linear") for _, _, a in dense): return None
@@ -211,8 +211,8 @@ def _fused_plan(m: NumpyModel):
     string_lookups = [(int(remap[p_]), o, lookup) for p_, o, lookup in string_lookups]
     if index_lookups:  # one table row per feature: integer value -> one-hot slot (0: out of vocabulary)
         base = int(min(v.min() for *_, v in index_lookups)); span = int(max(v.max() for *_, v in index_lookups)) - base + 1
-        table = np.zeros((len(index_lookups), span), np.int64)
-        for i, (*_, v) in enumerate(index_lookups): table[i, v - base] = np.arange(1, len(v) + 1)
+        table = np.zeros((len(index_lookups), span + 2), np.int64)  # first and last column: out of range
+        for i, (*_, v) in enumerate(index_lookups): table[i, v - base + 1] = np.arange(1, len(v) + 1)
         feature_rows = np.arange(len(index_lookups))[None, :]
 
     def run(values: dict) -> np.ndarray:
@@ -224,14 +224,15 @@ def _fused_plan(m: NumpyModel):
             a = np.concatenate([values[o] for o in ratio_num], axis=1)
             b = np.concatenate([values[o] for o in ratio_den], axis=1)
             zero = b == 0
-            with np.errstate(divide="ignore", invalid="ignore"): r = a / np.where(zero, f32(1), b)
+            r = a / np.where(zero, f32(1), b)  # no zero divisor left; NaN / x is NaN without a warning
             bad = zero | np.isnan(r)
             r = np.minimum(np.maximum(r, lo), hi)
             r[bad] = np.nan
             X[:, ratio_j] = r
         miss = np.isnan(X)
         X = np.where(miss, med, X)
-        if logs.any(): X[:, logs] = np.sign(X[:, logs]) * np.log1p(np.abs(X[:, logs]))
+        if len(logs):  # sign(x) * log1p(|x|), bit for bit: the sign only flips the result's sign bit
+            L = X[:, logs]; X[:, logs] = np.copysign(np.log1p(np.abs(L)), L)
         X = (X - mean) / std
         F = np.zeros((n, width), f32)
         F[:, pos] = X
@@ -239,8 +240,7 @@ def _fused_plan(m: NumpyModel):
         if index_lookups:
             k = np.concatenate([values[o] for o in idx_in], axis=1)
             k = np.round(np.where(np.isnan(k), idx_med, k)).astype(np.int64) - base
-            inside = (k >= 0) & (k < span)
-            slot = np.where(inside, table[feature_rows, np.clip(k, 0, span - 1)], 0)
+            slot = table[feature_rows, np.minimum(np.maximum(k + 1, 0), span + 1)]
             F[rows[:, None], idx_pos + slot] = 1.0
         for p_, origin, lookup in string_lookups:
             F[rows, p_ + np.fromiter((lookup.get(str(x), 0) for x in values[origin][:, 0]), np.int64, count=n)] = 1.0
