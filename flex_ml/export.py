@@ -148,6 +148,17 @@ def model_version(model, stats: dict) -> str:
 
 def _fmt(v): return f"{v:.4f}" if isinstance(v, float) else str(v)
 
+def _model_section(params: dict) -> str:
+    "What was trained, from params.yaml's `model` and `train` sections as the export recorded them."
+    mp, tp = params.get("model", {}), params.get("train", {})
+    bins, towers = mp.get("numeric_bins", 0), mp.get("towers", 1)
+    return "\n".join([
+        f"- Keras MLP on the contract's encoded features, hidden layers {mp.get('hidden')}, dropout {mp.get('dropout')}, "
+        f"L2 {mp.get('l2')}" + (f", the mean of {towers} towers trained side by side" if towers > 1 else ""),
+        "- numbers imputed, transformed and standardised" + (f", plus up to {bins} piecewise-linear bins each (quantiles of train)" if bins else ""),
+        f"- Adam, learning rate {mp.get('learning_rate')}, batch {tp.get('batch_size')}, up to {tp.get('epochs')} epochs, "
+        f"early stopping on validation AUC (patience {tp.get('patience')}), seed {tp.get('seed')}, class weights {tp.get('class_weight', 'none')}"])
+
 def model_card(meta: dict) -> str:
     "The model card as Markdown, from the export's metadata."
     m, s = meta["metrics"]["test"], meta["schema"]
@@ -172,6 +183,9 @@ calibration table in the evaluation report shows how far to trust them.
 Decisions without human review; populations unlike the training data ({s['description']});
 use after the monitoring report shows drift; any use of the protected attributes
 ({', '.join(s['protected'])}) to decide, rather than to audit.
+
+## Model
+{_model_section(meta['params'])}
 
 ## Data
 - source file `{meta['data']['file']}`, sha256 `{meta['data']['sha256']}`
