@@ -121,6 +121,12 @@ class NumpyModel:
             values[name] = self._layer(kind, name, c, [values[s] for s in sources], w)
         return values[self.output].reshape(-1).astype(np.float64)
 
+    def score_matrix(self, Z: np.ndarray, strings: dict) -> np.ndarray:
+        """Scores from the numeric inputs as one float32 matrix, columns in `plan.numeric_inputs` order, and
+        the text inputs as `{key: sequence of str}`. Only for a fused plan (`plan` is not None)."""
+        if self.plan is None: raise FlexMLError("this graph has no fused plan", "call the model with a dict of inputs")
+        return self.plan({k: np.asarray(v, dtype=object).reshape(-1, 1) for k, v in strings.items()}, Z)
+
 # %% ../nbs/07b_runtime.ipynb #faa52e58
 def _fused_plan(m: NumpyModel):
     "A vectorised evaluator for `build_model`'s graph shape, or None when the graph has another shape."
@@ -215,14 +221,22 @@ def _fused_plan(m: NumpyModel):
         for i, (*_, v) in enumerate(index_lookups): table[i, v - base + 1] = np.arange(1, len(v) + 1)
         feature_rows = np.arange(len(index_lookups))[None, :]
 
-    def run(values: dict) -> np.ndarray:
-        n = len(next(iter(values.values())))
+    # every numeric input once, as the columns of one matrix: a caller that has the records can build
+    # it in one call (`NumpyModel.score_matrix`), and each encoder picks its columns from it
+    numeric_in = list(dict.fromkeys(direct_in + ratio_num + ratio_den + idx_in))
+    column = {k: i for i, k in enumerate(numeric_in)}
+    direct_c, num_c, den_c, idx_c = (np.array([column[o] for o in ks], np.int64) for ks in (direct_in, ratio_num, ratio_den, idx_in))
+
+    def run(values: dict, Z: np.ndarray | None = None) -> np.ndarray:
+        if Z is None:
+            n = len(next(iter(values.values())))
+            Z = np.concatenate([values[o] for o in numeric_in], axis=1) if numeric_in else np.empty((n, 0), f32)
+        n = len(Z)
         rows = np.arange(n)
         X = np.empty((n, len(scaled)), f32)
-        if len(direct_j): X[:, direct_j] = np.concatenate([values[o] for o in direct_in], axis=1)
+        if len(direct_j): X[:, direct_j] = Z[:, direct_c]
         if len(ratio_j):
-            a = np.concatenate([values[o] for o in ratio_num], axis=1)
-            b = np.concatenate([values[o] for o in ratio_den], axis=1)
+            a, b = Z[:, num_c], Z[:, den_c]
             zero = b == 0
             r = a / np.where(zero, f32(1), b)  # no zero divisor left; NaN / x is NaN without a warning
             bad = zero | np.isnan(r)
@@ -238,8 +252,8 @@ def _fused_plan(m: NumpyModel):
         F[:, pos] = X
         for i, c_ in ind: F[:, c_] = miss[:, i]
         if index_lookups:
-            k = np.concatenate([values[o] for o in idx_in], axis=1)
-            k = np.round(np.where(np.isnan(k), idx_med, k)).astype(np.int64) - base
+            k = Z[:, idx_c]
+            k = np.rint(np.where(np.isnan(k), idx_med, k)).astype(np.int64) - base  # rint: np.round without its wrapper
             slot = table[feature_rows, np.minimum(np.maximum(k + 1, 0), span + 1)]
             F[rows[:, None], idx_pos + slot] = 1.0
         for p_, origin, lookup in string_lookups:
@@ -256,4 +270,5 @@ def _fused_plan(m: NumpyModel):
             elif act == "sigmoid": y = 1 / (1 + np.exp(-y))
         if average: y = y.mean(axis=1, dtype=np.float32)
         return y.reshape(-1).astype(np.float64)
+    run.numeric_inputs, run.string_inputs = numeric_in, [o for _, o, _ in string_lookups]
     return run

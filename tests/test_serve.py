@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 import yaml
 
@@ -152,6 +153,15 @@ def test_numpy_runtime_equals_the_savedmodel_and_tensorflow_remains_available(ex
     x = to_model_inputs(pd.read_parquet(credit_project[0] / "artifacts" / "split" / "test.parquet"), schema)
     np_scores, tf_scores = NumpyModel(export)(x), load_serving_function(export)(x)
     assert len(np_scores) == 6000 and abs(np_scores - tf_scores).max() <= 1e-6
+    # requests take a shorter path: records straight into the fused plan's input matrix
+    from flex_ml.export import to_raw_record
+    from flex_ml.serve import ServingModel
+    test = pd.read_parquet(credit_project[0] / "artifacts" / "split" / "test.parquet").head(2000)
+    records = [to_raw_record(r, schema) for r in test.to_dict("records")]
+    served = ServingModel(export)
+    assert served._direct is not None and abs(served.score(records) - tf_scores[:2000]).max() <= 1e-6
+    records[0] = dict(records[0], LIMIT_BAL=None)  # a null takes the general path, which imputes it
+    assert np.isfinite(served.score(records[:1])).all()
     code = ("import sys; from flex_ml.serve import ServingModel; m = ServingModel(sys.argv[1]); m.warm_up(); "
             "print(m.runtime, 'tensorflow' in sys.modules)")
     out = subprocess.run([str(BIN / "python"), "-c", code, str(export)], capture_output=True, text=True, check=True).stdout
