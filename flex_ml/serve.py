@@ -9,8 +9,10 @@ __all__ = ['log', 'record_type', 'request_adapter', 'ServingModel', 'connect_log
 # %% ../nbs/08_serve.ipynb #907bd367
 # no `from __future__ import annotations` here: FastAPI must see the generated request model itself
 import hmac
+import itertools
 import json
 import logging
+import operator
 import os
 import threading
 import time
@@ -118,16 +120,18 @@ class ServingModel:
         num = [by_key.get(k) for k in plan.numeric_inputs]; text = [by_key.get(k) for k in plan.string_inputs]
         if None in num or None in text or any(c.type not in ("integer", "float") for c in num): return None
         if any(c.is_numeric or c.type in ("timestamp", "bool") for c in text): return None
-        return [c.name for c in num], text
+        names = [c.name for c in num]
+        return (operator.itemgetter(*names) if len(names) > 1 else (lambda r: (r[names[0]],))), len(names), text
 
     def score(self, records: list[dict]) -> np.ndarray:
         "Scores of raw `records` (dicts of feature values, None for missing)."
         if self._direct is not None:
             # one float32 matrix for all the numbers in one call: a request of one record spends most of
             # its scoring time on per-column NumPy calls otherwise
-            names, text = self._direct
-            try: Z = np.array([[r[n] for n in names] for r in records], dtype=np.float32)
-            except (KeyError, TypeError, ValueError): Z = None  # a missing field, a null or a bad value: the general path says which
+            fields, k, text = self._direct
+            try:  # None becomes NaN, as in `to_model_inputs`
+                Z = np.fromiter(itertools.chain.from_iterable(map(fields, records)), np.float32, count=len(records) * k).reshape(-1, k)
+            except (KeyError, TypeError, ValueError): Z = None  # a missing field or a bad value: the general path says which
             if Z is not None:
                 return self._score.score_matrix(Z, {c.key: ["" if r[c.name] is None else canonical_str(r[c.name]) for r in records]
                                                     for c in text})
