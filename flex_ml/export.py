@@ -72,12 +72,13 @@ def export_saved_model(model, schema: Schema, path) -> Path:
     archive.write_out(str(path), verbose=False)
     return Path(path)
 
-def load_serving_function(path, endpoint: str = "serve_packed"):
+def load_serving_function(path, endpoint: str = "serve_packed", loaded=None):
     """Load the SavedModel at `path`; returns `f({key: array}) -> np.ndarray` of scores through
-    `endpoint`: `serve_packed` (two tensors per call, the fast path) or `serve` (one tensor per feature)."""
+    `endpoint`: `serve_packed` (two tensors per call, the fast path) or `serve` (one tensor per feature).
+    `loaded`: the SavedModel already loaded from `path` (loading takes seconds)."""
     import tensorflow as tf
     from flex_ml.schema import load_schema
-    loaded = tf.saved_model.load(str(path))
+    if loaded is None: loaded = tf.saved_model.load(str(path))
     if endpoint == "serve":
         fn = loaded.signatures["serve"]
         def score(inputs: dict) -> np.ndarray:
@@ -235,7 +236,8 @@ def run_export(train_dir, eval_dir, validate_dir, split_dir, schema_path, raw_pa
     ep = params.get("export", {})
     golden = golden_examples(model, test, schema, n=ep.get("golden_examples", 20), seed=ep.get("seed", 42))
     tol = ep.get("parity_tolerance", 1e-6)
-    gap = max(check_parity(load_serving_function(out, e), golden, schema, tolerance=tol) for e in ("serve", "serve_packed"))
+    loaded = tf.saved_model.load(str(out))  # once, for both endpoints
+    gap = max(check_parity(load_serving_function(out, e, loaded), golden, schema, tolerance=tol) for e in ("serve", "serve_packed"))
     from flex_ml.runtime import NumpyModel, save_runtime
     unsupported = save_runtime(model, out)  # the same network for NumPy (see 07b_runtime): held to the same parity
     numpy_gap = None if unsupported else check_parity(NumpyModel(out), golden, schema, tolerance=tol)
