@@ -38,9 +38,7 @@ def _records_to_inputs(records: list[dict], schema: Schema) -> dict[str, np.ndar
             i = next(i for i, r in enumerate(records) if col.name not in r)
             raise FlexMLError(f"record {i} has no field {col.name!r}", "send every feature; null means missing") from None
         if col.type in ("integer", "float"):
-            try:
-                try: out[col.key] = np.array(vals, dtype=np.float32)  # no None: one C loop
-                except TypeError: out[col.key] = np.array([np.nan if v is None else v for v in vals], dtype=np.float32)
+            try: out[col.key] = np.array(vals, dtype=np.float32)  # one C loop; NumPy turns None into NaN itself
             except (TypeError, ValueError):
                 raise FlexMLError(f"field {col.name!r} has a value that is not a number", "send numbers or null") from None
         elif is_numeric_feature(col): out[col.key] = _numeric_values(vals, col)
