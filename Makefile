@@ -66,12 +66,13 @@ lab: install
 serve: $(STAMP)
 	$(BIN)/flex-ml serve --model artifacts/model --host 127.0.0.1 --port 8000
 
-#   make bench     pipeline, serving, monitoring and seed-study benchmarks, JSON
+#   make bench     pipeline, serving, monitoring, seed- and split-study benchmarks, JSON
 bench: install
 	$(BIN)/python benchmarks/pipeline.py
 	$(BIN)/python benchmarks/serving.py
 	$(BIN)/python benchmarks/monitor.py
 	$(BIN)/python benchmarks/seeds.py
+	$(BIN)/python benchmarks/splits.py
 
 #   make docs      the docs site in site/ (offline: API from the notebooks, tutorials, latest pipeline results)
 docs: repro
