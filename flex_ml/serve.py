@@ -552,5 +552,13 @@ def serve(model_dir, host: str = "127.0.0.1", port: int = 8000, settings: ServeS
     import uvicorn
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = create_app(model_dir, settings)
-    uvicorn.run(app, host=host, port=port, loop="uvloop", http="httptools", access_log=False,
-                log_level=log_level, timeout_graceful_shutdown=graceful_seconds)
+    # uvicorn handles SIGTERM itself (drain, then the app's shutdown flushes the log), restores the
+    # handler it found and re-raises the signal. Finding this one, the process exits 0: the stop was
+    # asked for and went cleanly, and supervisors should not report it as a crash (status 143).
+    import signal, sys
+    previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        uvicorn.run(app, host=host, port=port, loop="uvloop", http="httptools", access_log=False,
+                    log_level=log_level, timeout_graceful_shutdown=graceful_seconds)
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -266,8 +266,7 @@ def test_graceful_shutdown_finishes_requests_and_flushes_log(export, golden, tmp
     started.wait(30); time.sleep(0.2)
     code = s.stop(timeout=60)
     t.join()
-    # uvicorn re-raises SIGTERM after its graceful shutdown, so the exit status is the signal's
-    assert code in (0, -signal.SIGTERM)
+    assert code == 0, s.output()  # a stop that was asked for and went cleanly is not a crash
     assert "prediction log flushed: 5020 records" in s.output()
     assert result["r"].status_code == 200 and len(result["r"].json()["predictions"]) == 5000
     rows = sqlite3.connect(db).execute("select count(*), count(distinct model_version) from predictions").fetchone()
