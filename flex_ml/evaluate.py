@@ -155,7 +155,8 @@ def fit_baselines(train, valid, schema: Schema, stats: dict, params: dict | None
         auc = roc_auc_score(yv, gb.predict_proba(xv)[:, 1])
         if auc > best_auc: best_auc, best_n = auc, n
         elif n - best_n >= patience: break
-    aucs = [roc_auc_score(yv, s[:, 1]) for s in gb.staged_predict_proba(xv)]
+    once = np.ones((1, len(yv)))  # resampled_auc with every row drawn once: the exact AUC, ~10x cheaper per tree
+    aucs = [resampled_auc(yv == 1, s[:, 1], once)[0] for s in gb.staged_predict_proba(xv)]
     gb = HistGradientBoostingClassifier(max_iter=int(np.argmax(aucs)) + 1, **hp).fit(xt, yt)
     return {"baseline_logistic": Pipeline([("design", design), ("model", lr)]),
             "baseline_gbdt": Pipeline([("design", design), ("model", gb)])}
