@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 
 import pandas as pd
-import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,11 +41,12 @@ def main():
     from flex_ml.evaluate import fit_baselines
     from flex_ml.features import fit_feature_stats
     from flex_ml.model import predict_scores
+    from flex_ml.params import load_params
     from flex_ml.schema import load_schema
     from flex_ml.split import labels, split_table
     from flex_ml.train import train_model
 
-    params = yaml.safe_load(Path(a.params).read_text())
+    params = load_params(a.params)  # checked against its contract, like every flex-ml verb
     schema = load_schema(ROOT / params["dataset"]["schema"])
     accepted = pd.read_parquet(a.accepted)
     sp, tp = params["split"], params["train"]

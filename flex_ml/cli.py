@@ -15,25 +15,21 @@ from typing import List, Optional
 import typer
 import yaml
 
+from .params import load_params
 from .schema import FlexMLError
 
 app = typer.Typer(help="flex_ml: data to validated, evaluated, exported risk models.",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
 schema_app = typer.Typer(help="Draft and check schema contracts.", no_args_is_help=True)
 app.add_typer(schema_app, name="schema")
+params_app = typer.Typer(help="Check a parameter file against its contract.", no_args_is_help=True)
+app.add_typer(params_app, name="params")
 
 # %% auto #0
-__all__ = ['app', 'schema_app', 'PARAMS', 'load_params', 'dataset_paths', 'fetch', 'schema_infer', 'schema_check', 'validate',
-           'split', 'train', 'evaluate', 'export', 'report', 'serve', 'score', 'monitor', 'retrain', 'main']
+__all__ = ['app', 'schema_app', 'params_app', 'PARAMS', 'dataset_paths', 'fetch', 'schema_infer', 'schema_check', 'params_check',
+           'validate', 'split', 'train', 'evaluate', 'export', 'report', 'serve', 'score', 'monitor', 'retrain', 'main']
 
 # %% ../nbs/10_cli.ipynb #831b1a3f
-def load_params(path="params.yaml") -> dict:
-    "The parameters in the YAML file at `path`."
-    p = Path(path)
-    if not p.exists(): raise FlexMLError(f"parameter file {p} not found", "run from the project root or pass --params")
-    try: return yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as e: raise FlexMLError(f"{p} is not valid YAML: {e}") from None
-
 def dataset_paths(params: dict) -> tuple[str, str]:
     "`(schema path, raw file path)` from the `dataset` section."
     ds = params.get("dataset") or {}
@@ -93,6 +89,12 @@ def schema_check(path: Path = typer.Argument(..., help="Schema YAML.")):
     s = load_schema(path)
     typer.echo(f"{path}: ok. {len(s.columns)} columns, {len(s.features)} features, target {s.target.name!r}, "
                f"id {s.id.name if s.id else None!r}, protected {[c.name for c in s.protected]}")
+
+@params_app.command("check")
+def params_check(path: Path = typer.Argument(Path("params.yaml"), help="Parameter file.")):
+    "Check a parameter file against PARAMS_CONTRACT (flex_ml/params.py): every problem, one line each."
+    p = load_params(path)
+    typer.echo(f"{path}: ok. sections {', '.join(p)}")
 
 # %% ../nbs/10_cli.ipynb #b795deee
 @app.command()
