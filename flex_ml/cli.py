@@ -40,6 +40,17 @@ def dataset_paths(params: dict) -> tuple[str, str]:
 
 def _echo_json(d): typer.echo(json.dumps(d, indent=2, default=str))
 
+def _require(stage: str, inputs: dict):
+    "Stop `stage` with one message when inputs (`{path: the verb that writes it}`) are missing."
+    missing = {}
+    for p, by in inputs.items():
+        if not Path(p).exists(): missing.setdefault(by, []).append(str(p))
+    if missing:
+        raise FlexMLError(f"{stage}: missing input{'s' if sum(map(len, missing.values())) > 1 else ''}: "
+                          + "; ".join(f"{', '.join(ps)} (written by `{by}`)" for by, ps in missing.items()),
+                          f"run the pipeline up to this stage (`make repro`, or `dvc repro {stage}`), "
+                          "or point the folder options at existing outputs")
+
 PARAMS = typer.Option("params.yaml", "--params", help="Parameter file.")
 
 # %% ../nbs/10_cli.ipynb #a04eb7de
@@ -112,6 +123,7 @@ def split(input: Path = typer.Option("artifacts/validate/accepted.parquet", help
     "Split accepted rows into train / valid / test, with a leakage check."
     from flex_ml.split import run_split
     p = load_params(params); sp, _ = dataset_paths(p); s = p.get("split", {})
+    _require("split", {input: "flex-ml validate"})
     _echo_json(run_split(input, sp, out, s.get("valid_fraction", 0.2), s.get("test_fraction", 0.2),
                          s.get("seed", 42), s.get("strategy", "auto")))
 
@@ -121,6 +133,7 @@ def train(split_dir: Path = typer.Option("artifacts/split", help="Folder with th
     "Train the Keras model (DVCLive logs to OUT/live)."
     from flex_ml.train import run_train
     p = load_params(params); sp, _ = dataset_paths(p)
+    _require("train", {split_dir / f"{n}.parquet": "flex-ml split" for n in ("train", "valid")})
     _echo_json(run_train(split_dir, sp, out, {"train": p.get("train", {}), "model": p.get("model", {})}))
 
 @app.command()
@@ -129,6 +142,8 @@ def evaluate(split_dir: Path = typer.Option("artifacts/split"), train_dir: Path 
     "Evaluate the model and the baselines on the test split."
     from flex_ml.evaluate import run_evaluate
     p = load_params(params); sp, _ = dataset_paths(p)
+    _require("evaluate", {**{split_dir / f"{n}.parquet": "flex-ml split" for n in ("train", "valid", "test")},
+                          **{train_dir / f: "flex-ml train" for f in ("model.keras", "feature_stats.json")}})
     m = run_evaluate(split_dir, train_dir, sp, out, {"evaluate": p.get("evaluate", {}), "baselines": p.get("baselines", {})})
     _echo_json({name: {k: r[k] for k in ("auc", "pr_auc", "ks", "brier")} for name, r in m["test"].items()})
 
@@ -139,6 +154,10 @@ def export(train_dir: Path = typer.Option("artifacts/train"), eval_dir: Path = t
     "Export the SavedModel, model card and golden examples, with a parity check."
     from flex_ml.export import run_export
     p = load_params(params); sp, raw = dataset_paths(p)
+    _require("export", {**{train_dir / f: "flex-ml train" for f in ("model.keras", "feature_stats.json")},
+                        **{eval_dir / f: "flex-ml evaluate" for f in ("test_scores.parquet", "slices.json", "live/metrics.json")},
+                        **{split_dir / f: "flex-ml split" for f in ("train.parquet", "test.parquet", "summary.json")},
+                        validate_dir / "summary.json": "flex-ml validate", raw: "flex-ml fetch"})
     meta = run_export(train_dir, eval_dir, validate_dir, split_dir, sp, raw, out, p)
     typer.echo(f"exported version {meta['version']} to {out} (parity gap {meta['parity_max_gap']:.1e})")
 
@@ -236,13 +255,17 @@ def retrain(new: Optional[Path] = typer.Option(None, help="Newly landed raw data
 
 # %% ../nbs/10_cli.ipynb #8fe898c0
 def main(argv: list[str] | None = None):
-    "Run the CLI; turn `FlexMLError` into a message and exit status 2."
+    "Run the CLI; turn `FlexMLError` (and a missing file) into a message and exit status 2."
     try:
         rc = app(args=argv, standalone_mode=False)
         if isinstance(rc, int) and rc: sys.exit(rc)  # typer.Exit(code) in a verb
     except FlexMLError as e:
         typer.echo(f"flex-ml: error: {e.what}", err=True)
         if e.hint: typer.echo(f"  hint: {e.hint}", err=True)
+        sys.exit(2)
+    except FileNotFoundError as e:  # a path a verb was given, or an output of a stage not yet run
+        typer.echo(f"flex-ml: error: {e.filename or e} does not exist", err=True)
+        typer.echo("  hint: check the path, or run the stage that writes it (`make repro`)", err=True)
         sys.exit(2)
     except typer.Abort:
         typer.echo("aborted", err=True); sys.exit(130)

@@ -164,3 +164,18 @@ def test_user_errors_never_print_a_traceback(tmp_path):
                        capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 2
     assert "Traceback" not in r.stderr and "nope.csv does not exist" in r.stderr and "hint:" in r.stderr
+
+
+@pytest.mark.parametrize("verb,args,producer", [
+    ("split", ["--input", "nope/accepted.parquet"], "flex-ml validate"),
+    ("train", ["--split-dir", "nope"], "flex-ml split"),
+    ("evaluate", ["--split-dir", "nope", "--train-dir", "nope"], "flex-ml train"),
+    ("export", ["--train-dir", "nope", "--eval-dir", "nope", "--split-dir", "nope", "--validate-dir", "nope"], "flex-ml evaluate"),
+])
+def test_a_stage_run_before_its_inputs_exist_names_them(tmp_path, verb, args, producer):
+    "Running a verb out of order (evaluate before train): which inputs are missing and which verb writes them."
+    r = subprocess.run([str(BIN / "flex-ml"), verb, "--params", str(ROOT / "params.yaml"), *args,
+                        "--out", str(tmp_path / "o")], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert r.returncode == 2, r.stderr
+    assert "Traceback" not in r.stderr and f"{verb}: missing input" in r.stderr and f"(written by `{producer}`)" in r.stderr
+    assert f"dvc repro {verb}" in r.stderr and not (tmp_path / "o").exists()
