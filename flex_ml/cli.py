@@ -270,7 +270,8 @@ def main(argv: list[str] | None = None):
     except typer.Abort:
         typer.echo("aborted", err=True); sys.exit(130)
     except Exception as e:
-        import click
-        if isinstance(e, click.exceptions.ClickException):  # usage errors: bad option, missing argument
+        # usage errors (bad option, missing argument): typer >= 0.2x raises its own vendored copy of
+        # click's exceptions, not click's, so they are recognised by what they can do
+        if callable(getattr(e, "show", None)) and isinstance(getattr(e, "exit_code", None), int):
             e.show(); sys.exit(e.exit_code)
         raise

@@ -179,3 +179,14 @@ def test_a_stage_run_before_its_inputs_exist_names_them(tmp_path, verb, args, pr
     assert r.returncode == 2, r.stderr
     assert "Traceback" not in r.stderr and f"{verb}: missing input" in r.stderr and f"(written by `{producer}`)" in r.stderr
     assert f"dvc repro {verb}" in r.stderr and not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("args,expected", [
+    (["score", "--input", "x.csv"], "No such option: --input"),
+    (["train", "--epochs", "3"], "No such option: --epochs"),
+    (["validate", "--out"], "Option '--out' requires an argument"),
+])
+def test_a_usage_mistake_is_click_usage_not_a_traceback(args, expected):
+    "typer raises its own copy of click's usage errors: they still print usage and exit 2."
+    r = subprocess.run([str(BIN / "flex-ml"), *args], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert r.returncode == 2 and expected in r.stderr and "Traceback" not in r.stderr, r.stderr
