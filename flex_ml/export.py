@@ -160,12 +160,26 @@ def _model_section(params: dict) -> str:
         f"- Adam, learning rate {mp.get('learning_rate')}, batch {tp.get('batch_size')}, up to {tp.get('epochs')} epochs, "
         f"early stopping on validation AUC (patience {tp.get('patience')}), seed {tp.get('seed')}, class weights {tp.get('class_weight', 'none')}"])
 
+def _comparison_lines(comparison: dict) -> str:
+    "The paired bootstrap comparisons in words: a difference whose interval holds 0 is not one."
+    out = []
+    for key, c in comparison.items():
+        lo, hi = c["delta_ci_low"], c["delta_ci_high"]
+        verdict = ("this test split cannot tell them apart" if lo <= 0 <= hi
+                   else "the model is ahead" if lo > 0 else "the model is behind")
+        what = key.replace("test_auc_", "test AUC, ").replace("_minus_", " minus ")
+        out.append(f"\n{what}: {c['delta']:+.4f} (95% paired bootstrap interval {lo:+.4f} to {hi:+.4f}): {verdict}.")
+    return "".join(out)
+
 def model_card(meta: dict) -> str:
     "The model card as Markdown, from the export's metadata."
     m, s = meta["metrics"]["test"], meta["schema"]
     names = list(m)
     keys = ["auc", "pr_auc", "ks", "brier", "log_loss", "ece", "accuracy", "precision", "recall", "threshold"]
     rows = "\n".join(f"| {k} | " + " | ".join(_fmt(m[n][k]) for n in names) + " |" for k in keys)
+    if all("auc_ci_low" in m[n] for n in names):
+        rows += "\n| auc, 95% interval | " + " | ".join(f"{m[n]['auc_ci_low']:.3f}-{m[n]['auc_ci_high']:.3f}" for n in names) + " |"
+    rows += "\n" + _comparison_lines(meta["metrics"].get("comparison") or {})
     slices = []
     for attr, groups in meta["slices"]["model"].items():
         for g, r in groups.items():
