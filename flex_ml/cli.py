@@ -76,9 +76,14 @@ def fetch(schemas: Optional[List[Path]] = typer.Argument(None, help="Schema file
     for p in paths:
         s = load_schema(p)
         if s.source.get("file"): fetch_dataset(s, data_dir, mirror=mirror, public=public, timeout=timeout, log=typer.echo)
-    if Path("data.dvc").exists() and shutil.which("dvc"):
-        # put the verified files in the DVC cache, so `dvc status` is clean and `dvc push` can share them
-        subprocess.run(["dvc", "commit", "--force", "--quiet", "data.dvc"], check=False)
+    if not (Path("data.dvc").exists() and shutil.which("dvc")): return
+    if Path(data_dir).resolve() != Path("data").resolve() or schemas:
+        # only a fetch of every dataset into the tracked folder has verified all of it: committing
+        # after a partial fetch would record unverified (perhaps locally edited) files in data.dvc
+        typer.echo("data.dvc left as it was: run `flex-ml fetch` without arguments to verify and record all of data/")
+        return
+    # put the verified files in the DVC cache, so `dvc status` is clean and `dvc push` can share them
+    subprocess.run(["dvc", "commit", "--force", "--quiet", "data.dvc"], check=False)
 
 @schema_app.command("infer")
 def schema_infer(path: Path = typer.Argument(..., help="Delimited raw file."),
@@ -217,7 +222,9 @@ def monitor(input: Optional[Path] = typer.Option(None, "--input", "-i", help="CS
     """Compare traffic with the training reference: drift (PSI, KS/chi-square), contract breaches, score
     shift and, with labels, AUC and calibration. Exit status 3 when a threshold in params.yaml `monitor` is crossed."""
     from flex_ml.monitor import run_monitor
-    p = load_params(params) if Path(params).exists() else {}
+    # on a serving host there may be no params.yaml: the thresholds' defaults apply. A file the user
+    # named must exist, though: silently using defaults instead would hide a typo in the path
+    p = load_params(params) if Path(params).exists() or str(params) != "params.yaml" else {}
     s = run_monitor(model, out, input=input, log=log, labels=labels, window=window, since=since, until=until,
                     model_version=model_version, params=p, progress=progress)
     typer.echo(f"monitor: {s['status'].upper()} on {s['rows']:,} rows of {s['source']} (model {s['model_version']})")

@@ -97,7 +97,8 @@ REQUIRED = {("dataset", "schema"), ("dataset", "raw")}
 
 # %% ../nbs/00a_params.ipynb #8e837530
 def _cross_problems(p: dict) -> list[str]:
-    out, sp, mo = [], p.get("split") or {}, p.get("monitor") or {}
+    section = lambda name: p.get(name) if isinstance(p.get(name), dict) else {}  # a non-mapping is reported elsewhere
+    out, sp, mo = [], section("split"), section("monitor")
     v, t = sp.get("valid_fraction", 0.2), sp.get("test_fraction", 0.2)
     if all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in (v, t)) and v + t >= 1:
         out.append(f"split.valid_fraction + split.test_fraction = {v + t:g}: must be below 1, to leave rows for training")
@@ -139,7 +140,8 @@ def params_problems(params) -> list[str]:
             continue
         _walk(body, contract, section, out)
     for section, key in sorted(REQUIRED):
-        if key not in (params.get(section) or {}): out.append(f"{section}.{key}: required, and missing")
+        body = params.get(section)
+        if body is None or (isinstance(body, dict) and key not in body): out.append(f"{section}.{key}: required, and missing")
     return out + _cross_problems(params)
 
 def check_params(params, source: str = "params.yaml") -> dict:

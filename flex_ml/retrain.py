@@ -19,8 +19,8 @@ import pandas as pd
 from .schema import FlexMLError, Schema, load_schema
 
 # %% auto #0
-__all__ = ['RetrainGates', 'tpr_gaps', 'judge', 'split_new_data', 'training_file', 'train_candidate', 'champion_dir',
-           'record_decision', 'run_retrain']
+__all__ = ['WORK_MARK', 'RetrainGates', 'tpr_gaps', 'judge', 'split_new_data', 'training_file', 'train_candidate', 'champion_dir',
+           'record_decision', 'fresh_work_dir', 'run_retrain']
 
 # %% ../nbs/09a_retrain.ipynb #de53b67a
 @dataclass
@@ -229,6 +229,22 @@ def _holdout_scores(model_dir, frame: pd.DataFrame, schema: Schema) -> dict:
     m = ServingModel(model_dir)
     return dict(scores=m._score(to_model_inputs(frame, schema)), threshold=m.threshold, version=m.version)
 
+WORK_MARK = ".flex_ml_retrain"
+
+def fresh_work_dir(work) -> Path:
+    """An empty `work` folder, marked as retrain's. An earlier retrain's folder is cleared; any other
+    non-empty folder is refused, never deleted: `--work .` must not cost a user the project."""
+    work = Path(work)
+    if work.exists():
+        if not work.is_dir(): raise FlexMLError(f"--work {work} is a file", "pass a folder for retrain's intermediate files")
+        if (work / WORK_MARK).exists(): shutil.rmtree(work)
+        elif any(work.iterdir()):
+            raise FlexMLError(f"--work {work} is not empty and was not made by flex-ml retrain: it is not deleted",
+                              "pass a new or empty folder (the default is artifacts/retrain)")
+    work.mkdir(parents=True, exist_ok=True)
+    (work / WORK_MARK).write_text("intermediate files of flex-ml retrain; the next retrain clears this folder\n")
+    return work
+
 def run_retrain(params: dict, new=None, candidate=None, holdout=None, champion=None, registry="registry",
                 work="artifacts/retrain", base=None, service_url=None, git: bool = True) -> dict:
     "`flex-ml retrain`: build (or take) a candidate, judge it against the champion on a recent hold-out, record, promote."
@@ -237,12 +253,12 @@ def run_retrain(params: dict, new=None, candidate=None, holdout=None, champion=N
     champ = champion_dir(registry, champion or "artifacts/model")
     schema = load_schema(Path(champ) / "schema.yaml")
     meta = json.loads((Path(champ) / "metadata.json").read_text())
-    work = Path(work)
-    if work.exists(): shutil.rmtree(work)
     if (new is None) == (candidate is None):
         raise FlexMLError("retrain needs newly landed data (--new FILE) or a candidate export (--candidate DIR)")
+    if candidate is not None and holdout is None:
+        raise FlexMLError("--candidate needs --holdout: recent labelled rows neither model trained on")
+    work = fresh_work_dir(work)
     if candidate is not None:
-        if holdout is None: raise FlexMLError("--candidate needs --holdout: recent labelled rows neither model trained on")
         from flex_ml.validate import run_validate
         run_validate(holdout, schema, work / "holdout", 1.0, 1)
         hold = pd.read_parquet(work / "holdout" / "accepted.parquet")

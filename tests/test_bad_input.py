@@ -8,6 +8,7 @@ import pytest
 
 from conftest import ROOT, BIN
 from flex_ml.cli import main
+from flex_ml.schema import FlexMLError
 
 HEADER_ROWS = 200
 
@@ -190,3 +191,18 @@ def test_a_usage_mistake_is_click_usage_not_a_traceback(args, expected):
     "typer raises its own copy of click's usage errors: they still print usage and exit 2."
     r = subprocess.run([str(BIN / "flex-ml"), *args], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert r.returncode == 2 and expected in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def test_retrain_never_deletes_a_work_folder_it_did_not_make(tmp_path):
+    from flex_ml.retrain import WORK_MARK, fresh_work_dir
+    mine = tmp_path / "mine"; mine.mkdir(); (mine / "important.txt").write_text("keep")
+    with pytest.raises(FlexMLError, match="not made by flex-ml retrain"): fresh_work_dir(mine)
+    assert (mine / "important.txt").read_text() == "keep"
+    w = fresh_work_dir(tmp_path / "work"); (w / "candidate.txt").write_text("old")
+    assert [p.name for p in fresh_work_dir(w).iterdir()] == [WORK_MARK]  # an earlier retrain's folder is cleared
+
+
+def test_monitor_with_a_params_path_that_does_not_exist_is_an_error(tmp_path):
+    r = subprocess.run([str(BIN / "flex-ml"), "monitor", "--model", str(tmp_path), "--input", str(tmp_path / "x.csv"),
+                        "--params", str(tmp_path / "nope.yaml")], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert r.returncode == 2 and "nope.yaml not found" in r.stderr and "Traceback" not in r.stderr, r.stderr
