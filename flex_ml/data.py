@@ -20,7 +20,7 @@ from .schema import FlexMLError, Schema
 if TYPE_CHECKING: import pandas as pd  # imported where used: fetching needs no pandas
 
 # %% auto #0
-__all__ = ['sha256_file', 'verify_raw_file', 'canonical_bytes', 'fetch_dataset', 'RawIssue', 'RawTable', 'read_raw']
+__all__ = ['sha256_file', 'verify_raw_file', 'canonical_bytes', 'fetch_dataset', 'RawIssue', 'RawTable', 'iter_raw', 'read_raw']
 
 # %% ../nbs/01_data.ipynb #fbfbcbda
 def sha256_file(path) -> str:
@@ -137,30 +137,44 @@ def _check_header(header: list[str], schema: Schema, path) -> list[str]:
                           "or set `extra_columns: ignore`")
     return extra
 
-def read_raw(path, schema: Schema) -> RawTable:
-    "Read the delimited file at `path` as text, checked against `schema`'s file-level rules."
-    import pandas as pd
+def iter_raw(path, schema: Schema, chunk_rows: int | None = None, check_header=None):
+    """Stream the delimited file at `path` as `RawTable`s of at most `chunk_rows` well-formed rows
+    (one table when None). `check_header(header) -> columns to drop` vets the header; the default
+    applies the schema's file-level rules. Every line ends up in a table's frame or its issues."""
+    import numpy as np, pandas as pd
     path = Path(path)
     if not path.exists(): raise FlexMLError(f"{path} does not exist", "run `flex-ml fetch` or check the path")
+    if path.is_dir(): raise FlexMLError(f"{path} is a folder, not a delimited file", "pass the file inside it")
     if path.stat().st_size == 0: raise FlexMLError(f"{path} is empty (0 bytes)", "re-fetch or re-export the file")
-    try: text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise FlexMLError(f"{path} is not UTF-8 text (bad byte at offset {e.start})",
-                          "export the file as UTF-8 CSV") from None
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=schema.delimiter)
-    try: header = [h.strip() for h in next(reader)]
-    except StopIteration: raise FlexMLError(f"{path} has no header line") from None
-    if len(header) == 1 and len(schema.columns) > 1:
-        found = [d for d in (",", ";", "\t", "|") if d != schema.delimiter and d in header[0]]
-        hint = (f"it looks {found[0]!r}-separated: set `delimiter: {found[0]!r}` in the schema or fix the file"
-                if found else "check the delimiter and that this is the right file")
-        raise FlexMLError(f"{path}: the header has one field but schema {schema.name!r} expects "
-                          f"{len(schema.columns)} columns separated by {schema.delimiter!r}", hint)
-    extra = _check_header(header, schema, path)
-    rows, lines, issues, blank = [], [], [], 0
-    width = len(header)
-    try:
-        for fields in reader:
+    with open(path, encoding="utf-8-sig", newline="") as f:
+        reader = csv.reader(f, delimiter=schema.delimiter)
+        def next_fields():
+            try: return next(reader)
+            except UnicodeDecodeError as e:
+                raise FlexMLError(f"{path} is not UTF-8 text (bad byte after line {reader.line_num})",
+                                  "export the file as UTF-8 CSV") from None
+        try: header = [h.strip() for h in next_fields()]
+        except StopIteration: raise FlexMLError(f"{path} has no header line") from None
+        except csv.Error as e: raise FlexMLError(f"{path}: the header line cannot be read: {e}") from None
+        if len(header) == 1 and len(schema.columns) > 1:
+            found = [d for d in (",", ";", "\t", "|") if d != schema.delimiter and d in header[0]]
+            hint = (f"it looks {found[0]!r}-separated: set `delimiter: {found[0]!r}` in the schema or fix the file"
+                    if found else "check the delimiter and that this is the right file")
+            raise FlexMLError(f"{path}: the header has one field but schema {schema.name!r} expects "
+                              f"{len(schema.columns)} columns separated by {schema.delimiter!r}", hint)
+        extra = check_header(header) if check_header else _check_header(header, schema, path)
+        width = len(header)
+        def table(rows, lines, issues, blank):
+            frame = pd.DataFrame(dict(zip(header, zip(*rows))) if rows else {h: [] for h in header}, dtype=object)
+            frame.insert(0, "_line", np.asarray(lines, dtype="int64"))
+            if extra: frame = frame.drop(columns=extra)
+            return RawTable(path, header, frame, issues, extra, blank)
+        rows, lines, issues, blank = [], [], [], 0
+        while True:
+            try: fields = next_fields()
+            except StopIteration: break
+            except csv.Error as e:  # e.g. a NUL byte: this line is lost to the reader, the rest is not
+                issues.append(RawIssue(reader.line_num, f"unreadable line: {e}", "")); continue
             line = reader.line_num
             if not fields: blank += 1; continue
             if len(fields) != width:
@@ -169,9 +183,12 @@ def read_raw(path, schema: Schema) -> RawTable:
                                              "(truncated or malformed line)", schema.delimiter.join(fields)))
                 continue
             rows.append(fields); lines.append(line)
-    except csv.Error as e:
-        issues.append(RawIssue(reader.line_num, f"unreadable line: {e}", ""))
-    frame = pd.DataFrame(rows, columns=header, dtype=object)
-    frame.insert(0, "_line", lines)
-    if extra: frame = frame.drop(columns=extra)
-    return RawTable(path, header, frame, issues, extra, blank)
+            if chunk_rows and len(rows) >= chunk_rows:
+                yield table(rows, lines, issues, blank)
+                rows, lines, issues, blank = [], [], [], 0
+        if rows or issues or blank or not chunk_rows: yield table(rows, lines, issues, blank)
+
+def read_raw(path, schema: Schema) -> RawTable:
+    "Read the delimited file at `path` as text, checked against `schema`'s file-level rules."
+    (table,) = iter_raw(path, schema)  # one table; exhausting the generator closes the file
+    return table

@@ -24,55 +24,61 @@ def score_file(model_dir, input, output, quarantine=None, chunk_rows: int = 50_0
     "Score the raw file `input` with the export in `model_dir` into the Parquet file `output`."
     import pyarrow as pa, pyarrow.parquet as pq
     from tqdm.auto import tqdm
+    from flex_ml.data import iter_raw
     from flex_ml.serve import ServingModel
+    if chunk_rows < 1: raise FlexMLError(f"chunk_rows {chunk_rows} must be at least 1", "e.g. --chunk-rows 50000")
     model = ServingModel(model_dir)
     schema, input, output = model.schema, Path(input), Path(output)
-    if not input.exists() or input.stat().st_size == 0:
+    if not input.is_file() or input.stat().st_size == 0:
         raise FlexMLError(f"{input} is missing or empty", "pass the raw file to score")
     quarantine = Path(quarantine) if quarantine else output.with_name(output.stem + ".quarantine.csv")
     output.parent.mkdir(parents=True, exist_ok=True)
     needed = [c.name for c in schema.features] + ([schema.id.name] if schema.id else [])
-    header = pd.read_csv(input, sep=schema.delimiter, nrows=0).columns.str.strip().tolist()
-    missing = [n for n in needed if n not in header]
-    if missing: raise FlexMLError(f"{input}: missing column(s) {missing} that the model needs",
-                                  f"the file has: {', '.join(header)}")
-    keep_target = schema.target.name in header
-    with open(input, "rb") as f: total = sum(1 for _ in f) - 1  # for the progress bar
-    writer, n_in, n_ok, n_bad, t0 = None, 0, 0, 0, time.perf_counter()
+    kept = []
+    def check_header(header):  # the model's inputs must be there; anything else but the target is not read
+        missing = [n for n in needed if n not in header]
+        if missing: raise FlexMLError(f"{input}: missing column(s) {missing} that the model needs",
+                                      f"the file has: {', '.join(header)}")
+        kept[:] = [h for h in header if h in needed or h == schema.target.name]
+        return [h for h in header if h not in kept]
+    with open(input, "rb") as f: total = max(sum(1 for _ in f) - 1, 0)  # lines after the header, for the progress bar
+    writer, n_in, n_ok, n_bad, n_broken, t0 = None, 0, 0, 0, 0, time.perf_counter()
     if quarantine.exists(): quarantine.unlink()
-    reader = pd.read_csv(input, sep=schema.delimiter, dtype=str, keep_default_na=False, chunksize=chunk_rows,
-                         on_bad_lines="warn", skipinitialspace=True)
-    with tqdm(total=total, unit="rows", disable=not progress, desc=f"scoring {input.name}") as bar:
-        for chunk in reader:
-            chunk.columns = chunk.columns.str.strip()
-            rows = np.arange(n_in + 1, n_in + 1 + len(chunk))
+    def to_quarantine(frame):  # one column layout for rule breaks and unreadable lines alike
+        frame.reindex(columns=["_line", "_reasons", *kept, "_raw"]).to_csv(
+            quarantine, mode="a", header=not quarantine.exists(), index=False)
+    with tqdm(total=total, unit="lines", disable=not progress, desc=f"scoring {input.name}") as bar:
+        for raw in iter_raw(input, schema, chunk_rows=chunk_rows, check_header=check_header):
+            chunk, lines = raw.frame.reset_index(drop=True), raw.frame["_line"].to_numpy()
             typed, reasons = {}, {}
             for col in schema.features + ([schema.id] if schema.id else []):
-                typed[col.name], problems = check_column(chunk[col.name].reset_index(drop=True), col, schema.missing_values)
+                typed[col.name], problems = check_column(chunk[col.name], col, schema.missing_values)
                 for i, _, msg in problems: reasons.setdefault(i, []).append(msg)
             bad = np.isin(np.arange(len(chunk)), list(reasons))
             good = pd.DataFrame(typed)[~bad]
             if len(good):
                 scores = model._score(to_model_inputs(good, schema))
-                out = {"_row": rows[~bad]}
+                out = {"_line": lines[~bad]}
                 if schema.id: out[schema.id.name] = good[schema.id.name].to_numpy()
                 out |= {"score": scores, "decision": np.where(scores >= model.threshold, "decline", "accept"),
                         "model_version": np.full(len(good), model.version)}
-                if keep_target: out[schema.target.name] = chunk[schema.target.name].to_numpy()[~bad]
+                if schema.target.name in kept: out[schema.target.name] = chunk[schema.target.name].to_numpy()[~bad]
                 table = pa.table(out)
                 if writer is None: writer = pq.ParquetWriter(output, table.schema)
                 writer.write_table(table)
             if bad.any():
-                q = chunk.reset_index(drop=True)[bad].copy()
-                q.insert(0, "_reasons", ["; ".join(reasons[i]) for i in np.flatnonzero(bad)])
-                q.insert(0, "_row", rows[bad])
-                q.to_csv(quarantine, mode="a", header=not quarantine.exists(), index=False)
-            n_in += len(chunk); n_ok += int((~bad).sum()); n_bad += int(bad.sum())
-            bar.update(len(chunk))
+                q = chunk[bad].copy()
+                q.insert(1, "_reasons", ["; ".join(reasons[i]) for i in np.flatnonzero(bad)])
+                to_quarantine(q)
+            if raw.issues:
+                to_quarantine(pd.DataFrame({"_line": [x.line for x in raw.issues], "_reasons": [x.reason for x in raw.issues],
+                                            "_raw": [x.text for x in raw.issues]}))
+            n_in += len(chunk) + len(raw.issues); n_ok += int((~bad).sum())
+            n_bad += int(bad.sum()) + len(raw.issues); n_broken += len(raw.issues)
+            bar.update(len(chunk) + len(raw.issues) + raw.blank_lines)
     if writer is not None: writer.close()
     seconds = time.perf_counter() - t0
     return dict(input=str(input), output=str(output), quarantine=str(quarantine) if n_bad else None,
-                model_version=model.version, rows=n_in, scored=n_ok, quarantined=n_bad,
-                unreadable_lines=max(total - n_in, 0),
+                model_version=model.version, rows=n_in, scored=n_ok, quarantined=n_bad, malformed_lines=n_broken,
                 seconds=round(seconds, 2), rows_per_s=round(n_in / max(seconds, 1e-9)),
                 peak_rss_mib=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1))

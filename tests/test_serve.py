@@ -314,13 +314,21 @@ def test_batch_scoring_matches_golden_and_quarantines(export, golden, tmp_path, 
     import pandas as pd
     rows = [dict(g["record"], ID=i + 1) for i, g in enumerate(golden)]
     pd.DataFrame(rows + [dict(rows[0], ID=999, LIMIT_BAL="oops")]).to_csv(tmp_path / "in.csv", index=False)
+    text = (tmp_path / "in.csv").read_text().splitlines()
+    # a line with a field too many and a truncated one, among the good rows: quarantined, nothing shifts
+    text[3:3] = [text[3] + ",7", text[3][:15]]
+    (tmp_path / "in.csv").write_text("\n".join(text) + "\n")
     r = subprocess.run([str(BIN / "flex-ml"), "score", str(tmp_path / "in.csv"), "-o", str(tmp_path / "out.parquet"),
                         "--model", str(export), "--chunk-rows", "7", "--no-progress"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     summary = json.loads(r.stdout)
-    assert (summary["rows"], summary["scored"], summary["quarantined"]) == (len(golden) + 1, len(golden), 1)
+    assert (summary["rows"], summary["scored"], summary["quarantined"], summary["malformed_lines"]) == \
+        (len(golden) + 3, len(golden), 3, 2)
     out = pd.read_parquet(tmp_path / "out.parquet")
     gaps = (out["score"].to_numpy() - [g["expected_score"] for g in golden])
     assert abs(gaps).max() <= 1e-6 and out["ID"].tolist() == list(range(1, len(golden) + 1))
+    assert out["_line"].tolist() == [2, 3] + list(range(6, len(golden) + 4))  # file lines; 4 and 5 are the broken ones
     q = pd.read_csv(tmp_path / "out.quarantine.csv")
-    assert q["_row"].tolist() == [len(golden) + 1] and q["_reasons"][0] == "LIMIT_BAL: 'oops' is not a finite number"
+    assert q["_line"].tolist() == [4, 5, len(golden) + 4]
+    assert q["_reasons"][0].startswith("too many fields") and q["_reasons"][1].startswith("too few fields"), q["_reasons"]
+    assert q["_reasons"].iloc[-1] == "LIMIT_BAL: 'oops' is not a finite number" and q["_raw"].notna().sum() == 2
