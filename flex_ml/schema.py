@@ -13,8 +13,9 @@ from pathlib import Path
 import yaml
 
 # %% auto #0
-__all__ = ['TYPES', 'ROLES', 'TRANSFORMS', 'ENCODINGS', 'UNKNOWN_POLICIES', 'FlexMLError', 'Column', 'canonical_str', 'Derived',
-           'Schema', 'load_schema', 'save_schema', 'infer_schema']
+__all__ = ['TYPES', 'ROLES', 'TRANSFORMS', 'ENCODINGS', 'UNKNOWN_POLICIES', 'FIELD_KINDS', 'COLUMN_FIELDS', 'SCHEMA_FIELDS',
+           'DERIVED_FIELDS', 'FlexMLError', 'Column', 'canonical_str', 'Derived', 'Schema', 'load_schema',
+           'save_schema', 'infer_schema']
 
 # %% ../nbs/00_schema.ipynb #e8bfae93
 class FlexMLError(Exception):
@@ -122,6 +123,38 @@ class Derived:
         return self
 
 # %% ../nbs/00_schema.ipynb #e20eb6e5
+def _is_number(v) -> bool: return isinstance(v, (int, float)) and not isinstance(v, bool)
+def _is_scalar(v) -> bool: return isinstance(v, (str, int, float, bool))
+
+# what each field of the YAML may hold: (test, in words). Checked before anything uses a value, so a
+# `min: abc` or `categories: 5` is a message naming the column and field, not a TypeError later
+FIELD_KINDS = {
+    "name": (lambda v: isinstance(v, str) and v.strip() != "", "a non-empty text"),
+    "text": (lambda v: isinstance(v, str), "text"),
+    "text?": (lambda v: v is None or isinstance(v, str), "text"),
+    "bool": (lambda v: isinstance(v, bool), "true or false"),
+    "number?": (lambda v: v is None or _is_number(v), "a number"),
+    "scalar": (_is_scalar, "a single value"),
+    "values?": (lambda v: v is None or (isinstance(v, list) and all(_is_scalar(x) for x in v)), "a list of values"),
+    "numbers?": (lambda v: v is None or (isinstance(v, list) and all(_is_number(x) for x in v)), "a list of numbers"),
+    "texts": (lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v), "a list of texts"),
+    "mapping": (lambda v: isinstance(v, dict), "a mapping (key: value lines)"),
+    "list": (lambda v: isinstance(v, list), "a list"),
+    "delimiter": (lambda v: isinstance(v, str) and len(v) == 1, "one character"),
+}
+COLUMN_FIELDS = dict(name="name", type="text", role="text", description="text", nullable="bool", min="number?",
+                     max="number?", categories="values?", unknown="text", protected="bool", transform="text?",
+                     encode="text", slice_bins="numbers?", format="text?")
+SCHEMA_FIELDS = dict(name="name", columns="list", description="text", target_positive="scalar", delimiter="delimiter",
+                     missing_values="texts", extra_columns="text", ordered="bool", source="mapping", derived="list")
+DERIVED_FIELDS = dict(name="name", ratio="texts", clip="numbers?", description="text")
+
+def _check_fields(d: dict, kinds: dict, where: str):
+    for key, value in d.items():
+        if key in kinds:
+            test, words = FIELD_KINDS[kinds[key]]
+            if not test(value): raise FlexMLError(f"{where}: `{key}` must be {words}, not {value!r}", "fix the schema file")
+
 @dataclass
 class Schema:
     "A dataset's contract: columns plus file-level rules."
@@ -199,26 +232,36 @@ class Schema:
     def from_dict(cls, d: dict, origin: str = "schema") -> "Schema":
         if not isinstance(d, dict) or "columns" not in d:
             raise FlexMLError(f"{origin}: not a schema (no `columns:` list)", "see schemas/credit_default.yaml")
+        top = set(cls.__dataclass_fields__) - {"columns"}
+        extra = set(d) - top - {"columns"}
+        if extra: raise FlexMLError(f"{origin}: unknown top-level fields {sorted(extra)}", f"known: {sorted(top)}")
+        if "name" not in d: raise FlexMLError(f"{origin}: the schema needs a `name`", "e.g. name: credit_default")
+        _check_fields(d, SCHEMA_FIELDS, origin)
+        if not d["columns"]: raise FlexMLError(f"{origin}: `columns` is empty", "list the file's columns")
         known = set(Column.__dataclass_fields__)
         cols = []
         for i, c in enumerate(d["columns"]):
             if not isinstance(c, dict) or "name" not in c or "type" not in c:
                 raise FlexMLError(f"{origin}: column #{i + 1} needs at least `name` and `type`")
+            _check_fields(c, COLUMN_FIELDS, f"{origin}: column #{i + 1}" + (f" {c['name']!r}" if isinstance(c["name"], str) else ""))
             extra = set(c) - known
             if extra: raise FlexMLError(f"{origin}: column {c['name']!r} has unknown fields {sorted(extra)}",
                                         f"known fields: {', '.join(sorted(known))}")
             cols.append(Column(**c))
-        top = set(cls.__dataclass_fields__) - {"columns"}
-        extra = set(d) - top - {"columns"}
-        if extra: raise FlexMLError(f"{origin}: unknown top-level fields {sorted(extra)}", f"known: {sorted(top)}")
+        for i, x in enumerate(d.get("derived") or []):
+            if not isinstance(x, dict): raise FlexMLError(f"{origin}: derived feature #{i + 1} must be a mapping with `name` and `ratio`")
+            _check_fields(x, DERIVED_FIELDS, f"{origin}: derived feature #{i + 1}")
         return cls(columns=cols, **{k: v for k, v in d.items() if k != "columns"})
 
 # %% ../nbs/00_schema.ipynb #74a8bc5d
 def load_schema(path) -> Schema:
     "Read and check the schema at `path`."
     path = Path(path)
-    if not path.exists(): raise FlexMLError(f"schema file {path} does not exist", "check `dataset.schema` in params.yaml")
-    try: d = yaml.safe_load(path.read_text())
+    if not path.exists(): raise FlexMLError(f"schema file {path} does not exist",
+                                            "check the path (`dataset.schema` in params.yaml names the project's)")
+    if path.is_dir(): raise FlexMLError(f"schema file {path} is a folder", "pass the schema's .yaml file")
+    try: d = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError: raise FlexMLError(f"schema file {path} is not text", "pass the schema's .yaml file, not data") from None
     except yaml.YAMLError as e: raise FlexMLError(f"schema file {path} is not valid YAML: {e}") from None
     return Schema.from_dict(d, origin=str(path))
 
