@@ -176,7 +176,10 @@ def report(notebook: Path = typer.Option("nbs/reports/evaluation.ipynb", help="P
     kv = {}
     for item in parameter or []:
         if "=" not in item: raise FlexMLError(f"-p {item!r}: expected NAME=VALUE")
-        k, v = item.split("=", 1); kv[k] = yaml.safe_load(v)
+        k, v = item.split("=", 1)
+        try: kv[k] = yaml.safe_load(v)
+        except yaml.YAMLError as e: raise FlexMLError(f"-p {item!r}: the value is not valid YAML ({e.problem})",
+                                                      "quote text values, e.g. -p name='a b'") from None
     kv.setdefault("params_path", str(params))
     html = run_report(notebook, out, kv, kernel)
     typer.echo(f"wrote {html}")
@@ -185,14 +188,16 @@ def report(notebook: Path = typer.Option("nbs/reports/evaluation.ipynb", help="P
 @app.command()
 def serve(model: Path = typer.Option("artifacts/model", help="Export folder written by `flex-ml export`."),
           host: str = typer.Option("127.0.0.1", help="Interface to bind (0.0.0.0 in a container)."),
-          port: int = typer.Option(8000, help="TCP port."),
-          max_batch: Optional[int] = typer.Option(None, help="Most records per request [env FLEX_ML_MAX_BATCH, 10000]."),
-          max_body_bytes: Optional[int] = typer.Option(None, help="Largest request body [env FLEX_ML_MAX_BODY_BYTES, 16 MiB]."),
+          port: int = typer.Option(8000, min=1, max=65535, help="TCP port."),
+          max_batch: Optional[int] = typer.Option(None, min=1, help="Most records per request [env FLEX_ML_MAX_BATCH, 10000]."),
+          max_body_bytes: Optional[int] = typer.Option(None, min=1, help="Largest request body [env FLEX_ML_MAX_BODY_BYTES, 16 MiB]."),
           log_db: Optional[str] = typer.Option(None, help="Prediction log: a SQLite file or a postgresql:// URL [env FLEX_ML_PREDICTION_LOG]."),
           log_level: str = typer.Option("info", help="debug, info, warning or error.")):
     """Serve the exported model over HTTP. API keys: set FLEX_ML_API_KEYS (comma-separated) to require
     the X-API-Key header; unset, the service is open (bind it to loopback)."""
     from flex_ml.serve import ServeSettings, serve as run_server
+    if log_level.lower() not in ("debug", "info", "warning", "error"):
+        raise FlexMLError(f"--log-level {log_level!r} is not a level", "use debug, info, warning or error")
     settings = ServeSettings.from_env(max_batch=max_batch, max_body_bytes=max_body_bytes, log_db=log_db)
     if not settings.api_keys and host not in ("127.0.0.1", "localhost", "::1"):
         typer.echo(f"warning: serving on {host} without API keys (set FLEX_ML_API_KEYS)", err=True)
@@ -201,7 +206,7 @@ def serve(model: Path = typer.Option("artifacts/model", help="Export folder writ
 def score(input: Path = typer.Argument(..., help="Raw delimited file to score."),
           output: Path = typer.Option(..., "--out", "-o", help="Parquet file to write."),
           model: Path = typer.Option("artifacts/model", help="Export folder."),
-          chunk_rows: int = typer.Option(50_000, help="Rows per chunk (memory stays flat)."),
+          chunk_rows: int = typer.Option(50_000, min=1, help="Rows per chunk (memory stays flat)."),
           progress: bool = typer.Option(True, help="Show a progress bar.")):
     "Batch-score a large raw file in chunks: the service's scores and decisions, as Parquet."
     from flex_ml.score import score_file
@@ -274,6 +279,10 @@ def main(argv: list[str] | None = None):
         typer.echo(f"flex-ml: error: {e.filename or e} does not exist", err=True)
         typer.echo("  hint: check the path, or run the stage that writes it (`make repro`)", err=True)
         sys.exit(2)
+    except (IsADirectoryError, NotADirectoryError, FileExistsError, PermissionError) as e:  # a path of the wrong kind
+        typer.echo(f"flex-ml: error: {e.filename}: {e.strerror}", err=True)
+        typer.echo("  hint: a file is expected where a folder was given, or the other way round (or no permission)", err=True)
+        sys.exit(2)
     except typer.Abort:
         typer.echo("aborted", err=True); sys.exit(130)
     except Exception as e:
@@ -281,4 +290,8 @@ def main(argv: list[str] | None = None):
         # click's exceptions, not click's, so they are recognised by what they can do
         if callable(getattr(e, "show", None)) and isinstance(getattr(e, "exit_code", None), int):
             e.show(); sys.exit(e.exit_code)
+        if type(e).__name__ == "ArrowInvalid":  # pyarrow's: a file given where a Parquet file is expected is not one
+            typer.echo(f"flex-ml: error: a Parquet input cannot be read: {e}", err=True)
+            typer.echo("  hint: pass the Parquet file (or folder of them) an earlier stage wrote, not a CSV", err=True)
+            sys.exit(2)
         raise

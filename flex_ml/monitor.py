@@ -410,7 +410,12 @@ def read_log(target: str, since=None, until=None, model_version: str | None = No
     from flex_ml.serve import connect_log
     if not target.startswith(("postgresql://", "postgres://")) and not Path(target.removeprefix("sqlite:///")).exists():
         raise FlexMLError(f"prediction log {target} does not exist", "pass the FLEX_ML_PREDICTION_LOG the service writes to")
-    db, mark = connect_log(target)
+    try: db, mark = connect_log(target)
+    except FlexMLError: raise
+    except Exception as e:  # e.g. sqlite3.DatabaseError: a CSV passed as --log
+        raise FlexMLError(f"{target} is not a prediction log database: {str(e).strip()}",
+                          "--log takes the service's FLEX_ML_PREDICTION_LOG (SQLite file or postgresql:// URL); "
+                          "a file of records goes to --input") from None
     where, args = [], []
     for cond, v in (("ts >= {m}", _parse_time(since, "--since")), ("ts < {m}", _parse_time(until, "--until")),
                     ("model_version = {m}", model_version)):

@@ -19,6 +19,8 @@ def run_report(notebook, out_dir, parameters: dict | None = None, kernel: str = 
     from jupyter_client.kernelspec import NoSuchKernel
     notebook, out = Path(notebook), Path(out_dir)
     if not notebook.exists(): raise FlexMLError(f"report notebook {notebook} not found")
+    if notebook.suffix != ".ipynb" or not notebook.is_file():
+        raise FlexMLError(f"report notebook {notebook} is not a .ipynb file", "pass a Jupyter notebook, e.g. nbs/reports/evaluation.ipynb")
     out.mkdir(parents=True, exist_ok=True)  # papermill does not create it
     executed = out / notebook.name
     try:

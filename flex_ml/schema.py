@@ -299,9 +299,17 @@ def infer_schema(path, name: str | None = None, target: str | None = None, id: s
         raise FlexMLError(f"cannot infer a schema from {path}: the file is missing or empty")
     delimiter = delimiter or _sniff_delimiter(path)
     df = pd.read_csv(path, sep=delimiter, dtype=str, keep_default_na=False, nrows=sample_rows)
-    if target is not None and target not in df.columns:
-        raise FlexMLError(f"target column {target!r} is not in {path}", f"columns: {', '.join(df.columns)}")
+    if len(df) == 0: raise FlexMLError(f"cannot infer a schema from {path}: it has a header but no rows")
+    if max_categories < 1: raise FlexMLError(f"max_categories {max_categories} must be at least 1")
+    for what, n in (("target", target), ("id", id)):
+        if n is not None and n not in df.columns:
+            raise FlexMLError(f"{what} column {n!r} is not in {path}", f"columns: {', '.join(df.columns)}")
     target = target or df.columns[-1]
+    if target == id: raise FlexMLError(f"column {target!r} cannot be both the target and the id")
+    labels = sorted(set(v for v in df[target].str.strip() if v != ""))
+    if len(labels) != 2:
+        raise FlexMLError(f"target column {target!r} has {len(labels)} distinct value(s) {labels[:5]}; "
+                          "a binary target needs exactly two", "pass --target with the label column")
     cols = []
     for n in df.columns:
         vals = df[n].str.strip()
@@ -309,10 +317,10 @@ def infer_schema(path, name: str | None = None, target: str | None = None, id: s
         kind, num = _kind(present) if present else ("string", None)
         distinct = sorted(set(present), key=lambda v: (len(v), v))
         col = Column(name=n, type=kind, nullable=len(present) < len(vals))
-        if n == id or (id is None and n.lower() == "id" and len(set(present)) == len(present)):
-            col.role, col.type = "id", kind
-        elif n == target:
+        if n == target:
             col.role, col.type, col.categories = "target", "category", distinct
+        elif n == id or (id is None and n.lower() == "id" and len(set(present)) == len(present)):
+            col.role, col.type = "id", kind
         elif kind in ("integer", "string", "bool") and len(distinct) <= max_categories:
             col.type = "category"
             col.categories = [int(v) for v in distinct] if kind == "integer" else distinct

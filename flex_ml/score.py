@@ -30,7 +30,7 @@ def score_file(model_dir, input, output, quarantine=None, chunk_rows: int = 50_0
     model = ServingModel(model_dir)
     schema, input, output = model.schema, Path(input), Path(output)
     if not input.is_file() or input.stat().st_size == 0:
-        raise FlexMLError(f"{input} is missing or empty", "pass the raw file to score")
+        raise FlexMLError(f"{input} is missing, empty or not a file", "pass the raw file to score")
     quarantine = Path(quarantine) if quarantine else output.with_name(output.stem + ".quarantine.csv")
     output.parent.mkdir(parents=True, exist_ok=True)
     needed = [c.name for c in schema.features] + ([schema.id.name] if schema.id else [])

@@ -252,11 +252,21 @@ class ServeSettings:
     def from_env(cls, **overrides) -> "ServeSettings":
         env = os.environ
         keys = [k.strip() for k in env.get("FLEX_ML_API_KEYS", "").split(",") if k.strip()]
-        s = cls(max_batch=int(env.get("FLEX_ML_MAX_BATCH", 10_000)),
-                max_body_bytes=int(env.get("FLEX_ML_MAX_BODY_BYTES", 16 * 1024 * 1024)),
+        def positive(var, default):
+            raw = env.get(var, "").strip()
+            if not raw: return default
+            try: v = int(raw)
+            except ValueError: v = 0
+            if v < 1: raise FlexMLError(f"environment variable {var}={raw!r} must be a whole number of at least 1",
+                                        f"unset it to use the default ({default})")
+            return v
+        s = cls(max_batch=positive("FLEX_ML_MAX_BATCH", 10_000),
+                max_body_bytes=positive("FLEX_ML_MAX_BODY_BYTES", 16 * 1024 * 1024),
                 api_keys=keys, log_db=env.get("FLEX_ML_PREDICTION_LOG") or None)
         for k, v in overrides.items():
             if v is not None: setattr(s, k, v)
+        for k in ("max_batch", "max_body_bytes"):
+            if getattr(s, k) < 1: raise FlexMLError(f"{k} = {getattr(s, k)} must be at least 1")
         return s
 
 # %% ../nbs/08_serve.ipynb #b1776a4d

@@ -78,6 +78,12 @@ def run_split(input, schema, out_dir, valid_fraction=0.2, test_fraction=0.2, see
     "The `split` stage: accepted rows in `input` -> `out_dir/{train,valid,test}.parquet`."
     schema = load_schema(schema) if not isinstance(schema, Schema) else schema
     df = pd.read_parquet(input)
+    needed = ["_line", *schema.names]
+    missing = [n for n in needed if n not in df.columns]
+    if missing:  # a stale accepted.parquet after `dataset.schema` changed, or not validate's output at all
+        raise FlexMLError(f"{input} lacks column(s) {missing[:8]}{' ...' if len(missing) > 8 else ''} of schema "
+                          f"{schema.name!r}: it is not the validate stage's output for this schema",
+                          "run `flex-ml validate` (or `dvc repro validate`) with this schema first")
     splits = split_table(df, schema, valid_fraction, test_fraction, seed, strategy)
     check_no_leakage(splits, schema.id.name if schema.id else "_line")
     out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)

@@ -206,3 +206,78 @@ def test_monitor_with_a_params_path_that_does_not_exist_is_an_error(tmp_path):
     r = subprocess.run([str(BIN / "flex-ml"), "monitor", "--model", str(tmp_path), "--input", str(tmp_path / "x.csv"),
                         "--params", str(tmp_path / "nope.yaml")], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert r.returncode == 2 and "nope.yaml not found" in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def _cli(*args, cwd=ROOT, env=None):
+    import os
+    r = subprocess.run([str(BIN / "flex-ml"), *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=120,
+                       env=None if env is None else {**os.environ, **env})
+    assert "Traceback" not in r.stderr, r.stderr
+    return r
+
+
+def test_paths_of_the_wrong_kind_are_messages(tmp_path):
+    "A folder where a file is expected, data where a schema is expected, a CSV where Parquet or a notebook is."
+    folder = tmp_path / "folder"; folder.mkdir()
+    csv = tmp_path / "c.csv"; csv.write_text("a,b\n1,2\n")
+    pq = tmp_path / "t.parquet"; pd.DataFrame({"a": [1]}).to_parquet(pq)
+    cases = [
+        (["validate", "--input", folder, "--out", tmp_path / "o"], "is a folder, not a delimited file"),
+        (["schema", "check", folder], "is a folder"),
+        (["schema", "check", pq], "is not text"),
+        (["validate", "--params", folder], "Is a directory"),
+        (["split", "--input", csv, "--out", tmp_path / "o"], "a Parquet input cannot be read"),
+        (["split", "--input", pq, "--out", tmp_path / "o"], "it is not the validate stage's output for this schema"),
+        (["report", "--notebook", csv, "--out", tmp_path / "o"], "is not a .ipynb file"),
+        (["report", "-p", "a=[1", "--out", tmp_path / "o"], "the value is not valid YAML"),
+        (["validate", "--out", csv], "File exists"),
+        (["score", folder, "-o", tmp_path / "s.parquet", "--model", folder], "is not a flex_ml export"),
+    ]
+    for args, expected in cases:
+        r = _cli(*args)
+        assert r.returncode == 2 and expected in r.stderr, (args, r.stderr)
+
+
+def test_bad_option_values_are_refused_before_anything_starts(tmp_path):
+    for args, expected in [(["serve", "--port", "99999"], "Invalid value for '--port'"),
+                           (["serve", "--max-batch", "0"], "Invalid value for '--max-batch'"),
+                           (["serve", "--log-level", "verbose"], "is not a level"),
+                           (["score", "x.csv", "-o", "x.parquet", "--chunk-rows", "0"], "Invalid value for '--chunk-rows'")]:
+        r = _cli(*args)
+        assert r.returncode == 2 and expected in r.stderr, (args, r.stderr)
+    from flex_ml.serve import ServeSettings
+    import os
+    os.environ["FLEX_ML_MAX_BATCH"] = "abc"
+    try:
+        with pytest.raises(FlexMLError, match="FLEX_ML_MAX_BATCH='abc' must be a whole number"): ServeSettings.from_env()
+    finally: del os.environ["FLEX_ML_MAX_BATCH"]
+
+
+def test_a_csv_given_as_the_prediction_log_is_a_message(tmp_path):
+    from flex_ml.monitor import read_log
+    (tmp_path / "c.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(FlexMLError, match="is not a prediction log database"): list(read_log(str(tmp_path / "c.csv")))
+
+
+@pytest.mark.parametrize("field,value,expected", [
+    ("min", "abc", "`min` must be a number, not 'abc'"), ("categories", 5, "`categories` must be a list of values"),
+    ("slice_bins", [1, "x"], "`slice_bins` must be a list of numbers"), ("name", 5, "`name` must be a non-empty text"),
+    ("transform", ["x"], "`transform` must be text"),
+])
+def test_a_schema_field_of_the_wrong_type_names_column_and_field(tmp_path, field, value, expected):
+    import yaml
+    d = yaml.safe_load((ROOT / "schemas/credit_default.yaml").read_text())
+    d["columns"][1][field] = value
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(d))
+    r = _cli("schema", "check", tmp_path / "s.yaml")
+    assert r.returncode == 2 and expected in r.stderr and "column #2" in r.stderr, r.stderr
+
+
+def test_schema_infer_refuses_what_cannot_be_a_binary_target(tmp_path):
+    f = tmp_path / "c.csv"; f.write_text("ID,x,y\n1,5,0\n2,6,1\n3,7,0\n")
+    assert "a binary target needs exactly two" in _cli("schema", "infer", f, "--out", tmp_path / "s.yaml", "--target", "ID").stderr
+    assert "id column 'nope' is not in" in _cli("schema", "infer", f, "--out", tmp_path / "s.yaml", "--id", "nope").stderr
+    (tmp_path / "h.csv").write_text("ID,x,y\n")
+    assert "has a header but no rows" in _cli("schema", "infer", tmp_path / "h.csv", "--out", tmp_path / "s.yaml").stderr
+    ok = _cli("schema", "infer", f, "--out", tmp_path / "s.yaml")
+    assert ok.returncode == 0 and "target 'y'" in ok.stdout
