@@ -189,9 +189,9 @@ def report(notebook: Path = typer.Option("nbs/reports/evaluation.ipynb", help="P
 def serve(model: Path = typer.Option("artifacts/model", help="Export folder written by `flex-ml export`."),
           host: str = typer.Option("127.0.0.1", help="Interface to bind (0.0.0.0 in a container)."),
           port: int = typer.Option(8000, min=1, max=65535, help="TCP port."),
-          max_batch: Optional[int] = typer.Option(None, min=1, help="Most records per request [env FLEX_ML_MAX_BATCH, 10000]."),
-          max_body_bytes: Optional[int] = typer.Option(None, min=1, help="Largest request body [env FLEX_ML_MAX_BODY_BYTES, 16 MiB]."),
-          log_db: Optional[str] = typer.Option(None, help="Prediction log: a SQLite file or a postgresql:// URL [env FLEX_ML_PREDICTION_LOG]."),
+          max_batch: Optional[int] = typer.Option(None, min=1, help="Most records per request (env FLEX_ML_MAX_BATCH; default 10000)."),
+          max_body_bytes: Optional[int] = typer.Option(None, min=1, help="Largest request body in bytes (env FLEX_ML_MAX_BODY_BYTES; default 16 MiB)."),
+          log_db: Optional[str] = typer.Option(None, help="Prediction log: a SQLite file or a postgresql:// URL (env FLEX_ML_PREDICTION_LOG)."),
           log_level: str = typer.Option("info", help="debug, info, warning or error.")):
     """Serve the exported model over HTTP. API keys: set FLEX_ML_API_KEYS (comma-separated) to require
     the X-API-Key header; unset, the service is open (bind it to loopback)."""
@@ -219,7 +219,7 @@ def monitor(input: Optional[Path] = typer.Option(None, "--input", "-i", help="CS
             labels: Optional[Path] = typer.Option(None, help="Outcomes that arrived later: CSV/Parquet with the id and target columns."),
             model: Path = typer.Option("artifacts/model", help="Export folder (its reference.json is the yardstick)."),
             out: Path = typer.Option("artifacts/monitor", help="Folder for summary.json and report.html."),
-            window: Optional[str] = typer.Option(None, help="Time windows: day, week, month (from timestamps) or rows:N (row order) [params monitor.window]."),
+            window: Optional[str] = typer.Option(None, help="Time windows: day, week, month (from timestamps) or rows:N (row order); default: params.yaml monitor.window."),
             since: Optional[str] = typer.Option(None, help="Log only: first time to include (ISO 8601)."),
             until: Optional[str] = typer.Option(None, help="Log only: time to stop before (ISO 8601)."),
             model_version: Optional[str] = typer.Option(None, help="Log only: only this model version's requests."),
@@ -230,6 +230,7 @@ def monitor(input: Optional[Path] = typer.Option(None, "--input", "-i", help="CS
     # on a serving host there may be no params.yaml: the thresholds' defaults apply. A file the user
     # named must exist, though: silently using defaults instead would hide a typo in the path
     p = load_params(params) if Path(params).exists() or str(params) != "params.yaml" else {}
+    if not p: typer.echo("no params.yaml here: the built-in monitor thresholds apply (pass --params to use yours)", err=True)
     s = run_monitor(model, out, input=input, log=log, labels=labels, window=window, since=since, until=until,
                     model_version=model_version, params=p, progress=progress)
     typer.echo(f"monitor: {s['status'].upper()} on {s['rows']:,} rows of {s['source']} (model {s['model_version']})")
@@ -246,10 +247,10 @@ def monitor(input: Optional[Path] = typer.Option(None, "--input", "-i", help="CS
 def retrain(new: Optional[Path] = typer.Option(None, help="Newly landed raw data (the contract's columns); the candidate is trained on the champion's data plus these rows, minus the recent hold-out."),
             candidate: Optional[Path] = typer.Option(None, help="Instead of --new: an export trained elsewhere (e.g. by `dvc exp run`)."),
             holdout: Optional[Path] = typer.Option(None, help="With --candidate: recent labelled rows neither model trained on."),
-            champion: Optional[Path] = typer.Option(None, help="Champion export when the registry has none [artifacts/model]."),
+            champion: Optional[Path] = typer.Option(None, help="Champion export when the registry has none (default artifacts/model)."),
             registry: Path = typer.Option("registry", help="Registry folder: champion.json, decisions/, models/, current."),
             work: Path = typer.Option("artifacts/retrain", help="Work folder for the candidate's pipeline."),
-            base: Optional[Path] = typer.Option(None, help="The champion's training data [from its metadata]."),
+            base: Optional[Path] = typer.Option(None, help="The champion's training data (default: the file its metadata names)."),
             service: Optional[str] = typer.Option(None, help="URL of a running service to reload on promotion (X-API-Key from env FLEX_ML_API_KEY)."),
             git: bool = typer.Option(True, help="Commit the registry records and tag promoted versions (in a git work tree)."),
             params: Path = PARAMS):

@@ -339,7 +339,11 @@ def _score_checks(profile, reference, th, judged, out) -> dict:
 
 def _label_checks(profile, reference, metrics, th, judged, out) -> dict:
     if profile.labelled == 0:
-        out["not_computed"].append("AUC and calibration: no labels (pass --labels, or a file with the target column)")
+        sc = profile.score
+        unscored = sc is not None and sc["n"] > 0 and sc["missing"] == sc["n"]
+        out["not_computed"].append("AUC and calibration: " + (
+            "the rows have labels, but none could be scored (they break the contract: see the alerts)" if unscored
+            else "no labels (pass --labels, or a file with the target column)"))
         return {"labels": None}
     card = (metrics.get("test") or {}).get("model") or {}
     cal = calibration_from_hist(profile.hist_pos, profile.hist_neg)

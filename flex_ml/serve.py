@@ -14,6 +14,7 @@ import json
 import logging
 import operator
 import os
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -21,7 +22,8 @@ from pathlib import Path
 from typing import Annotated, Literal, NotRequired, Optional, Union
 
 import numpy as np
-from pydantic import ConfigDict, Field, StrictInt, TypeAdapter, ValidationError
+from pydantic import BeforeValidator, ConfigDict, Field, Strict, StrictBool, StrictInt, TypeAdapter, ValidationError
+from pydantic_core import PydanticCustomError
 from typing_extensions import TypedDict  # pydantic needs this one on Python < 3.12
 
 from .features import to_model_inputs
@@ -30,36 +32,48 @@ from .schema import Column, FlexMLError, Schema, canonical_str, load_schema
 log = logging.getLogger("flex_ml.serve")
 
 # %% ../nbs/08_serve.ipynb #20deea18
-def _field_type(col: Column):
-    if col.type == "integer": t = int
-    elif col.type == "float": t = float
-    elif col.type == "bool": t = bool
-    elif col.type == "category" and col.vocabulary is not None and col.unknown == "quarantine":
-        values = tuple(col.vocabulary) + tuple(int(v) for v in col.vocabulary if v.lstrip("-").isdigit())
-        t = Literal[values]
-    elif col.type == "category": t = Union[StrictInt, str]
-    else: t = str
-    return Optional[t] if col.nullable else t
+def _reject_bool(v):
+    # Literal[1, 2] takes JSON true as 1; a category is never a boolean unless the contract says bool
+    if isinstance(v, bool): raise PydanticCustomError("literal_error", "Input should be one of the categories, not {v}", {"v": v})
+    return v
 
-def _field(col: Column, example=None):
+def _not_missing(tokens) -> str:
+    "A pattern no missing-value text of the contract matches (for fields that are not nullable)."
+    return r"^(?!\s*(?:" + "|".join(re.escape(t.strip()) for t in tokens) + r")\s*$)"
+
+def _field_type(col: Column, missing_tokens=("",)):
+    # strict where pydantic would coerce: JSON true, "29" or 29.5 is not an integer, and the error says so
+    if col.type == "integer": return Annotated[int, Strict()]
+    if col.type == "float": return Annotated[float, Strict()]  # an integer is a valid float
+    if col.type == "bool": return StrictBool
+    if col.type == "category" and col.vocabulary is not None and col.unknown == "quarantine":
+        values = tuple(col.vocabulary) + tuple(int(v) for v in col.vocabulary if v.lstrip("-").isdigit())
+        return Annotated[Literal[values], BeforeValidator(_reject_bool)]
+    text = str if col.nullable else Annotated[str, Field(pattern=_not_missing(missing_tokens))]
+    return Union[StrictInt, text] if col.type == "category" else text
+
+def _field(col: Column, example=None, missing_tokens=("",)):
     "The annotated type of `col` in a request, with its rules."
     kw = dict(description=col.description or None)
     if col.min is not None: kw["ge"] = col.min
     if col.max is not None: kw["le"] = col.max
     if col.type == "float": kw["allow_inf_nan"] = False
     if example is not None: kw["examples"] = [example]
-    ann = Annotated[_field_type(col), Field(**kw)]
+    t = _field_type(col, missing_tokens)
+    ann = Annotated[Optional[t] if col.nullable else t, Field(**kw)]
     return NotRequired[ann] if col.nullable else ann
 
 def record_type(schema: Schema, example: dict | None = None):
     "A TypedDict of one raw record under `schema` (extra fields forbidden)."
     example = example or {}
-    fields = {c.name: _field(c, example.get(c.name)) for c in schema.features}
+    fields = {c.name: _field(c, example.get(c.name), schema.missing_values) for c in schema.features}
     if schema.id is not None and schema.id.name not in fields:
-        fields[schema.id.name] = NotRequired[Annotated[Optional[Union[StrictInt, str]],
-                                                       Field(description="echoed back in the response")]]
+        i = schema.id  # optional in a request and echoed back; when sent, it follows the contract
+        kw = {k: v for k, v in (("ge", i.min), ("le", i.max)) if v is not None}
+        fields[i.name] = NotRequired[Annotated[Optional[_field_type(i) if i.is_numeric else Union[StrictInt, str]],
+                                               Field(description="echoed back in the response", **kw)]]
     td = TypedDict(f"{schema.name.title().replace('_', '')}Record", fields)
-    td.__pydantic_config__ = ConfigDict(extra="forbid")
+    td.__pydantic_config__ = ConfigDict(extra="forbid", regex_engine="python-re")  # python-re: the look-ahead above
     return td
 
 # %% ../nbs/08_serve.ipynb #8a772744
@@ -69,8 +83,8 @@ def request_adapter(schema: Schema, max_batch: int, example: dict | None = None)
     class PredictRequest(TypedDict):
         records: Annotated[list[Record], Field(min_length=1, max_length=max_batch,
                                                description=f"1 to {max_batch} raw records")]
-        explain: NotRequired[Annotated[bool, Field(description="add reason codes: the fields that raised each score most")]]
-        top_reasons: NotRequired[Annotated[int, Field(ge=1, le=20, description="how many reason codes per record (3)")]]
+        explain: NotRequired[Annotated[StrictBool, Field(description="add reason codes: the fields that raised each score most")]]
+        top_reasons: NotRequired[Annotated[StrictInt, Field(ge=1, le=20, description="how many reason codes per record (3)")]]
     PredictRequest.__pydantic_config__ = ConfigDict(extra="forbid")
     return TypeAdapter(PredictRequest)
 
@@ -374,6 +388,11 @@ async def _read_body(receive) -> bytes | None:
         chunks.append(msg.get("body", b""))
         if not msg.get("more_body", False): return b"".join(chunks)
 
+def _is_json(ctype: bytes) -> bool:
+    "application/json or application/*+json, with any parameters (charset)."
+    mt = ctype.split(b";", 1)[0].strip().lower()
+    return mt == b"application/json" or (mt.startswith(b"application/") and mt.endswith(b"+json"))
+
 def _problems(errors) -> list[dict]:
     "pydantic errors as `{record, field, rule, message, value}`."
     out = []
@@ -387,8 +406,26 @@ def _problems(errors) -> list[dict]:
             continue
         value = e.get("input")
         if isinstance(value, float) and not np.isfinite(value): value = str(value)  # JSON has no NaN
-        elif not isinstance(value, (int, float, str, bool, type(None))): value = None
-        out.append({"record": rec, "field": fld, "rule": e.get("type"), "message": e.get("msg"), "value": value})
+        elif not isinstance(value, (int, float, str, bool, type(None))): value = repr(value)[:200]  # a list or object, as sent
+        rule, msg = e.get("type"), e.get("msg")
+        if rule == "string_pattern_mismatch":  # the only pattern is _not_missing's
+            rule, msg = "missing_value", f"the field is not nullable, and {value!r} means a missing value in the contract"
+        out.append({"record": rec, "field": fld, "rule": rule, "message": msg, "value": value})
+    return _one_per_field(out)
+
+def _one_per_field(problems: list[dict]) -> list[dict]:
+    """A union (a category that is a number or a text) fails once per branch: keep the specific rule
+    when there is one (missing_value), else say once which types would do."""
+    by_field = {}
+    for p in problems: by_field.setdefault((p["record"], p["field"]), []).append(p)
+    out = []
+    for group in by_field.values():
+        if len(group) == 1 or group[0]["field"] is None: out.extend(group); continue
+        specific = [p for p in group if not p["rule"].endswith("_type")]
+        if specific: out.extend(specific); continue
+        kinds = " or ".join(sorted({p["rule"].removesuffix("_type").replace("int", "an integer").replace("string", "a text")
+                                    for p in group}))
+        out.append(dict(group[0], rule="type", message=f"Input should be {kinds}"))
     return out
 
 # %% ../nbs/08_serve.ipynb #8a85cf47
@@ -465,6 +502,10 @@ def create_app(model_dir, settings: ServeSettings | None = None):
 
     def invalid_response(problems): return 422, _json_bytes({"error": "invalid request", "problems": problems})
 
+    def not_json(ctype: bytes):
+        return 415, _json_bytes({"error": "unsupported media type", "detail":
+                                 f"the body must be JSON (content-type: application/json), not {ctype.decode('latin-1')!r}"})
+
     def predict_body(raw: bytes) -> tuple[int, bytes]:
         "(status, JSON body) of `POST /v1/predict` with body `raw` (the API key already checked)."
         try: req = adapter.validate_json(raw)  # parse and validate in one pass (pydantic-core)
@@ -503,16 +544,32 @@ def create_app(model_dir, settings: ServeSettings | None = None):
         "`POST /v1/predict` in plain ASGI, called by `_Limits` (which caps the body and records metrics)."
         given = next((v for k, v in scope["headers"] if k == b"x-api-key"), b"").decode("latin-1")
         if not key_ok(given): return await _send_json(send, 401, _json_bytes({"detail": no_key}))
+        ctype = next((v for k, v in scope["headers"] if k == b"content-type"), None)
+        if ctype is not None and not _is_json(ctype): return await _send_json(send, *not_json(ctype))
         raw = await _read_body(receive)
         if raw is None: return  # the client went away
         await _send_json(send, *predict_body(raw))
     st.fast["/v1/predict"] = predict_asgi
 
     @app.post("/v1/predict", dependencies=[Depends(require_key)], summary="Score one or more raw records",
+              responses={200: {"description": "`{model_version, threshold, predictions: [{score, decision, id?, reasons?}]}`"},
+                         401: {"description": "missing or invalid X-API-Key"},
+                         413: {"description": "body larger than the limit, or more records than max_batch"},
+                         415: {"description": "the body is not JSON"},
+                         422: {"description": "`{error, problems: [{record, field, rule, message, value}]}`"},
+                         503: {"description": "no model loaded yet"}},
               openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
                   "schema": {"$ref": "#/components/schemas/PredictRequest"}}}}})
     async def predict(request: Request):
-        "Documents the endpoint; requests are answered by `predict_asgi` (same function, `predict_body`)."
+        """Scores raw records: one score and decision per record, in order, with reason codes on request.
+        Errors: 401 (API key), 413 (body too large), 415 (not JSON), 422 (each problem with its record,
+        field and rule), 503 (no model loaded yet)."""
+        # requests are answered by predict_asgi (in _Limits); this route serves the OpenAPI document and
+        # any app mounted without the middleware, with the same predict_body
+        ctype = request.headers.get("content-type")
+        if ctype is not None and not _is_json(ctype.encode("latin-1")):
+            status, data = not_json(ctype.encode("latin-1"))
+            return Response(data, status_code=status, media_type="application/json")
         status, data = predict_body(await request.body())
         return Response(data, status_code=status, media_type="application/json")
 

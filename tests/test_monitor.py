@@ -143,6 +143,9 @@ def test_bad_and_partial_windows_get_clear_reports(project, scored_test, tmp_pat
     r = monitor(project, "--input", csv("partial.csv", part.drop(columns=["PAY_0", "BILL_AMT1"])), "--out", tmp_path / "a", check_rc=3)
     s = json.loads((tmp_path / "a" / "summary.json").read_text())
     assert "lacks column(s) ['BILL_AMT1', 'PAY_0']" in r.stdout and s["features"]["AGE"]["status"] == "ok"
+    # without scores and without AGE, no row can be scored: that, not "no labels", is why AUC is not computed
+    r = monitor(project, "--input", csv("unscored.csv", part.drop(columns=["score", "AGE"])), "--out", tmp_path / "u")
+    assert "the rows have labels, but none could be scored" in r.stdout and "no labels" not in r.stdout, r.stdout
     # wrong types and out-of-range values: a contract alert naming the field
     bad = part.astype({"AGE": object}).copy(); bad.loc[bad.index[:100], "AGE"] = "abc"; bad.loc[bad.index[100:150], "AGE"] = 7
     r = monitor(project, "--input", csv("bad.csv", bad), "--out", tmp_path / "b", check_rc=3)

@@ -91,12 +91,20 @@ def problems(r):
 
 
 @pytest.mark.parametrize("change,expected", [
-    ({"AGE": "old"}, (0, "AGE", "int_parsing")),
+    ({"AGE": "old"}, (0, "AGE", "int_type")),
     ({"AGE": 130}, (0, "AGE", "less_than_equal")),
     ({"LIMIT_BAL": -1}, (0, "LIMIT_BAL", "greater_than_equal")),
-    ({"PAY_0": 1.5}, (0, "PAY_0", "int_from_float")),
+    ({"PAY_0": 1.5}, (0, "PAY_0", "int_type")),
     ({"SEX": 1}, (0, "SEX", "extra_forbidden")),
     ({"AGE": None}, (0, "AGE", "int_type")),
+    # strict types: pydantic's lax mode scored true as 1 and "29" as 29
+    ({"PAY_0": True}, (0, "PAY_0", "int_type")),
+    ({"AGE": "29"}, (0, "AGE", "int_type")),
+    ({"ID": "abc"}, (0, "ID", "int_type")),
+    # EDUCATION is not nullable: the contract's missing-value texts are refused, not scored as missing
+    ({"EDUCATION": "NA"}, (0, "EDUCATION", "missing_value")),
+    ({"EDUCATION": ""}, (0, "EDUCATION", "missing_value")),
+    ({"EDUCATION": None}, (0, "EDUCATION", "type")),
 ])
 def test_bad_records_get_422_naming_field_and_rule(server, golden, change, expected):
     assert expected in problems(server.client.post("/v1/predict", json={"records": [golden[0]["record"] | change]}))
@@ -112,7 +120,18 @@ def test_nan_and_infinity(server, golden):
     for token in ("NaN", "Infinity", "-Infinity"):
         body = json.dumps({"records": [rec]}).replace(f'"LIMIT_BAL": {rec["LIMIT_BAL"]}', f'"LIMIT_BAL": {token}')
         r = server.client.post("/v1/predict", content=body, headers={"content-type": "application/json"})
-        assert (0, "LIMIT_BAL", "finite_number") in problems(r), token
+        assert (0, "LIMIT_BAL", "int_type") in problems(r), token  # LIMIT_BAL is an integer
+
+
+def test_one_problem_per_field_and_a_body_that_is_not_json(server, golden):
+    r = server.client.post("/v1/predict", json={"records": [golden[0]["record"] | {"EDUCATION": None}]})
+    assert [p["field"] for p in r.json()["problems"]] == ["EDUCATION"]  # not once per branch of the union
+    body = json.dumps({"records": [golden[0]["record"]]})
+    for ctype in ("text/plain", "application/x-www-form-urlencoded"):
+        r = server.client.post("/v1/predict", content=body, headers={"content-type": ctype})
+        assert r.status_code == 415 and "must be JSON" in r.json()["detail"], (ctype, r.text)
+    r = server.client.post("/v1/predict", content=body, headers={"content-type": "application/json; charset=utf-8"})
+    assert r.status_code == 200, r.text
 
 
 def test_empty_and_invalid_bodies(server):
