@@ -16,9 +16,10 @@ export PATH := $(abspath $(BIN)):$(PATH)
 help:
 	@grep -E '^#   make' Makefile | sed 's/^#   //'
 
-install: system-deps $(STAMP) data
+install: $(STAMP) data
 
-# Debian packages the tests use: PostgreSQL (a real server for the prediction-log tests).
+# Debian packages only the tests need (installed when run as root, else named): PostgreSQL (a real
+# server for the prediction-log tests).
 system-deps:
 	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; \
@@ -45,12 +46,12 @@ data: $(STAMP)
 repro: install
 	$(BIN)/dvc repro
 
-test: install
+test: system-deps install
 	$(BIN)/nbdev_test --n_workers 2
 	$(BIN)/python -m pytest -ra tests
 
 #   make test-fast skip the slow pipeline tests (dvc repro in a scratch copy)
-test-fast: install
+test-fast: system-deps install
 	$(BIN)/python -m pytest -ra -m "not slow" tests
 
 #   make export    regenerate flex_ml/ from nbs/ and clean the notebooks

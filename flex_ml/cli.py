@@ -251,7 +251,7 @@ def retrain(new: Optional[Path] = typer.Option(None, help="Newly landed raw data
             registry: Path = typer.Option("registry", help="Registry folder: champion.json, decisions/, models/, current."),
             work: Path = typer.Option("artifacts/retrain", help="Work folder for the candidate's pipeline."),
             base: Optional[Path] = typer.Option(None, help="The champion's training data (default: the file its metadata names)."),
-            service: Optional[str] = typer.Option(None, help="URL of a running service to reload on promotion (X-API-Key from env FLEX_ML_API_KEY)."),
+            service: Optional[str] = typer.Option(None, help="URL of a running service to reload on promotion (X-API-Key from env FLEX_ML_API_KEY, else the first of FLEX_ML_API_KEYS)."),
             git: bool = typer.Option(True, help="Commit the registry records and tag promoted versions (in a git work tree)."),
             params: Path = PARAMS):
     """Train and judge a candidate against the champion on a recent hold-out; promote it only when it passes

@@ -20,8 +20,8 @@ from .schema import FlexMLError, Schema, load_schema, save_schema
 from .split import labels
 
 # %% auto #0
-__all__ = ['to_raw_record', 'packed_columns', 'pack_inputs', 'export_saved_model', 'load_serving_function', 'golden_examples',
-           'check_parity', 'git_revision', 'model_version', 'model_card', 'run_export']
+__all__ = ['MODEL_PARAMS', 'to_raw_record', 'packed_columns', 'pack_inputs', 'export_saved_model', 'load_serving_function',
+           'golden_examples', 'check_parity', 'git_revision', 'model_version', 'model_card', 'run_export']
 
 # %% ../nbs/07_export.ipynb #bac76366
 def _plain(v, col):
@@ -229,6 +229,10 @@ use after the monitoring report shows drift; any use of the protected attributes
 """
 
 # %% ../nbs/07_export.ipynb #072c5f75
+# the params.yaml sections that made the model: the export records these (model card, metadata) and
+# dvc.yaml lists them for the stage, so a change to monitor or retrain thresholds does not re-export
+MODEL_PARAMS = ("dataset", "validate", "split", "model", "train", "baselines", "evaluate", "export")
+
 def run_export(train_dir, eval_dir, validate_dir, split_dir, schema_path, raw_path, out_dir,
                params: dict | None = None) -> dict:
     "The `export` stage: write the self-contained model folder `out_dir`."
@@ -236,7 +240,7 @@ def run_export(train_dir, eval_dir, validate_dir, split_dir, schema_path, raw_pa
     import flex_ml
     import flex_ml.model  # registers the custom layers
     from flex_ml.data import sha256_file
-    params = params or {}
+    params = {k: v for k, v in (params or {}).items() if k in MODEL_PARAMS}
     schema = load_schema(schema_path)
     train_dir, eval_dir, out = Path(train_dir), Path(eval_dir), Path(out_dir)
     if out.exists(): shutil.rmtree(out)

@@ -199,9 +199,10 @@ def record_decision(decision: dict, registry, candidate_dir, service_url: str | 
 def _reload(url: str, path: Path) -> dict:
     import urllib.request, urllib.error
     body = json.dumps({"path": str(path.absolute())}).encode()  # the link, so a later SIGHUP follows it too
+    # the key: FLEX_ML_API_KEY, else the first of the service's own FLEX_ML_API_KEYS (same machine or secret)
+    key = os.environ.get("FLEX_ML_API_KEY") or next((k.strip() for k in os.environ.get("FLEX_ML_API_KEYS", "").split(",") if k.strip()), "")
     req = urllib.request.Request(url.rstrip("/") + "/v1/admin/reload", data=body, method="POST",
-                                 headers={"Content-Type": "application/json",
-                                          **({"X-API-Key": os.environ["FLEX_ML_API_KEY"]} if os.environ.get("FLEX_ML_API_KEY") else {})})
+                                 headers={"Content-Type": "application/json", **({"X-API-Key": key} if key else {})})
     try:
         with urllib.request.urlopen(req, timeout=120) as r: return dict(ok=True, response=json.loads(r.read()))
     except urllib.error.HTTPError as e: return dict(ok=False, error=f"HTTP {e.code}: {e.read().decode()[:300]}")
