@@ -388,6 +388,17 @@ async def _read_body(receive) -> bytes | None:
         chunks.append(msg.get("body", b""))
         if not msg.get("more_body", False): return b"".join(chunks)
 
+_ERROR_KIND = {400: "bad request", 401: "unauthorized", 404: "not found", 405: "method not allowed",
+               409: "conflict", 413: "request body too large", 415: "unsupported media type", 503: "unavailable"}
+
+def _invalid_body(problems: list[dict]) -> dict:
+    "The 422 body: the problems, and a one-line `detail` naming the first."
+    first = problems[0] if problems else {}
+    where = " ".join(f"{k} {first[k]}" for k in ("record", "field") if first.get(k) is not None)
+    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+    return {"error": "invalid request", "detail": f"{where + ': ' if where else ''}{first.get('message', '')}{more}",
+            "problems": problems}
+
 def _is_json(ctype: bytes) -> bool:
     "application/json or application/*+json, with any parameters (charset)."
     mt = ctype.split(b";", 1)[0].strip().lower()
@@ -496,11 +507,19 @@ def create_app(model_dir, settings: ServeSettings | None = None):
     async def require_key(request: Request):  # async: a plain def would run in the thread pool, a hop per request
         if not key_ok(request.headers.get("x-api-key", "")): raise HTTPException(401, no_key)
 
+    # every error body has the same shape: `error` (what kind), `detail` (for people) and, for 422,
+    # `problems` (one per record and field), so a client handles all of them in one place
     @app.exception_handler(RequestValidationError)
     async def invalid(request, exc):
-        return JSONResponse({"error": "invalid request", "problems": _problems(exc.errors())}, status_code=422)
+        return JSONResponse(_invalid_body(_problems(exc.errors())), status_code=422)
 
-    def invalid_response(problems): return 422, _json_bytes({"error": "invalid request", "problems": problems})
+    from starlette.exceptions import HTTPException as StarletteHTTPException
+    @app.exception_handler(StarletteHTTPException)  # 401, 404, 405, 409, 503: FastAPI's {"detail"} plus `error`
+    async def http_error(request, exc):
+        return JSONResponse({"error": _ERROR_KIND.get(exc.status_code, "error"), "detail": exc.detail},
+                            status_code=exc.status_code, headers=getattr(exc, "headers", None))
+
+    def invalid_response(problems): return 422, _json_bytes(_invalid_body(problems))
 
     def not_json(ctype: bytes):
         return 415, _json_bytes({"error": "unsupported media type", "detail":
@@ -521,7 +540,7 @@ def create_app(model_dir, settings: ServeSettings | None = None):
             try: req = adapter.validate_python(data)
             except ValidationError as e: return invalid_response(_problems(e.errors()))
         model = st.model
-        if model is None: return 503, _json_bytes({"detail": "no model loaded yet"})
+        if model is None: return 503, _json_bytes({"error": "unavailable", "detail": "no model loaded yet"})
         records = req["records"]
         for r in records:
             for n in nullable: r.setdefault(n, None)
@@ -543,7 +562,7 @@ def create_app(model_dir, settings: ServeSettings | None = None):
     async def predict_asgi(scope, receive, send):
         "`POST /v1/predict` in plain ASGI, called by `_Limits` (which caps the body and records metrics)."
         given = next((v for k, v in scope["headers"] if k == b"x-api-key"), b"").decode("latin-1")
-        if not key_ok(given): return await _send_json(send, 401, _json_bytes({"detail": no_key}))
+        if not key_ok(given): return await _send_json(send, 401, _json_bytes({"error": "unauthorized", "detail": no_key}))
         ctype = next((v for k, v in scope["headers"] if k == b"content-type"), None)
         if ctype is not None and not _is_json(ctype): return await _send_json(send, *not_json(ctype))
         raw = await _read_body(receive)

@@ -134,6 +134,15 @@ def test_one_problem_per_field_and_a_body_that_is_not_json(server, golden):
     assert r.status_code == 200, r.text
 
 
+def test_every_error_body_has_error_and_detail(server, golden):
+    r = server.client.post("/v1/predict", json={"records": [golden[0]["record"] | {"AGE": 130, "LIMIT_BAL": -1}]})
+    b = r.json()
+    assert r.status_code == 422 and b["error"] == "invalid request" and len(b["problems"]) == 2
+    assert b["detail"].startswith("record 0 field ") and b["detail"].endswith("(and 1 more)"), b["detail"]
+    for r, code in ((server.client.get("/v1/predict"), 405), (server.client.get("/v1/nothing"), 404)):
+        assert r.status_code == code and set(r.json()) == {"error", "detail"}, r.text
+
+
 def test_empty_and_invalid_bodies(server):
     for content in (b"", b"{", b"[]", b'{"records": []}', b'{"records": "x"}', b"not json"):
         r = server.client.post("/v1/predict", content=content, headers={"content-type": "application/json"})
@@ -220,6 +229,9 @@ def test_api_key_auth(export, golden):
         assert s.client.post("/v1/predict", json=body, headers={"X-API-Key": "wrong"}).status_code == 401
         assert s.client.post("/v1/predict", json=body, headers={"X-API-Key": "k-two-secret"}).status_code == 200
         assert s.client.get("/v1/health").status_code == 200  # probes need no key
+        # the FastAPI route (admin reload) and the plain-ASGI fast path answer 401 with the same body shape
+        for r in (s.client.post("/v1/predict", json=body), s.client.post("/v1/admin/reload", json={})):
+            assert r.status_code == 401 and r.json()["error"] == "unauthorized" and "X-API-Key" in r.json()["detail"], r.text
     finally:
         s.stop()
     assert "k-two-secret" not in s.output() and "k-one" not in s.output()
