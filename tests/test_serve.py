@@ -134,6 +134,21 @@ def test_one_problem_per_field_and_a_body_that_is_not_json(server, golden):
     assert r.status_code == 200, r.text
 
 
+def test_a_repeated_key_is_refused(server, golden):
+    # parsers disagree on which of two values counts: a gateway and the model must not see different records
+    rec = golden[0]["record"]
+    ok = json.dumps({"records": [rec, rec]})
+    age = f'"AGE": {rec["AGE"]}'
+    twice = ok[::-1].replace(age[::-1], (age + ', "AGE": 99')[::-1], 1)[::-1]  # the second record only
+    r = server.client.post("/v1/predict", content=twice, headers={"content-type": "application/json"})
+    assert r.status_code == 422 and (1, "AGE", "duplicate_key") in problems(r), r.text
+    r = server.client.post("/v1/predict", content=ok[:-1] + ', "explain": false, "explain": true}',
+                           headers={"content-type": "application/json"})
+    assert r.status_code == 422 and (None, "explain", "duplicate_key") in problems(r), r.text
+    r = server.client.post("/v1/predict", content=ok, headers={"content-type": "application/json"})
+    assert r.status_code == 200, r.text
+
+
 def test_every_error_body_has_error_and_detail(server, golden):
     r = server.client.post("/v1/predict", json={"records": [golden[0]["record"] | {"AGE": 130, "LIMIT_BAL": -1}]})
     b = r.json()
