@@ -225,7 +225,8 @@ def monitor(input: Optional[Path] = typer.Option(None, "--input", "-i", help="CS
             model_version: Optional[str] = typer.Option(None, help="Log only: only this model version's requests."),
             params: Path = PARAMS, progress: bool = typer.Option(True, help="Show a progress bar.")):
     """Compare traffic with the training reference: drift (PSI, KS/chi-square), contract breaches, score
-    shift and, with labels, AUC and calibration. Exit status 3 when a threshold in params.yaml `monitor` is crossed."""
+    shift and, with labels, AUC and calibration. Exit status 3 on an alert (a threshold in params.yaml `monitor`
+    crossed); warnings exit 0."""
     from flex_ml.monitor import run_monitor
     # on a serving host there may be no params.yaml: the thresholds' defaults apply. A file the user
     # named must exist, though: silently using defaults instead would hide a typo in the path
@@ -260,7 +261,8 @@ def retrain(new: Optional[Path] = typer.Option(None, help="Newly landed raw data
     d = run_retrain(load_params(params), new=new, candidate=candidate, holdout=holdout, champion=champion,
                     registry=registry, work=work, base=base, service_url=service, git=git)
     typer.echo(f"retrain: {d['outcome'].upper()} candidate {d['candidate']['version']} "
-               f"against champion {d['champion']['version']} on {d['holdout_rows']:,} recent rows")
+               f"against champion {d['champion']['version']} on {d['holdout_rows']:,} held-out rows "
+               + {"most recent": "(the most recent)", "random": "(drawn at random: the data has no time order)"}.get(d.get("holdout_order"), ""))
     for c in d["checks"]: typer.echo(f"  [{'pass' if c['passed'] else 'FAIL'}] {c['reason']}")
     typer.echo(f"  decision: {d['record']}")
     if d.get("reload"): typer.echo(f"  service reload: {'ok' if d['reload']['ok'] else d['reload']['error']}")

@@ -171,6 +171,11 @@ def _comparison_lines(comparison: dict) -> str:
         out.append(f"\n{what}: {c['delta']:+.4f} (95% paired bootstrap interval {lo:+.4f} to {hi:+.4f}): {verdict}.")
     return "".join(out)
 
+def _slices_table(rows: list[str]) -> str:
+    if not rows: return "None: the contract marks no column `protected: true`, so fairness is not measured."
+    return ("| attribute | group | n | positive rate | mean score | declined | FPR | TPR | AUC |\n"
+            "|---|---|---|---|---|---|---|---|---|\n" + "\n".join(rows))
+
 def model_card(meta: dict) -> str:
     "The model card as Markdown, from the export's metadata."
     m, s = meta["metrics"]["test"], meta["schema"]
@@ -189,15 +194,15 @@ def model_card(meta: dict) -> str:
     return f"""# Model card: {s['name']} risk model, version {meta['version']}
 
 ## Intended use
-Scores the probability that an applicant defaults ({s['target']} = {s['target_positive']!r}), to support
-instalment-plan decisions with a human-reviewed policy. The decision threshold {meta['threshold']:.4f}
+Scores the probability of the risk event `{s['target']}` = {s['target_positive']!r}, to support
+decisions (a score at or above the threshold is `decline`) under a human-reviewed policy. The decision threshold {meta['threshold']:.4f}
 was chosen on the validation split ({meta['threshold_objective']}). Scores are probabilities: the
 calibration table in the evaluation report shows how far to trust them.
 
 ## Not intended for
 Decisions without human review; populations unlike the training data ({s['description']});
 use after the monitoring report shows drift; any use of the protected attributes
-({', '.join(s['protected'])}) to decide, rather than to audit.
+({', '.join(s['protected']) or 'none marked in the contract'}) to decide, rather than to audit.
 
 ## Model
 {_model_section(meta['params'])}
@@ -216,9 +221,7 @@ use after the monitoring report shows drift; any use of the protected attributes
 {rows}
 
 ## Fairness slices (model, test split)
-| attribute | group | n | default rate | mean score | declined | FPR | TPR | AUC |
-|---|---|---|---|---|---|---|---|---|
-{chr(10).join(slices)}
+{_slices_table(slices)}
 
 ## Limits
 - Trained on {s['name']} data only; the score means nothing for another population.

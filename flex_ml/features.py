@@ -21,7 +21,9 @@ def signed_log1p(x):
 
 def _numeric_values(values, col: Column) -> np.ndarray:
     if col.type == "timestamp":  # as days since the epoch
-        ts = pd.to_datetime(pd.Series(values), errors="coerce")
+        # the contract's format (ISO 8601 when it names none), as validation reads it: "01/12/2005" is
+        # one day whatever pandas would guess
+        ts = pd.to_datetime(pd.Series(values), format=col.format or "ISO8601", errors="coerce")
         return ((ts - pd.Timestamp("1970-01-01")) / pd.Timedelta(days=1)).to_numpy(np.float32)
     if col.type == "bool":
         return pd.Series(values).map(lambda v: np.nan if v is None or v is pd.NA else float(bool(v))).to_numpy(np.float32)

@@ -17,13 +17,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .schema import Column, FlexMLError, Schema, load_schema
+from .schema import Column, FlexMLError, Schema, canonical_str, load_schema
 
 # %% auto #0
 __all__ = ['SCORE_BINS', 'column_values', 'Profile', 'build_reference', 'psi', 'ks_from_counts', 'chi2_from_counts',
            'auc_from_hist', 'calibration_from_hist', 'auc_standard_error', 'MonitorThresholds', 'compare',
-           'window_keys', 'Chunk', 'read_log', 'read_records', 'labels_of', 'read_labels', 'load_reference', 'monitor',
-           'monitor_figures', 'render_monitor_html', 'write_report', 'notify', 'run_monitor']
+           'window_keys', 'Chunk', 'read_log', 'log_versions', 'read_records', 'labels_of', 'read_labels',
+           'load_reference', 'monitor', 'monitor_figures', 'render_monitor_html', 'write_report', 'notify',
+           'run_monitor']
 
 # %% ../nbs/09_monitor.ipynb #c21abca2
 def column_values(values, col: Column, missing_values=("",)) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -38,7 +39,7 @@ def column_values(values, col: Column, missing_values=("",)) -> tuple[np.ndarray
         src = text if text is not None else s
         if col.type == "bool": src = src.astype(str).str.lower().map({"true": 1, "1": 1, "yes": 1, "false": 0, "0": 0, "no": 0})
         if col.type == "timestamp":  # days since the epoch, as the model sees it
-            src = (pd.to_datetime(src, format=col.format, errors="coerce", utc=True) - pd.Timestamp(0, tz="UTC")) / pd.Timedelta(days=1)
+            src = (pd.to_datetime(src, format=col.format or "ISO8601", errors="coerce", utc=True) - pd.Timestamp(0, tz="UTC")) / pd.Timedelta(days=1)
         num = np.array(pd.to_numeric(src, errors="coerce").to_numpy(dtype=float, na_value=np.nan))  # writable copy
         bad = ~missing & ~np.isfinite(num)
         if col.type == "integer": bad |= ~missing & np.isfinite(num) & (num != np.round(num))
@@ -53,7 +54,10 @@ def column_values(values, col: Column, missing_values=("",)) -> tuple[np.ndarray
     canon = np.array(text.str.replace(r"^(-?\d+)\.0+$", r"\1", regex=True).to_numpy(dtype=object))
     canon[missing] = None
     vocab = col.vocabulary
-    bad = (~missing & ~np.isin(canon, vocab or [], assume_unique=False)) if vocab else np.zeros(len(s), bool)
+    # `unknown: keep` admits new categories (validation keeps them, the model encodes them as unknown):
+    # only a closed vocabulary makes them a breach of the contract
+    closed = vocab and col.unknown != "keep"
+    bad = (~missing & ~np.isin(canon, vocab, assume_unique=False)) if closed else np.zeros(len(s), bool)
     if not col.nullable: bad |= missing
     return canon, missing, bad
 
@@ -222,7 +226,9 @@ def calibration_from_hist(pos, neg, bins: int = 10) -> dict:
     n = pos + neg
     if n.sum() == 0: return dict(ece=float("nan"), mean_score=float("nan"), positive_rate=float("nan"), curve=[])
     from scipy.stats import chi2
-    group = np.minimum((centers * bins).astype(int), bins - 1)
+    # groups of about equal count (deciles of risk), as the model card's ECE and Hosmer-Lemeshow use:
+    # the window's figure and the card's beside it then measure the same thing
+    group = np.minimum(((np.cumsum(n) - n / 2) / n.sum() * bins).astype(int), bins - 1)
     curve, ece, hl, dof = [], 0.0, 0.0, 0
     for g in range(bins):
         k = n[group == g].sum()
@@ -319,7 +325,7 @@ def compare(profile: Profile, reference: dict, metrics: dict | None = None,
     out.update(_score_checks(profile, reference, th, judged, out))
     out.update(_label_checks(profile, reference, metrics or {}, th, judged, out))
     out["status"] = "alert" if any(a["level"] == "alert" for a in out["alerts"]) else \
-                    "warn" if out["alerts"] else "empty" if profile.rows == 0 else "ok"
+                    "warn" if out["alerts"] else "empty" if profile.rows == 0 else "ok" if judged else "not judged"
     return out
 
 def _score_checks(profile, reference, th, judged, out) -> dict:
@@ -400,6 +406,7 @@ class Chunk:
     scores: np.ndarray | None = None
     labels: np.ndarray | None = None
     timestamps: np.ndarray | None = None
+    versions: np.ndarray | None = None
 
 def _parse_time(v, what):
     if v is None: return None
@@ -424,7 +431,7 @@ def read_log(target: str, since=None, until=None, model_version: str | None = No
     for cond, v in (("ts >= {m}", _parse_time(since, "--since")), ("ts < {m}", _parse_time(until, "--until")),
                     ("model_version = {m}", model_version)):
         if v is not None: where.append(cond.format(m=mark)); args.append(v)
-    sql = "SELECT ts, record, score FROM predictions" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY ts"
+    sql = "SELECT ts, record, score, model_version FROM predictions" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY ts"
     try:
         cur = db.cursor(name="flex_ml_monitor") if mark == "%s" else db.cursor()  # server-side cursor on PostgreSQL
         try: cur.execute(sql, args)
@@ -432,11 +439,21 @@ def read_log(target: str, since=None, until=None, model_version: str | None = No
             raise FlexMLError(f"cannot read the predictions table of {target}: {str(e).strip()}",
                               "is this the service's prediction log? (FLEX_ML_PREDICTION_LOG)") from None
         while rows := cur.fetchmany(chunk_rows):
-            ts, rec, sc = zip(*rows)
+            ts, rec, sc, ver = zip(*rows)
             frame = pd.DataFrame.from_records([_loads(r) for r in rec])
-            yield Chunk(frame, scores=np.asarray(sc, float), timestamps=pd.to_datetime(np.asarray(ts, float), unit="s", utc=True))
+            yield Chunk(frame, scores=np.asarray(sc, float), timestamps=pd.to_datetime(np.asarray(ts, float), unit="s", utc=True),
+                        versions=np.asarray(ver, object))
     finally:
         db.close()
+
+def log_versions(target: str) -> dict[str, int]:
+    "Rows per model version in the prediction log at `target`."
+    from flex_ml.serve import connect_log
+    db, _ = connect_log(target)
+    try:
+        cur = db.cursor(); cur.execute("SELECT model_version, COUNT(*) FROM predictions GROUP BY model_version")
+        return {str(v): int(n) for v, n in cur.fetchall()}
+    finally: db.close()
 
 def read_records(path, schema: Schema, chunk_rows: int = 200_000):
     "Stream a CSV (the contract's delimiter) or Parquet file of records as `Chunk`s."
@@ -463,13 +480,31 @@ def read_records(path, schema: Schema, chunk_rows: int = 200_000):
         raise FlexMLError(f"{path} cannot be read as a {schema.delimiter!r}-delimited file: {e}",
                           "run `flex-ml validate` on it for a row-by-row diagnosis") from None
 
-def labels_of(frame: pd.DataFrame, schema: Schema) -> np.ndarray | None:
-    "0/1 labels from the target column of `frame` (NaN where missing), or None without one."
+_TRUE, _FALSE = {"true", "1", "yes", "y", "t"}, {"false", "0", "no", "n", "f"}
+
+def labels_of(frame: pd.DataFrame, schema: Schema, source: str = "the traffic") -> np.ndarray | None:
+    """0/1 labels from the target column of `frame` (NaN where missing), or None without one. A value
+    that is not one of the target's categories is an error: read as a negative, "yes"/"no" labels
+    would make every outcome a non-default and fire a calibration alert about the model."""
     t = schema.target
     if t.name not in frame: return None
-    v = frame[t.name].astype(str).str.strip().str.replace(r"\.0+$", "", regex=True)
-    out = np.where(v == str(schema.target_positive), 1.0, 0.0)
-    out[(v.isin(["", "None", "nan", "<NA>"])).to_numpy()] = np.nan
+    v = frame[t.name].map(canonical_str).astype(str).str.replace(r"^(-?\d+)\.0+$", r"\1", regex=True)  # "1.0" is 1
+    missing = (frame[t.name].isna() | v.isin(["", "None", "nan", "NaN", "<NA>", *schema.missing_values])).to_numpy()
+    if t.type == "bool":
+        low, pos = v.str.lower(), canonical_str(schema.target_positive).lower() in _TRUE
+        known = (low.isin(_TRUE) | low.isin(_FALSE)).to_numpy()
+        out = np.where(low.isin(_TRUE if pos else _FALSE), 1.0, 0.0)
+    else:
+        known = (v.isin(t.vocabulary) if t.vocabulary else pd.to_numeric(v, errors="coerce").notna()).to_numpy()
+        out = np.where(v == canonical_str(schema.target_positive), 1.0, 0.0)
+    wrong = ~known & ~missing
+    if wrong.any():
+        seen = pd.Series(v[wrong]).value_counts()
+        allowed = "true/false" if t.type == "bool" else ", ".join(t.vocabulary or ["numbers"])
+        raise FlexMLError(f"{source}: {int(wrong.sum()):,} value(s) of the target {t.name!r} are not among its categories "
+                          f"({allowed}): " + ", ".join(f"{k!r} ({n:,})" for k, n in seen.head(5).items()),
+                          f"write outcomes as the contract does (positive: {schema.target_positive!r})")
+    out[missing] = np.nan
     return out
 
 def read_labels(path, schema: Schema) -> pd.Series:
@@ -488,7 +523,7 @@ def read_labels(path, schema: Schema) -> pd.Series:
     if ids.duplicated().any():
         dup = ids[ids.duplicated()].iloc[0]
         raise FlexMLError(f"labels file {path}: id {dup} appears twice", "keep one outcome per id")
-    return pd.Series(labels_of(frame, schema), index=ids.to_numpy())
+    return pd.Series(labels_of(frame, schema, f"labels file {path}"), index=ids.to_numpy())
 
 # %% ../nbs/09_monitor.ipynb #b409ff98
 def _scorer(model_dir):
@@ -524,12 +559,20 @@ def monitor(chunks, model_dir, window: str | None = None, labels: pd.Series | No
     reference, meta, schema = load_reference(model_dir)
     th = thresholds or MonitorThresholds()
     overall, windows, t0, scorer, missing_cols = Profile(reference["spec"]), {}, time.perf_counter(), None, set()
-    notes, seen = [], 0
+    notes, seen, versions, matched, no_id = [], 0, {}, 0, False
     with tqdm(unit="rows", disable=not progress, desc="monitoring") as bar:
         for ch in chunks:
             n = len(ch.frame)
+            if not any(c.name in ch.frame for c in schema.features):
+                # a wrong delimiter or file type: not traffic that lost every column (45 "missing" alerts)
+                raise FlexMLError(f"none of the contract's {len(schema.features)} feature columns is in the input "
+                                  f"(it has: {', '.join(map(str, list(ch.frame.columns)[:8]))}{' ...' if ch.frame.shape[1] > 8 else ''})",
+                                  f"monitor reads CSV (delimiter {schema.delimiter!r}) or Parquet records with the "
+                                  f"contract's columns ({', '.join(c.name for c in schema.features[:4])}, ...)")
             if n == 0: continue
             missing_cols |= {c.name for c in schema.features if c.name not in ch.frame}
+            if ch.versions is not None:
+                for v, k in zip(*np.unique(ch.versions.astype(str), return_counts=True)): versions[v] = versions.get(v, 0) + int(k)
             scores = ch.scores
             if (scores is None or np.isnan(scores).all()) and score_missing:
                 scorer = scorer or _scorer(model_dir); scores = scorer(ch.frame, schema)
@@ -537,6 +580,8 @@ def monitor(chunks, model_dir, window: str | None = None, labels: pd.Series | No
             if labels is not None and schema.id and schema.id.name in ch.frame:
                 ids = ch.frame[schema.id.name].astype(str).str.strip().str.replace(r"\.0+$", "", regex=True)
                 y = labels.reindex(ids.to_numpy()).to_numpy(float)
+                matched += int(ids.isin(labels.index).sum())
+            elif labels is not None: no_id = True
             seen += n
             if window and not window.startswith("rows:") and ch.timestamps is None and not window_required:
                 notes.append(f"windows over time: the input has no timestamps for the default window {window!r} "
@@ -555,6 +600,22 @@ def monitor(chunks, model_dir, window: str | None = None, labels: pd.Series | No
     for w in windows.values(): overall.add(w)  # counts add up exactly: each row is profiled once
     summary = compare(overall, reference, meta.get("metrics"), th)
     summary["not_computed"] += notes
+    if labels is not None:
+        summary["labels_matched"] = matched
+        if matched == 0:  # say why there is nothing to judge, not "no labels"
+            why = (f"the traffic has no {schema.id.name} column to join the labels on" if no_id else
+                   f"none of the {seen:,} rows' {schema.id.name} is in the labels file ({len(labels):,} ids)")
+            summary["not_computed"] = [x for x in summary["not_computed"] if not x.startswith("AUC and calibration:")]
+            summary["not_computed"].append(f"AUC and calibration: {why}")
+    if versions:
+        summary["model_versions"] = versions
+        other = {v: k for v, k in versions.items() if v != meta["version"]}
+        if other:  # scores of another model judged against this export's reference and card: say so
+            summary["alerts"].insert(0, dict(level="warn", check="model_version", feature=None, value=sum(other.values()), threshold=0,
+                                             message=f"{sum(other.values()):,} of {seen:,} rows were scored by model(s) "
+                                                     f"{', '.join(sorted(other))}, not by {meta['version']} whose reference this "
+                                                     "report uses: pass --model-version, or --model that model's export"))
+            if summary["status"] in ("ok", "not judged"): summary["status"] = "warn"
     summary["_score_hist"] = overall.score_hist.reshape(50, -1).sum(1).tolist() if overall.score_hist.any() else None
     if missing_cols:
         summary["alerts"].insert(0, dict(level="alert", check="columns", feature=None, value=len(missing_cols), threshold=0,
@@ -563,6 +624,8 @@ def monitor(chunks, model_dir, window: str | None = None, labels: pd.Series | No
     summary["windows"] = []
     for k in sorted(windows, key=lambda k: (int(k.split()[1].split("-")[0]) if k.startswith("rows ") else 0, k)):
         w = compare(windows[k], reference, meta.get("metrics"), th)
+        if k.startswith("rows "):  # the last window of rows:N holds what is left: name the rows it has
+            a = int(k.split()[1].split("-")[0]); k = f"rows {a:,}-{a + w['rows'] - 1:,}"
         summary["windows"].append(dict(window=k, rows=w["rows"], status=w["status"],
                                        psi={f: round(v["psi"], 4) for f, v in w["features"].items()},
                                        shift={f: round(v["shift"], 3) for f, v in w["features"].items() if "shift" in v},
@@ -581,6 +644,14 @@ def _png(fig) -> str:
     import matplotlib.pyplot as plt
     buf = io.BytesIO(); fig.savefig(buf, format="png", dpi=90, bbox_inches="tight"); plt.close(fig)
     return base64.b64encode(buf.getvalue()).decode()
+
+def _window_axis(ax, w: list[dict]):
+    "Window names on the x axis; windows too small to judge are shaded and starred (their PSI is mostly noise)."
+    x = np.arange(len(w))
+    small = [r["status"] in ("not judged", "empty") for r in w]
+    ax.set_xticks(x, [r["window"] + (" *" if sm else "") for r, sm in zip(w, small)], rotation=60, ha="right", fontsize=7)
+    for i in np.flatnonzero(small): ax.axvspan(i - 0.5, i + 0.5, color="0.9", zorder=0)
+    if any(small): ax.annotate("* shaded: fewer rows than monitor.min_rows, not judged", (0, 1.01), xycoords="axes fraction", fontsize=7)
 
 def monitor_figures(summary: dict, reference: dict) -> dict[str, str]:
     "The report's plots as base64 PNGs: PSI per feature, PSI over time, score distributions, labelled figures."
@@ -606,7 +677,7 @@ def monitor_figures(summary: dict, reference: dict) -> dict[str, str]:
         if any(r["score_psi"] is not None for r in w):
             ax.plot(x, [np.nan if r["score_psi"] is None else r["score_psi"] for r in w], "k--", lw=2, label="score")
         ax.axhline(th["psi_alert"], color="#c0392b", lw=1, ls="--")
-        ax.set_xticks(x, [r["window"] for r in w], rotation=60, ha="right", fontsize=7)
+        _window_axis(ax, w)
         ax.set_ylabel("PSI"); ax.set_title("Drift over time (features with the most drift)"); ax.legend(fontsize=7, ncol=2)
         figs["psi_over_time"] = _png(fig)
         num = [k for k in names if k in w[0]["shift"]]
@@ -615,7 +686,7 @@ def monitor_figures(summary: dict, reference: dict) -> dict[str, str]:
             fig, ax = plt.subplots(figsize=(9, 4))
             for k in moving: ax.plot(x, [r["shift"].get(k) for r in w], marker="o", ms=3, label=k)
             ax.axhline(0, color="k", lw=0.8)
-            ax.set_xticks(x, [r["window"] for r in w], rotation=60, ha="right", fontsize=7)
+            _window_axis(ax, w)
             ax.set_ylabel("mean shift (training SDs)"); ax.legend(fontsize=7, ncol=2)
             ax.set_title("How far each numeric feature's mean moved from training, per window")
             figs["shift_over_time"] = _png(fig)
@@ -624,7 +695,7 @@ def monitor_figures(summary: dict, reference: dict) -> dict[str, str]:
             ax.plot(x, [np.nan if r["auc"] is None else r["auc"] for r in w], marker="o", label="AUC")
             ax.plot(x, [np.nan if r["positive_rate"] is None else r["positive_rate"] for r in w], marker="s", label="positive rate")
             if summary["card"]["auc"]: ax.axhline(summary["card"]["auc"], color="k", ls=":", lw=1, label="model card AUC")
-            ax.set_xticks(x, [r["window"] for r in w], rotation=60, ha="right", fontsize=7); ax.legend(fontsize=7)
+            _window_axis(ax, w); ax.legend(fontsize=7)
             ax.set_title("Performance over time (labelled rows)")
             figs["performance_over_time"] = _png(fig)
     if summary.get("score") and reference.get("test"):
@@ -681,12 +752,20 @@ windows: {html.escape(str(summary['window']))}.</p>
 <h2>Performance (labelled rows)</h2>{perf}{img('calibration', 'calibration')}
 </body></html>"""
 
+def _json_safe(v):
+    "`v` with NaN and infinities as null and numpy scalars as Python numbers: strict JSON (JavaScript's JSON.parse rejects NaN)."
+    if isinstance(v, dict): return {k: _json_safe(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)): return [_json_safe(x) for x in v]
+    if isinstance(v, (np.integer, np.bool_)): return v.item()
+    if isinstance(v, (float, np.floating)): return float(v) if math.isfinite(v) else None
+    return v
+
 def write_report(summary: dict, reference: dict, out_dir) -> dict[str, Path]:
     "Write `summary.json` and `report.html` into `out_dir`."
     out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
     figs = monitor_figures(summary, reference)
     clean = {k: v for k, v in summary.items() if not k.startswith("_")}
-    (out / "summary.json").write_text(json.dumps(clean, indent=1, default=float, allow_nan=True) + "\n")
+    (out / "summary.json").write_text(json.dumps(_json_safe(clean), indent=1, allow_nan=False) + "\n")
     (out / "report.html").write_text(render_monitor_html(summary, figs))
     return dict(json=out / "summary.json", html=out / "report.html")
 
@@ -715,6 +794,11 @@ def run_monitor(model_dir, out_dir, input=None, log=None, labels=None, window=No
     chunks = read_log(str(log), since, until, model_version) if log is not None else read_records(input, schema)
     lab = read_labels(labels, schema) if labels else None
     summary = monitor(chunks, model_dir, window=window, labels=lab, thresholds=th, progress=progress, window_required=explicit)
+    if log is not None and model_version is not None and summary["rows"] == 0:
+        have = log_versions(str(log))
+        raise FlexMLError(f"the prediction log has no rows of model version {model_version!r}"
+                          + (" in that time range" if since or until else ""),
+                          "its versions: " + (", ".join(f"{v} ({n:,} rows)" for v, n in have.items()) or "none, it is empty"))
     summary["source"] = str(input or log)
     paths = write_report(summary, reference, out_dir)
     summary["report"] = {k: str(v) for k, v in paths.items()}

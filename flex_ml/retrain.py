@@ -83,7 +83,8 @@ def judge(frame: pd.DataFrame, y, champion: dict, candidate: dict, schema: Schem
                           f"(gain {gain:+.4f}; needed {gates.min_auc_gain:+.4f})")]
     ce, he = fig["candidate"]["ece"], fig["champion"]["ece"]
     checks.append(dict(gate="calibration", passed=ce <= max(gates.max_ece, he), value=round(ce, 6), threshold=max(gates.max_ece, he),
-                       reason=f"expected calibration error {ce:.4f} (champion {he:.4f}, limit {gates.max_ece})"))
+                       reason=f"expected calibration error {ce:.4f} (champion {he:.4f}; limit {max(gates.max_ece, he):.4f}: "
+                              f"retrain.max_ece {gates.max_ece} or the champion's, the larger)"))
     for attr, gap in fig["candidate"]["tpr_gaps"].items():
         old = fig["champion"]["tpr_gaps"].get(attr)
         if gap is None:
@@ -246,6 +247,19 @@ def fresh_work_dir(work) -> Path:
     (work / WORK_MARK).write_text("intermediate files of flex-ml retrain; the next retrain clears this folder\n")
     return work
 
+def _check_not_landed_before(base, new, accepted: pd.DataFrame, schema: Schema):
+    "Refuse new rows whose ids are already in the champion's training data (a file landed twice)."
+    if schema.id is None: return
+    from flex_ml.schema import canonical_str
+    old = pd.read_csv(base, sep=schema.delimiter, usecols=[schema.id.name], dtype=str, keep_default_na=False)[schema.id.name]
+    old = set(old.str.strip().str.replace(r"^(-?\d+)\.0+$", r"\1", regex=True))
+    ids = accepted[schema.id.name].map(canonical_str)
+    seen = ids[ids.isin(old)]
+    if len(seen):
+        raise FlexMLError(f"{len(seen):,} of the {len(ids):,} new rows in {new} have an {schema.id.name} that is already in the "
+                          f"champion's training data {base} (e.g. {', '.join(seen.head(3))})",
+                          "was this file landed before? Land only rows the champion has not seen")
+
 def run_retrain(params: dict, new=None, candidate=None, holdout=None, champion=None, registry="registry",
                 work="artifacts/retrain", base=None, service_url=None, git: bool = True) -> dict:
     "`flex-ml retrain`: build (or take) a candidate, judge it against the champion on a recent hold-out, record, promote."
@@ -270,6 +284,7 @@ def run_retrain(params: dict, new=None, candidate=None, holdout=None, champion=N
         if not base.exists(): raise FlexMLError(f"the champion's training data {base} is not here",
                                                 "fetch it (flex-ml fetch / dvc pull) or pass --base FILE")
         rest, hold = split_new_data(new, schema, work, gates, params.get("validate"))
+        _check_not_landed_before(base, new, pd.concat([rest, hold]), schema)
         raw = training_file(base, new, rest["_line"], work / "data" / Path(base).name)
         schema_path = work / "schema.yaml"; shutil.copy(Path(champ) / "schema.yaml", schema_path)
         cand = train_candidate(raw, schema_path, work, params)
@@ -279,6 +294,9 @@ def run_retrain(params: dict, new=None, candidate=None, holdout=None, champion=N
                       training_file=str(raw))
     y = labels(hold, schema)
     decision = judge(hold, y, _holdout_scores(champ, hold, schema), _holdout_scores(cand, hold, schema), schema, gates)
+    # a hold-out is "recent" only where the data has a time order; otherwise it is a random draw
+    decision["holdout_order"] = ("given" if candidate is not None else
+                                 "most recent" if schema.timestamp is not None or schema.ordered else "random")
     decision.update(inputs=inputs, champion_dir=str(champ), candidate_dir=str(cand), gates=gates.__dict__,
                     params={k: params.get(k) for k in ("model", "train", "split", "retrain")})
     return record_decision(decision, registry, cand, service_url=service_url, git=git)

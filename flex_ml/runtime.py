@@ -106,7 +106,8 @@ class NumpyModel:
             y = args[0] @ w[0] + (w[1] if len(w) > 1 else 0)
             act = c.get("activation", "linear")
             if act == "relu": return np.maximum(y, 0)
-            if act == "sigmoid": return (1 / (1 + np.exp(-y))).astype(np.float32)
+            if act == "sigmoid":
+                with np.errstate(over="ignore"): return (1 / (1 + np.exp(-y))).astype(np.float32)  # exp overflow: 1/inf is 0, right
             if act == "linear": return y
             raise FlexMLError(f"the NumPy runtime has no activation {act!r}", "serve with the SavedModel")
         raise FlexMLError(f"the NumPy runtime cannot evaluate {kind}")
@@ -267,7 +268,8 @@ def _fused_plan(m: NumpyModel):
                 y += B @ bin_kernel
             if bias is not None: y = y + bias
             if act == "relu": y = np.maximum(y, 0)
-            elif act == "sigmoid": y = 1 / (1 + np.exp(-y))
+            elif act == "sigmoid":
+                with np.errstate(over="ignore"): y = 1 / (1 + np.exp(-y))  # a logit below -88 overflows exp: the score is 0, rightly
         if average: y = y.mean(axis=1, dtype=np.float32)
         return y.reshape(-1).astype(np.float64)
     run.numeric_inputs, run.string_inputs = numeric_in, [o for _, o, _ in string_lookups]

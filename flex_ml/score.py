@@ -33,50 +33,64 @@ def score_file(model_dir, input, output, quarantine=None, chunk_rows: int = 50_0
         raise FlexMLError(f"{input} is missing, empty or not a file", "pass the raw file to score")
     quarantine = Path(quarantine) if quarantine else output.with_name(output.stem + ".quarantine.csv")
     output.parent.mkdir(parents=True, exist_ok=True)
-    needed = [c.name for c in schema.features] + ([schema.id.name] if schema.id else [])
-    kept = []
-    def check_header(header):  # the model's inputs must be there; anything else but the target is not read
+    needed = [c.name for c in schema.features]
+    kept, ids = [], []  # the id is optional, as in a request: echoed when the file has it
+    def check_header(header):  # the model's inputs must be there; anything else but the id and target is not read
         missing = [n for n in needed if n not in header]
         if missing: raise FlexMLError(f"{input}: missing column(s) {missing} that the model needs",
                                       f"the file has: {', '.join(header)}")
-        kept[:] = [h for h in header if h in needed or h == schema.target.name]
+        ids[:] = [schema.id] if schema.id and schema.id.name in header else []
+        kept[:] = [h for h in header if h in needed or h == schema.target.name or (ids and h == schema.id.name)]
         return [h for h in header if h not in kept]
     with open(input, "rb") as f: total = max(sum(1 for _ in f) - 1, 0)  # lines after the header, for the progress bar
     writer, n_in, n_ok, n_bad, n_broken, t0 = None, 0, 0, 0, 0, time.perf_counter()
-    if quarantine.exists(): quarantine.unlink()
+    # written beside the output and renamed at the end: an old output is never left looking like this run's
+    partial = output.with_name(output.name + ".partial")
+    for old in (quarantine, partial):
+        if old.exists(): old.unlink()
     def to_quarantine(frame):  # one column layout for rule breaks and unreadable lines alike
         frame.reindex(columns=["_line", "_reasons", *kept, "_raw"]).to_csv(
             quarantine, mode="a", header=not quarantine.exists(), index=False)
-    with tqdm(total=total, unit="lines", disable=not progress, desc=f"scoring {input.name}") as bar:
-        for raw in iter_raw(input, schema, chunk_rows=chunk_rows, check_header=check_header):
-            chunk, lines = raw.frame.reset_index(drop=True), raw.frame["_line"].to_numpy()
-            typed, reasons = {}, {}
-            for col in schema.features + ([schema.id] if schema.id else []):
-                typed[col.name], problems = check_column(chunk[col.name], col, schema.missing_values)
-                for i, _, msg in problems: reasons.setdefault(i, []).append(msg)
-            bad = np.isin(np.arange(len(chunk)), list(reasons))
-            good = pd.DataFrame(typed)[~bad]
-            if len(good):
-                scores = model._score(to_model_inputs(good, schema))
-                out = {"_line": lines[~bad]}
-                if schema.id: out[schema.id.name] = good[schema.id.name].to_numpy()
-                out |= {"score": scores, "decision": np.where(scores >= model.threshold, "decline", "accept"),
-                        "model_version": np.full(len(good), model.version)}
-                if schema.target.name in kept: out[schema.target.name] = chunk[schema.target.name].to_numpy()[~bad]
-                table = pa.table(out)
-                if writer is None: writer = pq.ParquetWriter(output, table.schema)
-                writer.write_table(table)
-            if bad.any():
-                q = chunk[bad].copy()
-                q.insert(1, "_reasons", ["; ".join(reasons[i]) for i in np.flatnonzero(bad)])
-                to_quarantine(q)
-            if raw.issues:
-                to_quarantine(pd.DataFrame({"_line": [x.line for x in raw.issues], "_reasons": [x.reason for x in raw.issues],
-                                            "_raw": [x.text for x in raw.issues]}))
-            n_in += len(chunk) + len(raw.issues); n_ok += int((~bad).sum())
-            n_bad += int(bad.sum()) + len(raw.issues); n_broken += len(raw.issues)
-            bar.update(len(chunk) + len(raw.issues) + raw.blank_lines)
+    try:
+        with tqdm(total=total, unit="lines", disable=not progress, desc=f"scoring {input.name}") as bar:
+            for raw in iter_raw(input, schema, chunk_rows=chunk_rows, check_header=check_header):
+                chunk, lines = raw.frame.reset_index(drop=True), raw.frame["_line"].to_numpy()
+                typed, reasons = {}, {}
+                for col in schema.features + ids:
+                    typed[col.name], problems = check_column(chunk[col.name], col, schema.missing_values)
+                    for i, _, msg in problems: reasons.setdefault(i, []).append(msg)
+                bad = np.isin(np.arange(len(chunk)), list(reasons))
+                good = pd.DataFrame(typed)[~bad]
+                if len(good):
+                    scores = model._score(to_model_inputs(good, schema))
+                    out = {"_line": lines[~bad]}
+                    if ids: out[schema.id.name] = good[schema.id.name].to_numpy()
+                    out |= {"score": scores, "decision": np.where(scores >= model.threshold, "decline", "accept"),
+                            "model_version": np.full(len(good), model.version)}
+                    if schema.target.name in kept: out[schema.target.name] = chunk[schema.target.name].to_numpy()[~bad]
+                    table = pa.table(out)
+                    if writer is None: writer = pq.ParquetWriter(partial, table.schema)
+                    writer.write_table(table)
+                if bad.any():
+                    q = chunk[bad].copy()
+                    q.insert(1, "_reasons", ["; ".join(reasons[i]) for i in np.flatnonzero(bad)])
+                    to_quarantine(q)
+                if raw.issues:
+                    to_quarantine(pd.DataFrame({"_line": [x.line for x in raw.issues], "_reasons": [x.reason for x in raw.issues],
+                                                "_raw": [x.text for x in raw.issues]}))
+                n_in += len(chunk) + len(raw.issues); n_ok += int((~bad).sum())
+                n_bad += int(bad.sum()) + len(raw.issues); n_broken += len(raw.issues)
+                bar.update(len(chunk) + len(raw.issues) + raw.blank_lines)
+    except BaseException:  # an interrupted run leaves no partial file behind
+        if writer is not None: writer.close()
+        partial.unlink(missing_ok=True); raise
     if writer is not None: writer.close()
+    else:  # no row could be scored: an empty table with the output's columns, not a missing (or stale) file
+        cols = [("_line", pa.int64())] + ([(schema.id.name, pa.int64() if schema.id.type == "integer" else pa.string())] if ids else [])
+        cols += [("score", pa.float64()), ("decision", pa.string()), ("model_version", pa.string())]
+        if schema.target.name in kept: cols.append((schema.target.name, pa.string()))
+        pq.write_table(pa.schema(cols).empty_table(), partial)
+    partial.replace(output)
     seconds = time.perf_counter() - t0
     return dict(input=str(input), output=str(output), quarantine=str(quarantine) if n_bad else None,
                 model_version=model.version, rows=n_in, scored=n_ok, quarantined=n_bad, malformed_lines=n_broken,

@@ -8,6 +8,7 @@ __all__ = ['log', 'record_type', 'request_adapter', 'repeated_keys', 'ServingMod
 
 # %% ../nbs/08_serve.ipynb #907bd367
 # no `from __future__ import annotations` here: FastAPI must see the generated request model itself
+import functools
 import hmac
 import itertools
 import json
@@ -18,11 +19,12 @@ import re
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Literal, NotRequired, Optional, Union
 
 import numpy as np
-from pydantic import BeforeValidator, ConfigDict, Field, Strict, StrictBool, StrictInt, TypeAdapter, ValidationError
+from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field, Strict, StrictBool, StrictInt, TypeAdapter, ValidationError
 from pydantic_core import PydanticCustomError
 from typing_extensions import TypedDict  # pydantic needs this one on Python < 3.12
 
@@ -41,11 +43,20 @@ def _not_missing(tokens) -> str:
     "A pattern no missing-value text of the contract matches (for fields that are not nullable)."
     return r"^(?!\s*(?:" + "|".join(re.escape(t.strip()) for t in tokens) + r")\s*$)"
 
+def _check_timestamp(v: str, fmt: str | None) -> str:
+    "A timestamp field: text in the contract's format (ISO 8601 when it names none), else a 422 naming it."
+    try: datetime.strptime(v, fmt) if fmt else datetime.fromisoformat(v)
+    except ValueError:
+        raise PydanticCustomError("timestamp", "{value!r} is not a timestamp in the format {fmt}",
+                                  dict(value=v, fmt=fmt or "ISO 8601 (e.g. 2026-11-01 or 2026-11-01T12:00)")) from None
+    return v
+
 def _field_type(col: Column, missing_tokens=("",)):
     # strict where pydantic would coerce: JSON true, "29" or 29.5 is not an integer, and the error says so
     if col.type == "integer": return Annotated[int, Strict()]
     if col.type == "float": return Annotated[float, Strict()]  # an integer is a valid float
     if col.type == "bool": return StrictBool
+    if col.type == "timestamp": return Annotated[str, AfterValidator(functools.partial(_check_timestamp, fmt=col.format))]
     if col.type == "category" and col.vocabulary is not None and col.unknown == "quarantine":
         values = tuple(col.vocabulary) + tuple(int(v) for v in col.vocabulary if v.lstrip("-").isdigit())
         return Annotated[Literal[values], BeforeValidator(_reject_bool)]

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from .data import RawTable, read_raw
-from .schema import Column, FlexMLError, Schema, load_schema
+from .schema import Column, FlexMLError, Schema, canonical_str, load_schema
 
 # %% auto #0
 __all__ = ['check_column', 'ValidationResult', 'validate_table', 'check_thresholds', 'run_validate']
@@ -62,7 +62,7 @@ def check_column(raw: pd.Series, col: Column, missing_values) -> tuple[pd.Series
         flag(bad, "type", lambda v: f"{_show(v)} is not a boolean (true/false, yes/no, 1/0)")
         return low.map(lambda v: True if v in _TRUE else False if v in _FALSE else pd.NA).astype("boolean"), problems
     if col.type == "timestamp":
-        ts = pd.to_datetime(s.where(present), format=col.format, errors="coerce")
+        ts = pd.to_datetime(s.where(present), format=col.format or "ISO8601", errors="coerce")
         flag(present & ts.isna(), "type", lambda v: f"{_show(v)} is not a timestamp" +
              (f" in format {col.format}" if col.format else " (ISO 8601 expected)"))
         return ts, problems
@@ -108,8 +108,9 @@ def validate_table(raw: RawTable, schema: Schema) -> ValidationResult:
                    blank_lines=raw.blank_lines, ignored_columns=raw.ignored_columns,
                    broken_rules=dict(sorted(rules.items())), broken_by_column=dict(sorted(columns.items())),
                    unknown_categories_kept={k: v for k, v in kept_unknown.items() if v},
-                   target_positive_rate=round(float((accepted[schema.target.name] ==
-                                                     str(schema.target_positive)).mean()), 6) if len(accepted) else None)
+                   # compared as the split does (canonical text): a bool target's True is "true", not "True"
+                   target_positive_rate=round(float((accepted[schema.target.name].map(canonical_str) ==
+                                                     canonical_str(schema.target_positive)).mean()), 6) if len(accepted) else None)
     if summary["accepted"] + summary["quarantined"] != summary["rows_in"]:  # a bug in flex_ml, not in the data
         raise RuntimeError(f"validation lost rows: {summary}")
     return ValidationResult(accepted, quarantine, summary)

@@ -172,6 +172,53 @@ def test_bad_and_partial_windows_get_clear_reports(project, scored_test, tmp_pat
         assert msg in r.stderr, (args, r.stderr)
 
 
+def test_monitor_mistakes_and_edge_cases_found_in_review(project, scored_test, tmp_path):
+    from flex_ml.serve import PredictionLog
+    cols = [c for c in scored_test.columns if c != "_line"]
+    part = scored_test[cols].iloc[:1000].reset_index(drop=True)
+    def csv(name, frame, **kw):
+        p = tmp_path / name; frame.to_csv(p, index=False, **kw); return p
+    def summary(out): return json.loads((tmp_path / out / "summary.json").read_text(),
+                                        parse_constant=lambda c: pytest.fail(f"{c} in summary.json"))  # strict JSON
+    # EDUCATION is `unknown: keep`: a new category is drift to watch, not a breach, and its rows are scored
+    edu = part.drop(columns=["score"]).astype({"EDUCATION": object}); edu.loc[:49, "EDUCATION"] = 9
+    r = monitor(project, "--input", csv("edu9.csv", edu), "--out", tmp_path / "a")
+    s = summary("a")
+    assert s["features"]["EDUCATION"]["out_of_contract_rate"] == 0 and s["labels"]["rows"] == 1000, r.stdout
+    # outcomes written as yes/no are refused by name, not read as 1,000 non-defaults
+    yn = part.assign(default_payment_next_month=np.where(part.default_payment_next_month.astype(str) == "1", "yes", "no"))
+    r = monitor(project, "--input", csv("yn.csv", yn), "--out", tmp_path / "b", check_rc=2)
+    assert "are not among its categories (0, 1): 'no'" in r.stderr, r.stderr
+    # a wrong delimiter or a JSON file: one clear error, not 21 "missing column" alerts or an empty report
+    r = monitor(project, "--input", csv("semi.csv", part, sep=";"), "--out", tmp_path / "c", check_rc=2)
+    assert "none of the contract's" in r.stderr and "delimiter ','" in r.stderr, r.stderr
+    (tmp_path / "recs.json").write_text(part.to_json(orient="records"))
+    monitor(project, "--input", tmp_path / "recs.json", "--out", tmp_path / "c", check_rc=2)
+    # a last window of rows:N that holds 3 rows is named for them and not judged
+    monitor(project, "--input", csv("w.csv", part.iloc[:603]), "--window", "rows:300", "--out", tmp_path / "d", check_rc=0)
+    w = summary("d")["windows"]
+    assert [x["window"] for x in w] == ["rows 1-300", "rows 301-600", "rows 601-603"] and w[-1]["status"] == "not judged"
+    # labels whose ids match no row: said so
+    part[["ID", "default_payment_next_month"]].assign(ID=part.ID + 10**6).to_csv(tmp_path / "far.csv", index=False)
+    r = monitor(project, "--input", csv("nolab.csv", part.drop(columns=["default_payment_next_month"])),
+                "--labels", tmp_path / "far.csv", "--out", tmp_path / "e", check_rc=0)
+    assert "none of the 1,000 rows' ID is in the labels file" in r.stdout, r.stdout
+    # the log: a version it does not hold is an error listing those it does; mixed versions are a warning
+    db = tmp_path / "log.sqlite"
+    log = PredictionLog(str(db))
+    recs = part.drop(columns=["score", "ID", "default_payment_next_month"]).astype(int).to_dict("records")
+    version = json.loads((project / "artifacts" / "model" / "metadata.json").read_text())["version"]
+    log.put(version, recs[:500], part.score.to_numpy()[:500], np.zeros(500, int))
+    log.put("older-model", recs[500:], part.score.to_numpy()[500:], np.zeros(500, int))
+    log.close()
+    r = monitor(project, "--log", db, "--model-version", "nope", "--out", tmp_path / "f", check_rc=2)
+    assert "no rows of model version 'nope'" in r.stderr and "older-model (500 rows)" in r.stderr, r.stderr
+    r = monitor(project, "--log", db, "--out", tmp_path / "g", check_rc=0)
+    s = summary("g")
+    assert s["model_versions"] == {version: 500, "older-model": 500} and s["status"] == "warn"
+    assert "500 of 1,000 rows were scored by model(s) older-model" in r.stdout, r.stdout
+
+
 def test_bank_marketing_drift_is_seen_and_retraining_promotes(tmp_path_factory):
     """The proof on real drift: the drift notebook trains on the first months, monitors the rest and retrains.
     Then the CLI judges exports against a running service: promotion reloads it, commits and tags."""

@@ -378,3 +378,22 @@ def test_batch_scoring_matches_golden_and_quarantines(export, golden, tmp_path, 
     assert q["_line"].tolist() == [4, 5, len(golden) + 4]
     assert q["_reasons"][0].startswith("too many fields") and q["_reasons"][1].startswith("too few fields"), q["_reasons"]
     assert q["_reasons"].iloc[-1] == "LIMIT_BAL: 'oops' is not a finite number" and q["_raw"].notna().sum() == 2
+
+
+def test_batch_scoring_without_id_and_with_no_good_row(export, golden, tmp_path):
+    "The id column is optional, and -o always names this run's output, even when no row could be scored."
+    import pandas as pd
+    def score(rows, name):
+        pd.DataFrame(rows).to_csv(tmp_path / f"{name}.csv", index=False)
+        return subprocess.run([str(BIN / "flex-ml"), "score", str(tmp_path / f"{name}.csv"), "-o", str(tmp_path / "out.parquet"),
+                               "--model", str(export), "--no-progress"], capture_output=True, text=True)
+    r = score([g["record"] for g in golden], "noid")  # golden records carry no ID, like a request
+    assert r.returncode == 0, r.stderr
+    out = pd.read_parquet(tmp_path / "out.parquet")
+    assert len(out) == len(golden) and "ID" not in out
+    r = score([dict(golden[0]["record"], LIMIT_BAL=-1)] * 3, "allbad")  # over the previous output
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["scored"] == 0
+    out = pd.read_parquet(tmp_path / "out.parquet")
+    assert len(out) == 0 and {"_line", "score", "decision", "model_version"} <= set(out.columns)
+    assert not (tmp_path / "out.parquet.partial").exists()
