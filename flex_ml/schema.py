@@ -293,7 +293,7 @@ def _read_sample(path: Path, delimiter: str | None, rows: int):
     except UnicodeDecodeError:
         raise FlexMLError(f"{path} is not UTF-8 text", "pass a delimited text file (CSV) saved as UTF-8") from None
     except pd.errors.ParserError as e:
-        raise FlexMLError(f"{path} cannot be read as delimited text: {e}", "check the delimiter (--delimiter) and quoting") from None
+        raise FlexMLError(f"{path} cannot be read as delimited text: {e}", "check that it is delimited text with one header line and balanced quotes") from None
 
 # %% ../nbs/00_schema.ipynb #2a442fd9
 MISSING_TOKENS = ("", "na", "n/a", "nan", "null", "none")
