@@ -14,8 +14,8 @@ import yaml
 
 # %% auto #0
 __all__ = ['TYPES', 'ROLES', 'TRANSFORMS', 'ENCODINGS', 'UNKNOWN_POLICIES', 'FIELD_KINDS', 'COLUMN_FIELDS', 'SCHEMA_FIELDS',
-           'DERIVED_FIELDS', 'FlexMLError', 'Column', 'canonical_str', 'Derived', 'Schema', 'load_schema',
-           'save_schema', 'infer_schema']
+           'DERIVED_FIELDS', 'MISSING_TOKENS', 'FlexMLError', 'Column', 'canonical_str', 'Derived', 'Schema',
+           'load_schema', 'save_schema', 'infer_schema']
 
 # %% ../nbs/00_schema.ipynb #e8bfae93
 class FlexMLError(Exception):
@@ -278,56 +278,156 @@ def _sniff_delimiter(path, default=","):
     best = max(counts, key=counts.get)
     return best if counts[best] else default
 
-def _kind(values: list[str]):
-    "Type of a list of non-missing cell texts."
+def _read_sample(path: Path, delimiter: str | None, rows: int):
+    "The first `rows` rows of the delimited file at `path`, all as text, and its delimiter."
+    import pandas as pd
+    with open(path, "rb") as f: magic = f.read(4)
+    if magic == b"PAR1" or path.suffix.lower() in (".parquet", ".pq"):
+        raise FlexMLError(f"{path} is a Parquet file; flex-ml reads raw data as delimited text (validate reads "
+                          "CSV), so a schema must be drafted from the CSV the pipeline will read",
+                          "export it first, e.g. pandas.read_parquet(path).to_csv('raw.csv', index=False)")
+    try:
+        delimiter = delimiter or _sniff_delimiter(path)
+        return pd.read_csv(path, sep=delimiter, dtype=str, keep_default_na=False, nrows=rows,
+                           encoding="utf-8-sig"), delimiter
+    except UnicodeDecodeError:
+        raise FlexMLError(f"{path} is not UTF-8 text", "pass a delimited text file (CSV) saved as UTF-8") from None
+    except pd.errors.ParserError as e:
+        raise FlexMLError(f"{path} cannot be read as delimited text: {e}", "check that it is delimited text with one header line and balanced quotes") from None
+
+# %% ../nbs/00_schema.ipynb #2a442fd9
+MISSING_TOKENS = ("", "na", "n/a", "nan", "null", "none")
+
+# %% ../nbs/00_schema.ipynb #dc293c97
+def _parses(s, fmt) -> bool:
+    import pandas as pd
+    return bool(pd.to_datetime(s, format=fmt, errors="coerce").notna().all())
+
+def _date_format(s) -> tuple[str | None, str] | None:
+    "(format, note) when the texts `s` are all dates in one format (format None: ISO 8601); else None."
+    if s.str.match(r"^\d{4}-\d{2}-\d{2}([ T]\d{2}:\d{2}(:\d{2}(\.\d+)?)?)?$").all():
+        return (None, "ISO 8601") if _parses(s, None) else None
+    m = s.str.extract(r"^(\d{1,4})([/.-])(\d{1,2})[/.-](\d{1,4})$")
+    if m.isna().any().any() or m[1].nunique() != 1: return None
+    x = m[1].iloc[0]
+    if (m[0].str.len() == 4).all(): fmts = [f"%Y{x}%m{x}%d"]
+    elif (m[3].str.len() == 4).all(): fmts = [f"%d{x}%m{x}%Y", f"%m{x}%d{x}%Y"]
+    else: return None
+    ok = [f for f in fmts if _parses(s, f)]
+    if not ok: return None
+    if len(fmts) == 1: return ok[0], "year first"
+    if len(ok) == 2: return ok[0], f"day first assumed: no value in the sample has a day above 12; use {ok[1]} if month-first"
+    first, second = m[0].astype(int), m[2].astype(int)
+    example = s[first > 12].iloc[0] if ok[0].startswith("%d") else s[second > 12].iloc[0]
+    return ok[0], f"{'day' if ok[0].startswith('%d') else 'month'} first: the sample has {example!r}"
+
+# %% ../nbs/00_schema.ipynb #6b2ab5e3
+def _kind(values) -> tuple[str, object, tuple | None]:
+    "(type, numbers, date format and note) of a series of non-missing cell texts."
     import pandas as pd
     s = pd.Series(values, dtype="object")
     num = pd.to_numeric(s, errors="coerce")
     if num.notna().all():
-        return ("integer" if (num == num.round()).all() and not s.str.contains(r"[.eE]").any() else "float"), num
-    if s.str.lower().isin(["true", "false"]).all(): return "bool", None
-    if s.str.match(r"^\d{4}-\d{2}-\d{2}").all() and pd.to_datetime(s, errors="coerce").notna().all():
-        return "timestamp", None
-    return "string", None
+        return ("integer" if (num == num.round()).all() and not s.str.contains(r"[.eE]").any() else "float"), num, None
+    if s.str.lower().isin(["true", "false"]).all(): return "bool", None, None
+    date = _date_format(s)
+    return ("timestamp", None, date) if date else ("string", None, None)
 
+# %% ../nbs/00_schema.ipynb #f2672dff
+def _looks_like_id(name: str) -> bool:
+    "Whether a column name reads like an identifier (`ID`, `client id`, `customerID`, `loan_no`)."
+    words = re.findall(r"[a-z0-9]+", re.sub(r"([a-z0-9])([A-Z])", r"\1 \2", name).lower())
+    return bool(words) and (bool({"id", "uuid", "guid", "key"} & set(words)) or words[-1] in ("no", "nr", "num", "number"))
+
+# %% ../nbs/00_schema.ipynb #8bfd28bd
+_POSITIVE_PAIRS = (("1", "0"), ("true", "false"), ("yes", "no"), ("y", "n"), ("t", "f"))
+
+def _positive_class(counts: dict) -> tuple[str, str]:
+    "The positive label among the two keys of `counts` (label -> rows), and why it was chosen."
+    low = {str(k).lower(): k for k in counts}
+    for pos, neg in _POSITIVE_PAIRS:
+        if set(low) == {pos, neg}: return low[pos], f"{pos} over {neg}"
+    rare, common = sorted(counts, key=lambda k: (counts[k], str(k)))
+    why = "the classes are equally frequent: check" if counts[rare] == counts[common] else "the rarer class"
+    return rare, why
+
+# %% ../nbs/00_schema.ipynb #e7ff8941
+def _natural_min(num) -> float | None:
+    lo, hi = float(num.min()), float(num.max())
+    return 0 if lo >= 0 and lo <= 0.1 * hi else None
+
+# %% ../nbs/00_schema.ipynb #67e2da4e
 def infer_schema(path, name: str | None = None, target: str | None = None, id: str | None = None,
-                 max_categories: int = 20, sample_rows: int = 100_000, delimiter: str | None = None) -> Schema:
-    "Draft a `Schema` from the delimited file at `path`."
-    import pandas as pd
+                 max_categories: int = 20, sample_rows: int = 100_000, delimiter: str | None = None,
+                 log=print) -> Schema:
+    "Draft a `Schema` from the delimited file at `path`; `log` gets the choices to review."
     path = Path(path)
-    if not path.exists() or path.stat().st_size == 0:
+    if not path.is_file() or path.stat().st_size == 0:
         raise FlexMLError(f"cannot infer a schema from {path}: the file is missing or empty")
-    delimiter = delimiter or _sniff_delimiter(path)
-    df = pd.read_csv(path, sep=delimiter, dtype=str, keep_default_na=False, nrows=sample_rows)
-    if len(df) == 0: raise FlexMLError(f"cannot infer a schema from {path}: it has a header but no rows")
     if max_categories < 1: raise FlexMLError(f"max_categories {max_categories} must be at least 1")
+    df, delimiter = _read_sample(path, delimiter, sample_rows)
+    if len(df) == 0: raise FlexMLError(f"cannot infer a schema from {path}: it has a header but no rows")
     for what, n in (("target", target), ("id", id)):
         if n is not None and n not in df.columns:
             raise FlexMLError(f"{what} column {n!r} is not in {path}", f"columns: {', '.join(df.columns)}")
     target = target or df.columns[-1]
     if target == id: raise FlexMLError(f"column {target!r} cannot be both the target and the id")
-    labels = sorted(set(v for v in df[target].str.strip() if v != ""))
+    texts = {n: df[n].str.strip() for n in df.columns}
+    missing = {n: texts[n].str.lower().isin(MISSING_TOKENS) for n in df.columns}
+    tokens = sorted({v for n in df.columns for v in texts[n][missing[n]]} | {""})
+    sample = f"in a sample of {len(df)} rows"
+
+    labels = texts[target][~missing[target]].value_counts().to_dict()
     if len(labels) != 2:
-        raise FlexMLError(f"target column {target!r} has {len(labels)} distinct value(s) {labels[:5]}; "
+        raise FlexMLError(f"target column {target!r} has {len(labels)} distinct value(s) {sorted(labels)[:5]}; "
                           "a binary target needs exactly two", "pass --target with the label column")
-    cols = []
+    if missing[target].any():
+        lines = (missing[target][missing[target]].index + 2).tolist()  # header is line 1
+        shown = ", ".join(map(str, lines[:5])) + (", ..." if len(lines) > 5 else "")
+        raise FlexMLError(f"target column {target!r}: {len(lines)} of {len(df)} rows {'have' if len(lines) > 1 else 'has'} "
+                          f"no label in {path.name} (line{'s' * (len(lines) > 1)} {shown}); a target cannot be missing",
+                          "label those rows or remove them from the file before drafting and training "
+                          "(validate would quarantine them), or pass --target with the label column")
+    positive, why = _positive_class(labels)
+    as_int = all(re.fullmatch(r"-?\d+", v) for v in labels)
+    negative = next(v for v in labels if v != positive)
+    log(f"target {target!r}: positive class {positive!r} ({labels[positive] / len(df):.1%} of rows; {why})")
+
+    cols, id_name = [], id
     for n in df.columns:
-        vals = df[n].str.strip()
-        present = vals[vals != ""].tolist()
-        kind, num = _kind(present) if present else ("string", None)
-        distinct = sorted(set(present), key=lambda v: (len(v), v))
-        col = Column(name=n, type=kind, nullable=len(present) < len(vals))
-        if n == target:
-            col.role, col.type, col.categories = "target", "category", distinct
-        elif n == id or (id is None and n.lower() == "id" and len(set(present)) == len(present)):
-            col.role, col.type = "id", kind
-        elif kind in ("integer", "string", "bool") and len(distinct) <= max_categories:
-            col.type = "category"
-            col.categories = [int(v) for v in distinct] if kind == "integer" else distinct
-        elif kind in ("integer", "float"):
-            col.min, col.max = float(num.min()), float(num.max())
-            if kind == "integer": col.min, col.max = int(col.min), int(col.max)
+        present = texts[n][~missing[n]]
+        col = Column(name=n, type="string", nullable=bool(missing[n].any()))
         cols.append(col)
-    positive = cols[list(df.columns).index(target)].categories[-1]
+        if n == target:
+            col.role, col.type, col.categories = "target", "category", [negative, positive]
+            if as_int: col.categories = [int(negative), int(positive)]
+            col.description = f"positive class {positive!r}: {why}"
+            continue
+        col.type, num, date = _kind(present.tolist()) if len(present) else ("string", None, None)
+        distinct = present.nunique()
+        unique = distinct == len(df) > 1
+        if n == id: col.role = "id"
+        elif unique and col.type in ("integer", "string") and _looks_like_id(n):
+            col.role = "id" if id_name is None else "ignored"
+            col.description = "unique per row, named like an id" + ("" if id_name is None else f" (the id is {id_name!r})")
+            id_name = id_name or n
+            log(f"{n!r}: {col.role} ({col.description})")
+        elif unique and col.type == "string":
+            col.role, col.description = "ignored", "text unique per row (free text or a key): not a feature"
+        elif col.type == "timestamp":
+            col.format, note = date
+            col.description = f"date, {note}"
+            log(f"{n!r}: timestamp, format {col.format or 'ISO 8601'} ({note})")
+        elif col.type == "string" and distinct <= max_categories:
+            col.type, col.categories, col.unknown = "category", sorted(present.unique()), "keep"
+            col.description = f"{distinct} value{'s' * (distinct > 1)} {sample}; other values are kept"
+        elif col.is_numeric:
+            lo, hi = num.min(), num.max()
+            col.min = _natural_min(num)
+            if col.type == "integer" and 3 <= distinct <= max_categories: col.encode = "both"
+            col.description = (f"{lo:g} to {hi:g}" if lo < hi else f"always {lo:g}") + f" {sample}" + \
+                              (f", {distinct} distinct values" if col.encode == "both" else "")
+    if tokens != [""]: log(f"missing values: {tokens} (texts read as missing in every column)")
     return Schema(name=name or re.sub(r"\W", "_", path.stem).lower(), columns=cols, delimiter=delimiter,
-                  target_positive=positive, description=f"Drafted from {path.name}: review before use.")
+                  target_positive=int(positive) if as_int else positive, missing_values=tokens,
+                  description=f"Drafted from {path.name}: review before use.")
