@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .schema import Column, FlexMLError, Schema, canonical_str
+from .schema import Column, FlexMLError, Schema, canonical_str, parse_timestamps
 
 # %% auto #0
 __all__ = ['signed_log1p', 'is_numeric_feature', 'to_model_inputs', 'derived_values', 'piecewise_edges', 'piecewise_linear',
@@ -21,12 +21,12 @@ def signed_log1p(x):
 
 def _numeric_values(values, col: Column) -> np.ndarray:
     if col.type == "timestamp":  # as days since the epoch
-        # the contract's format (ISO 8601 when it names none), as validation reads it: "01/12/2005" is
-        # one day whatever pandas would guess
-        ts = pd.to_datetime(pd.Series(values), format=col.format or "ISO8601", errors="coerce")
+        ts = parse_timestamps(values, col)  # the contract's format, as validation reads it
         return ((ts - pd.Timestamp("1970-01-01")) / pd.Timedelta(days=1)).to_numpy(np.float32)
     if col.type == "bool":
-        return pd.Series(values).map(lambda v: np.nan if v is None or v is pd.NA else float(bool(v))).to_numpy(np.float32)
+        # NaN is missing too (not True, as bool(nan) would have it)
+        return pd.Series(values).map(lambda v: np.nan if v is None or v is pd.NA or (isinstance(v, float) and np.isnan(v))
+                                     else float(bool(v))).to_numpy(np.float32)
     return pd.to_numeric(pd.Series(values), errors="coerce").to_numpy(np.float32)
 
 def is_numeric_feature(col: Column) -> bool: return col.is_numeric or col.type in ("timestamp", "bool")

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .schema import Column, FlexMLError, Schema, canonical_str, load_schema
+from .schema import Column, FlexMLError, Schema, canonical_str, load_schema, parse_timestamps
 
 # %% auto #0
 __all__ = ['SCORE_BINS', 'column_values', 'Profile', 'build_reference', 'psi', 'ks_from_counts', 'chi2_from_counts',
@@ -39,7 +39,7 @@ def column_values(values, col: Column, missing_values=("",)) -> tuple[np.ndarray
         src = text if text is not None else s
         if col.type == "bool": src = src.astype(str).str.lower().map({"true": 1, "1": 1, "yes": 1, "false": 0, "0": 0, "no": 0})
         if col.type == "timestamp":  # days since the epoch, as the model sees it
-            src = (pd.to_datetime(src, format=col.format or "ISO8601", errors="coerce", utc=True) - pd.Timestamp(0, tz="UTC")) / pd.Timedelta(days=1)
+            src = (parse_timestamps(src, col) - pd.Timestamp(0)) / pd.Timedelta(days=1)
         num = np.array(pd.to_numeric(src, errors="coerce").to_numpy(dtype=float, na_value=np.nan))  # writable copy
         bad = ~missing & ~np.isfinite(num)
         if col.type == "integer": bad |= ~missing & np.isfinite(num) & (num != np.round(num))
@@ -531,15 +531,18 @@ def _scorer(model_dir):
     from flex_ml.serve import ServingModel
     model = ServingModel(model_dir)
     def score(frame: pd.DataFrame, schema: Schema) -> np.ndarray:
+        # the fields typed as `flex-ml score` types them (validation's rules): the same rows scored, the same scores
+        from flex_ml.validate import check_column
         out = np.full(len(frame), np.nan)
         ok = np.ones(len(frame), bool)
-        cols = {}
+        cols, mv = {}, (list(schema.missing_values) or [""])[0]  # a parsed null back to the contract's missing text
         for col in schema.features:
             if col.name not in frame: return out
-            v, missing, bad = column_values(frame[col.name], col, schema.missing_values)
-            ok &= ~bad; cols[col.name] = v
+            v = frame[col.name].astype(object).reset_index(drop=True)
+            typed, problems = check_column(v.where(v.notna(), mv).astype(str), col, schema.missing_values)
+            ok[[i for i, _, _ in problems]] = False; cols[col.name] = typed
         if ok.any():  # rows that break the contract are not scored, as the service would refuse them
-            out[ok] = model._score(to_model_inputs(pd.DataFrame({k: v[ok] for k, v in cols.items()}), schema))
+            out[ok] = model._score(to_model_inputs(pd.DataFrame(cols)[ok].reset_index(drop=True), schema))
         return out
     return score
 
@@ -576,7 +579,8 @@ def monitor(chunks, model_dir, window: str | None = None, labels: pd.Series | No
             scores = ch.scores
             if (scores is None or np.isnan(scores).all()) and score_missing:
                 scorer = scorer or _scorer(model_dir); scores = scorer(ch.frame, schema)
-            y = ch.labels if ch.labels is not None else labels_of(ch.frame, schema)
+            # a labels file, when given, is the outcomes: the traffic's own target column is not read
+            y = ch.labels if ch.labels is not None else labels_of(ch.frame, schema) if labels is None else None
             if labels is not None and schema.id and schema.id.name in ch.frame:
                 ids = ch.frame[schema.id.name].astype(str).str.strip().str.replace(r"\.0+$", "", regex=True)
                 y = labels.reindex(ids.to_numpy()).to_numpy(float)
@@ -614,7 +618,8 @@ def monitor(chunks, model_dir, window: str | None = None, labels: pd.Series | No
             summary["alerts"].insert(0, dict(level="warn", check="model_version", feature=None, value=sum(other.values()), threshold=0,
                                              message=f"{sum(other.values()):,} of {seen:,} rows were scored by model(s) "
                                                      f"{', '.join(sorted(other))}, not by {meta['version']} whose reference this "
-                                                     "report uses: pass --model-version, or --model that model's export"))
+                                                     "report uses: pass --model that model's export"
+                                                     + ("" if len(versions) == 1 else f", or --model-version {meta['version']}")))
             if summary["status"] in ("ok", "not judged"): summary["status"] = "warn"
     summary["_score_hist"] = overall.score_hist.reshape(50, -1).sum(1).tolist() if overall.score_hist.any() else None
     if missing_cols:

@@ -14,8 +14,8 @@ import yaml
 
 # %% auto #0
 __all__ = ['TYPES', 'ROLES', 'TRANSFORMS', 'ENCODINGS', 'UNKNOWN_POLICIES', 'FIELD_KINDS', 'COLUMN_FIELDS', 'SCHEMA_FIELDS',
-           'DERIVED_FIELDS', 'MISSING_TOKENS', 'FlexMLError', 'Column', 'canonical_str', 'Derived', 'Schema',
-           'load_schema', 'save_schema', 'infer_schema']
+           'DERIVED_FIELDS', 'MISSING_TOKENS', 'FlexMLError', 'Column', 'canonical_str', 'parse_timestamps', 'Derived',
+           'Schema', 'load_schema', 'save_schema', 'infer_schema']
 
 # %% ../nbs/00_schema.ipynb #e8bfae93
 class FlexMLError(Exception):
@@ -98,6 +98,15 @@ def canonical_str(v) -> str:
     return str(v).strip()
 
 # %% ../nbs/00_schema.ipynb #815f6dbb
+def parse_timestamps(values, col: Column):
+    "`values` as a pandas Series of naive UTC datetimes (NaT: missing or not a timestamp) in `col`'s format."
+    import pandas as pd
+    s = pd.Series(values)
+    if not pd.api.types.is_datetime64_any_dtype(s):
+        s = s.astype(object).map(lambda v: v.strip() if isinstance(v, str) else v)
+    return pd.to_datetime(s, format=col.format or "ISO8601", errors="coerce", utc=True).dt.tz_localize(None)
+
+# %% ../nbs/00_schema.ipynb #f9bf22dc
 @dataclass
 class Derived:
     "A feature computed in the model from raw numeric features."
@@ -122,7 +131,7 @@ class Derived:
             raise FlexMLError(f"{where}: `clip` must be [low, high] with low < high")
         return self
 
-# %% ../nbs/00_schema.ipynb #e20eb6e5
+# %% ../nbs/00_schema.ipynb #7abfa49f
 def _is_number(v) -> bool: return isinstance(v, (int, float)) and not isinstance(v, bool)
 def _is_scalar(v) -> bool: return isinstance(v, (str, int, float, bool))
 
@@ -253,7 +262,7 @@ class Schema:
             _check_fields(x, DERIVED_FIELDS, f"{origin}: derived feature #{i + 1}")
         return cls(columns=cols, **{k: v for k, v in d.items() if k != "columns"})
 
-# %% ../nbs/00_schema.ipynb #74a8bc5d
+# %% ../nbs/00_schema.ipynb #b93ad347
 def load_schema(path) -> Schema:
     "Read and check the schema at `path`."
     path = Path(path)
@@ -271,7 +280,7 @@ def save_schema(schema: Schema, path) -> Path:
     path.write_text(yaml.safe_dump(schema.to_dict(), sort_keys=False, allow_unicode=True, width=110))
     return path
 
-# %% ../nbs/00_schema.ipynb #b93ad347
+# %% ../nbs/00_schema.ipynb #60297927
 def _sniff_delimiter(path, default=","):
     with open(path, newline="", encoding="utf-8-sig") as f: head = f.readline()
     counts = {d: head.count(d) for d in (",", ";", "\t", "|")}
@@ -295,13 +304,14 @@ def _read_sample(path: Path, delimiter: str | None, rows: int):
     except pd.errors.ParserError as e:
         raise FlexMLError(f"{path} cannot be read as delimited text: {e}", "check that it is delimited text with one header line and balanced quotes") from None
 
-# %% ../nbs/00_schema.ipynb #2a442fd9
+# %% ../nbs/00_schema.ipynb #edf06ebf
 MISSING_TOKENS = ("", "na", "n/a", "nan", "null", "none")
 
-# %% ../nbs/00_schema.ipynb #dc293c97
+# %% ../nbs/00_schema.ipynb #6b2ab5e3
 def _parses(s, fmt) -> bool:
     import pandas as pd
-    return bool(pd.to_datetime(s, format=fmt, errors="coerce").notna().all())
+    # ISO 8601 as a family (dates and date-times mixed), not the one format pandas guesses from the first value
+    return bool(pd.to_datetime(s, format=fmt or "ISO8601", errors="coerce").notna().all())
 
 def _date_format(s) -> tuple[str | None, str] | None:
     "(format, note) when the texts `s` are all dates in one format (format None: ISO 8601); else None."
@@ -321,7 +331,7 @@ def _date_format(s) -> tuple[str | None, str] | None:
     example = s[first > 12].iloc[0] if ok[0].startswith("%d") else s[second > 12].iloc[0]
     return ok[0], f"{'day' if ok[0].startswith('%d') else 'month'} first: the sample has {example!r}"
 
-# %% ../nbs/00_schema.ipynb #6b2ab5e3
+# %% ../nbs/00_schema.ipynb #f2672dff
 def _kind(values) -> tuple[str, object, tuple | None]:
     "(type, numbers, date format and note) of a series of non-missing cell texts."
     import pandas as pd
@@ -333,13 +343,13 @@ def _kind(values) -> tuple[str, object, tuple | None]:
     date = _date_format(s)
     return ("timestamp", None, date) if date else ("string", None, None)
 
-# %% ../nbs/00_schema.ipynb #f2672dff
+# %% ../nbs/00_schema.ipynb #8bfd28bd
 def _looks_like_id(name: str) -> bool:
     "Whether a column name reads like an identifier (`ID`, `client id`, `customerID`, `loan_no`)."
     words = re.findall(r"[a-z0-9]+", re.sub(r"([a-z0-9])([A-Z])", r"\1 \2", name).lower())
     return bool(words) and (bool({"id", "uuid", "guid", "key"} & set(words)) or words[-1] in ("no", "nr", "num", "number"))
 
-# %% ../nbs/00_schema.ipynb #8bfd28bd
+# %% ../nbs/00_schema.ipynb #e7ff8941
 _POSITIVE_PAIRS = (("1", "0"), ("true", "false"), ("yes", "no"), ("y", "n"), ("t", "f"))
 
 def _positive_class(counts: dict) -> tuple[str, str]:
@@ -351,12 +361,12 @@ def _positive_class(counts: dict) -> tuple[str, str]:
     why = "the classes are equally frequent: check" if counts[rare] == counts[common] else "the rarer class"
     return rare, why
 
-# %% ../nbs/00_schema.ipynb #e7ff8941
+# %% ../nbs/00_schema.ipynb #67e2da4e
 def _natural_min(num) -> float | None:
     lo, hi = float(num.min()), float(num.max())
     return 0 if lo >= 0 and lo <= 0.1 * hi else None
 
-# %% ../nbs/00_schema.ipynb #67e2da4e
+# %% ../nbs/00_schema.ipynb #91c3d803
 def infer_schema(path, name: str | None = None, target: str | None = None, id: str | None = None,
                  max_categories: int = 20, sample_rows: int = 100_000, delimiter: str | None = None,
                  log=print) -> Schema:
@@ -377,6 +387,8 @@ def infer_schema(path, name: str | None = None, target: str | None = None, id: s
     tokens = sorted({v for n in df.columns for v in texts[n][missing[n]]} | {""})
     sample = f"in a sample of {len(df)} rows"
 
+    # "1.0" is the label 1, as validation reads a category (else the draft lists 0.0/1.0 and validation refuses every row)
+    texts[target] = texts[target].str.replace(r"^(-?\d+)\.0+$", r"\1", regex=True)
     labels = texts[target][~missing[target]].value_counts().to_dict()
     if len(labels) != 2:
         raise FlexMLError(f"target column {target!r} has {len(labels)} distinct value(s) {sorted(labels)[:5]}; "

@@ -44,13 +44,14 @@ def score_file(model_dir, input, output, quarantine=None, chunk_rows: int = 50_0
         return [h for h in header if h not in kept]
     with open(input, "rb") as f: total = max(sum(1 for _ in f) - 1, 0)  # lines after the header, for the progress bar
     writer, n_in, n_ok, n_bad, n_broken, t0 = None, 0, 0, 0, 0, time.perf_counter()
-    # written beside the output and renamed at the end: an old output is never left looking like this run's
-    partial = output.with_name(output.name + ".partial")
-    for old in (quarantine, partial):
+    # both files are written beside their final names and renamed at the end: an old output or
+    # quarantine is never left looking like this run's, and a failed run leaves the last run's pair
+    partial, q_partial = (p.with_name(p.name + ".partial") for p in (output, quarantine))
+    for old in (partial, q_partial):
         if old.exists(): old.unlink()
     def to_quarantine(frame):  # one column layout for rule breaks and unreadable lines alike
         frame.reindex(columns=["_line", "_reasons", *kept, "_raw"]).to_csv(
-            quarantine, mode="a", header=not quarantine.exists(), index=False)
+            q_partial, mode="a", header=not q_partial.exists(), index=False)
     try:
         with tqdm(total=total, unit="lines", disable=not progress, desc=f"scoring {input.name}") as bar:
             for raw in iter_raw(input, schema, chunk_rows=chunk_rows, check_header=check_header):
@@ -83,7 +84,7 @@ def score_file(model_dir, input, output, quarantine=None, chunk_rows: int = 50_0
                 bar.update(len(chunk) + len(raw.issues) + raw.blank_lines)
     except BaseException:  # an interrupted run leaves no partial file behind
         if writer is not None: writer.close()
-        partial.unlink(missing_ok=True); raise
+        partial.unlink(missing_ok=True); q_partial.unlink(missing_ok=True); raise
     if writer is not None: writer.close()
     else:  # no row could be scored: an empty table with the output's columns, not a missing (or stale) file
         cols = [("_line", pa.int64())] + ([(schema.id.name, pa.int64() if schema.id.type == "integer" else pa.string())] if ids else [])
@@ -91,6 +92,8 @@ def score_file(model_dir, input, output, quarantine=None, chunk_rows: int = 50_0
         if schema.target.name in kept: cols.append((schema.target.name, pa.string()))
         pq.write_table(pa.schema(cols).empty_table(), partial)
     partial.replace(output)
+    if q_partial.exists(): q_partial.replace(quarantine)
+    elif quarantine.exists(): quarantine.unlink()  # this run quarantined nothing: no file from an earlier one
     seconds = time.perf_counter() - t0
     return dict(input=str(input), output=str(output), quarantine=str(quarantine) if n_bad else None,
                 model_version=model.version, rows=n_in, scored=n_ok, quarantined=n_bad, malformed_lines=n_broken,

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from .data import RawTable, read_raw
-from .schema import Column, FlexMLError, Schema, canonical_str, load_schema
+from .schema import Column, FlexMLError, Schema, canonical_str, load_schema, parse_timestamps
 
 # %% auto #0
 __all__ = ['check_column', 'ValidationResult', 'validate_table', 'check_thresholds', 'run_validate']
@@ -62,7 +62,7 @@ def check_column(raw: pd.Series, col: Column, missing_values) -> tuple[pd.Series
         flag(bad, "type", lambda v: f"{_show(v)} is not a boolean (true/false, yes/no, 1/0)")
         return low.map(lambda v: True if v in _TRUE else False if v in _FALSE else pd.NA).astype("boolean"), problems
     if col.type == "timestamp":
-        ts = pd.to_datetime(s.where(present), format=col.format or "ISO8601", errors="coerce")
+        ts = parse_timestamps(s.where(present), col)  # naive UTC: an offset is converted, not a crash
         flag(present & ts.isna(), "type", lambda v: f"{_show(v)} is not a timestamp" +
              (f" in format {col.format}" if col.format else " (ISO 8601 expected)"))
         return ts, problems

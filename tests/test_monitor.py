@@ -189,6 +189,10 @@ def test_monitor_mistakes_and_edge_cases_found_in_review(project, scored_test, t
     yn = part.assign(default_payment_next_month=np.where(part.default_payment_next_month.astype(str) == "1", "yes", "no"))
     r = monitor(project, "--input", csv("yn.csv", yn), "--out", tmp_path / "b", check_rc=2)
     assert "are not among its categories (0, 1): 'no'" in r.stderr, r.stderr
+    # ...but with a labels file, the outcomes come from there and the traffic's own column is not read
+    part[["ID", "default_payment_next_month"]].to_csv(tmp_path / "labels.csv", index=False)
+    monitor(project, "--input", tmp_path / "yn.csv", "--labels", tmp_path / "labels.csv", "--out", tmp_path / "b", check_rc=0)
+    assert summary("b")["labels"]["rows"] == 1000
     # a wrong delimiter or a JSON file: one clear error, not 21 "missing column" alerts or an empty report
     r = monitor(project, "--input", csv("semi.csv", part, sep=";"), "--out", tmp_path / "c", check_rc=2)
     assert "none of the contract's" in r.stderr and "delimiter ','" in r.stderr, r.stderr
@@ -217,6 +221,8 @@ def test_monitor_mistakes_and_edge_cases_found_in_review(project, scored_test, t
     s = summary("g")
     assert s["model_versions"] == {version: 500, "older-model": 500} and s["status"] == "warn"
     assert "500 of 1,000 rows were scored by model(s) older-model" in r.stdout, r.stdout
+    r = monitor(project, "--log", db, "--model-version", "older-model", "--out", tmp_path / "h", check_rc=0)
+    assert "pass --model that model's export" in r.stdout and "--model-version" not in r.stdout.split("older-model")[-1], r.stdout
 
 
 def test_bank_marketing_drift_is_seen_and_retraining_promotes(tmp_path_factory):

@@ -51,6 +51,14 @@ def test_positive_class_conventions_then_the_rarer_class(tmp_path, capsys, label
     assert f"positive class {str(positive)!r} ({share} of rows" in out
 
 
+def test_a_target_written_as_floats_is_the_integer_label(tmp_path, capsys):
+    rows = [f"{i},{'1.0' if i % 4 == 0 else '0.0'}" for i in range(1, 13)]
+    code, out, err, s = infer(tmp_path, csv("x,target", rows), capsys)
+    assert code == 0, err
+    assert s.target_positive == 1 and s.target.categories == [0, 1]
+    assert validate(tmp_path / "raw.csv", s).summary["quarantined"] == 0  # validation reads 1.0 as 1 too
+
+
 # 2. missing tokens
 def test_numeric_column_with_na_tokens_stays_numeric_and_tokens_are_listed(tmp_path, capsys):
     eur = ["4.857", "NA", "4.86", "N/A", "null", "NaN", "4.1", "None", "", "4.2"]
@@ -109,6 +117,14 @@ def test_dates_become_timestamps_with_their_format_and_validate(tmp_path, capsys
     r = validate(tmp_path / "raw.csv", s)
     assert r.summary["quarantined"] == 0 and r.accepted["opened"].notna().all()
     assert r.accepted["opened"].iloc[0] == pd.Timestamp(*first)
+
+
+def test_iso_dates_and_date_times_mixed_are_one_timestamp_column(tmp_path, capsys):
+    rows = [f"{d},{i % 2}" for i, d in enumerate(["2024-01-01", "2024-01-01 07:00:00", "2024-01-02T08:30:00"] * 3)]
+    code, out, err, s = infer(tmp_path, csv("seen,y", rows), capsys)
+    assert code == 0, err
+    assert (s["seen"].type, s["seen"].format) == ("timestamp", None)
+    assert validate(tmp_path / "raw.csv", s).summary["quarantined"] == 0
 
 
 # 5. small-count integers, 6. sample ranges

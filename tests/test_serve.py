@@ -134,6 +134,12 @@ def test_one_problem_per_field_and_a_body_that_is_not_json(server, golden):
     assert r.status_code == 200, r.text
 
 
+def test_an_integer_beyond_64_bits_is_a_422(server, golden):
+    r = server.client.post("/v1/predict", content=json.dumps({"records": [dict(golden[0]["record"], ID=2**70)]}),
+                           headers={"content-type": "application/json"})
+    assert (0, "ID", "less_than_equal") in problems(r), r.text
+
+
 def test_a_repeated_key_is_refused(server, golden):
     # parsers disagree on which of two values counts: a gateway and the model must not see different records
     rec = golden[0]["record"]
@@ -159,7 +165,8 @@ def test_every_error_body_has_error_and_detail(server, golden):
 
 
 def test_empty_and_invalid_bodies(server):
-    for content in (b"", b"{", b"[]", b'{"records": []}', b'{"records": "x"}', b"not json"):
+    deep = b'{"records": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"  # once a RecursionError: a 500
+    for content in (b"", b"{", b"[]", b'{"records": []}', b'{"records": "x"}', b"not json", deep):
         r = server.client.post("/v1/predict", content=content, headers={"content-type": "application/json"})
         assert r.status_code == 422, (content, r.text)
         assert r.json()["problems"], content
