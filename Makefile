@@ -12,7 +12,7 @@ FLEX_ML_DATA_MIRROR ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data)
 export FLEX_ML_DATA_MIRROR
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: install system-deps data repro test test-fast export lab serve bench readme docs help
+.PHONY: install system-deps data repro test test-fast export lab serve bench readme docs plots help
 help:
 	@grep -E '^#   make' Makefile | sed 's/^#   //'
 
@@ -74,6 +74,10 @@ bench: install
 	$(BIN)/python benchmarks/monitor.py
 	$(BIN)/python benchmarks/seeds.py
 	$(BIN)/python benchmarks/splits.py
+
+#   make plots     dvc plots show into dvc_plots/, drawn with local vega (DVC's own page needs a CDN)
+plots: $(STAMP)
+	$(BIN)/python docs/build.py --plots-only
 
 #   make docs      the docs site in site/ (offline: API from the notebooks, tutorials, latest pipeline results)
 docs: repro

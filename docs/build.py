@@ -540,13 +540,29 @@ def check_offline(site: Path) -> list[str]:
     return bad
 
 
+def offline_plots(out: Path) -> Path:
+    "`dvc plots show -o out` with the local vega copies beside the page: it renders without the internet."
+    tpl = (DOCS / "plots_template.html").read_text().replace('<p><a href="index.html">&larr; Pipeline results</a></p>', "")
+    names = [f"{pkg}-{ver}.min.js" for pkg, (ver, _, _) in VENDOR.items()]
+    (ROOT / "build").mkdir(exist_ok=True)
+    tpl_file = ROOT / "build" / "plots_offline_template.html"
+    tpl_file.write_text(tpl.replace("<!-- VEGA_SCRIPTS -->", "\n".join(f'<script src="vendor/{n}"></script>' for n in names)))
+    sh(["dvc", "plots", "show", "--html-template", str(tpl_file), "-o", str(out)])
+    vendor_js(out / "vendor")
+    log(f"plots at {out / 'index.html'} (offline)")
+    return out
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--site-dir", default=os.environ.get("FLEX_ML_SITE_DIR", str(ROOT / "site")))
     ap.add_argument("--workers", type=int, default=int(os.environ.get("FLEX_ML_DOCS_WORKERS", "2")))
+    ap.add_argument("--plots-only", action="store_true",
+                    help="only `dvc plots show` into dvc_plots/, drawn with local vega copies (DVC's own page loads vega from a CDN)")
     a = ap.parse_args(argv)
     t0 = time.time()
     os.chdir(ROOT)
+    if a.plots_only: return offline_plots(ROOT / "dvc_plots")
     build, site = ROOT / "build" / "docs", Path(a.site_dir).resolve()
     src = build / "src"
     for d in (src, build / "nbs"):

@@ -73,14 +73,22 @@ def fetch(schemas: Optional[List[Path]] = typer.Argument(None, help="Schema file
         if subprocess.run(["dvc", "pull", "data.dvc"]).returncode != 0:
             typer.echo("dvc pull failed; trying the other sources", err=True)
     paths = schemas or sorted(Path("schemas").glob("*.yaml"))
+    fetched = set()
     for p in paths:
         s = load_schema(p)
-        if s.source.get("file"): fetch_dataset(s, data_dir, mirror=mirror, public=public, timeout=timeout, log=typer.echo)
+        if s.source.get("file"):
+            fetched.add(fetch_dataset(s, data_dir, mirror=mirror, public=public, timeout=timeout, log=typer.echo).resolve())
     if not (Path("data.dvc").exists() and shutil.which("dvc")): return
     if Path(data_dir).resolve() != Path("data").resolve() or schemas:
         # only a fetch of every dataset into the tracked folder has verified all of it: committing
         # after a partial fetch would record unverified (perhaps locally edited) files in data.dvc
         typer.echo("data.dvc left as it was: run `flex-ml fetch` without arguments to verify and record all of data/")
+        return
+    stray = sorted(str(f) for f in Path("data").rglob("*") if f.is_file() and f.resolve() not in fetched)
+    if stray:  # a file of the user's would be hashed into data.dvc, which records exactly the fetched datasets
+        typer.echo(f"data.dvc left as it was: data/ holds files no schema fetches: {', '.join(stray[:5])}"
+                   f"{' ...' if len(stray) > 5 else ''}. Move them out of data/ (e.g. to incoming/) and track them "
+                   "with their own `dvc add`", err=True)
         return
     # put the verified files in the DVC cache, so `dvc status` is clean and `dvc push` can share them
     subprocess.run(["dvc", "commit", "--force", "--quiet", "data.dvc"], check=False)
@@ -194,7 +202,8 @@ def serve(model: Path = typer.Option("artifacts/model", help="Export folder writ
           log_db: Optional[str] = typer.Option(None, help="Prediction log: a SQLite file or a postgresql:// URL (env FLEX_ML_PREDICTION_LOG)."),
           log_level: str = typer.Option("info", help="debug, info, warning or error.")):
     """Serve the exported model over HTTP. API keys: set FLEX_ML_API_KEYS (comma-separated) to require
-    the X-API-Key header; unset, the service is open (bind it to loopback)."""
+    the X-API-Key header; unset, the service is open (bind it to loopback). Scoring runtime: env
+    FLEX_ML_RUNTIME, auto (default: NumPy when the network allows, else the SavedModel), numpy or tensorflow."""
     from flex_ml.serve import ServeSettings, serve as run_server
     if log_level.lower() not in ("debug", "info", "warning", "error"):
         raise FlexMLError(f"--log-level {log_level!r} is not a level", "use debug, info, warning or error")

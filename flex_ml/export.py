@@ -171,6 +171,18 @@ def _comparison_lines(comparison: dict) -> str:
         out.append(f"\n{what}: {c['delta']:+.4f} (95% paired bootstrap interval {lo:+.4f} to {hi:+.4f}): {verdict}.")
     return "".join(out)
 
+def _protected_line(s: dict) -> str:
+    "What the card says of the protected attributes: those kept out of the model, and those it uses (and why that is watched)."
+    used = [p for p in s["protected"] if p in s["features"]]
+    kept_out = [p for p in s["protected"] if p not in s["features"]]
+    if not s["protected"]: return "no attribute is marked protected in the contract, so fairness is not audited."
+    out = f"any use of {', '.join(kept_out)} to decide: they are kept out of the model and used only to audit." if kept_out else ""
+    if used:
+        out += (" " if out else "") + (f"{', '.join(used)} {'are' if len(used) > 1 else 'is'} protected but a model input "
+                                       "(a choice of the contract, to review): the fairness slices below show "
+                                       + ("their" if len(used) > 1 else "its") + " effect.")
+    return out
+
 def _slices_table(rows: list[str]) -> str:
     if not rows: return "None: the contract marks no column `protected: true`, so fairness is not measured."
     return ("| attribute | group | n | positive rate | mean score | declined | FPR | TPR | AUC |\n"
@@ -201,8 +213,7 @@ calibration table in the evaluation report shows how far to trust them.
 
 ## Not intended for
 Decisions without human review; populations unlike the training data ({s['description']});
-use after the monitoring report shows drift; any use of the protected attributes
-({', '.join(s['protected']) or 'none marked in the contract'}) to decide, rather than to audit.
+use after the monitoring report shows drift; {_protected_line(s)}
 
 ## Model
 {_model_section(meta['params'])}

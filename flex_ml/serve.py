@@ -154,7 +154,7 @@ class ServingModel:
         self.card = (self.path / "model_card.md").read_text()
         self.version = self.metadata["version"]
         self.threshold = float(self.metadata["threshold"])
-        self.runtime, self._score = self._load_runtime(runtime or os.environ.get("FLEX_ML_RUNTIME", "auto"))
+        self.runtime, self._score = self._load_runtime(runtime or os.environ.get("FLEX_ML_RUNTIME") or "auto")
         self._direct = self._direct_path()
         self._reference = self.reference_record()
 

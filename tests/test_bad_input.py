@@ -281,3 +281,15 @@ def test_schema_infer_refuses_what_cannot_be_a_binary_target(tmp_path):
     assert "has a header but no rows" in _cli("schema", "infer", tmp_path / "h.csv", "--out", tmp_path / "s.yaml").stderr
     ok = _cli("schema", "infer", f, "--out", tmp_path / "s.yaml")
     assert ok.returncode == 0 and "target 'y'" in ok.stdout
+
+
+def test_fetch_does_not_record_a_users_file_in_data_dvc(tmp_path):
+    "data.dvc records exactly the fetched datasets: a stray file under data/ is named, not hashed in."
+    from conftest import project_copy, run
+    p = project_copy(tmp_path / "proj")
+    run(["flex-ml", "fetch", "--timeout", "5"], p)
+    recorded = (p / "data.dvc").read_text()
+    (p / "data" / "new_applications.csv").write_text("ID,LIMIT_BAL\n1,20000\n")
+    r = run(["flex-ml", "fetch", "--timeout", "5"], p)
+    assert "data/ holds files no schema fetches: data/new_applications.csv" in r.stderr, r.stderr
+    assert (p / "data.dvc").read_text() == recorded

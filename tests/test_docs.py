@@ -207,3 +207,21 @@ def test_dvc_plots_page_and_report_in_chromium(page, served):
     assert page.locator("article h1").first.inner_text().startswith("From notebook to production")
     _shot(page, "tutorial")
     assert not page.outside and not page.errors, (page.outside, page.errors)
+
+
+def test_make_plots_renders_dvc_plots_offline(request, browser):
+    "`make plots` (docs/build.py --plots-only): DVC's plots page with local vega draws every chart without the internet."
+    p, _ = request.getfixturevalue("credit_project")
+    run(["python", "docs/build.py", "--plots-only"], p, timeout=600)
+    html = p / "dvc_plots" / "index.html"
+    srcs = [v for t, a, v in _parse(html).refs if t == "script"]
+    assert srcs and all(s.startswith("vendor/") for s in srcs), srcs
+    ctx = browser.new_context(viewport={"width": 1280, "height": 900})
+    pg = ctx.new_page()
+    outside = []
+    pg.route("**/*", lambda r: r.continue_() if r.request.url.startswith("file://") else (outside.append(r.request.url), r.abort()))
+    pg.goto(html.as_uri())
+    pg.wait_for_function("document.querySelectorAll('svg.marks, canvas.marks').length >= 6", timeout=30_000)
+    _shot(pg, "dvc_plots_offline")
+    ctx.close()
+    assert not outside, outside
