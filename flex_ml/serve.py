@@ -135,7 +135,8 @@ def repeated_keys(raw: bytes, req: dict) -> list[dict]:
             seen.add(k)
         if not top: n[0] += 1
         return dict(kv)
-    json.loads(raw, object_pairs_hook=pairs)
+    try: json.loads(raw, object_pairs_hook=pairs)
+    except (ValueError, RecursionError): return []  # pydantic read it already; what it read is what counts
     return found
 
 # %% ../nbs/08_serve.ipynb #4d1c18da
