@@ -79,9 +79,11 @@ def binary_metrics(y, p, threshold: float) -> dict:
                accuracy=m.accuracy_score(y, d), precision=m.precision_score(y, d, zero_division=0),
                recall=m.recall_score(y, d, zero_division=0), f1=m.f1_score(y, d, zero_division=0),
                threshold=threshold, positive_rate=float(d.mean()), ece=expected_calibration_error(y, p))
-    return {k: round(float(v), 6) for k, v in out.items()}
+    # the threshold stays exact: it is a score on valid, and rounding it up would turn the row that
+    # maximises F1 into an accepted one in the service, which reads it from the model's metadata
+    return {k: float(v) if k == "threshold" else round(float(v), 6) for k, v in out.items()}
 
-# %% ../nbs/06_evaluate.ipynb #438520b0
+# %% ../nbs/06_evaluate.ipynb #ba9556fc
 def choose_threshold(y, p, objective: str = "f1") -> float:
     "The threshold in [0, 1] that maximises `objective` (`f1` or `youden`) for labels `y`, scores `p`."
     from sklearn.metrics import precision_recall_curve, roc_curve
@@ -96,7 +98,7 @@ def choose_threshold(y, p, objective: str = "f1") -> float:
         return float(min(thr[np.flatnonzero(j == j.max())[0]], 1.0))
     raise FlexMLError(f"unknown evaluate.threshold_objective {objective!r}", "use f1 or youden")
 
-# %% ../nbs/06_evaluate.ipynb #a2f60f91
+# %% ../nbs/06_evaluate.ipynb #852eab29
 def slice_groups(df: pd.DataFrame, col) -> pd.Series:
     "Group label of each row for slicing on `col` (categories as is, numbers by `slice_bins`)."
     v = df[col.name]
@@ -125,7 +127,7 @@ def slice_metrics(df: pd.DataFrame, y, p, schema: Schema, threshold: float, min_
         out[col.name] = res
     return out
 
-# %% ../nbs/06_evaluate.ipynb #ca5b461f
+# %% ../nbs/06_evaluate.ipynb #89500fe6
 def fit_baselines(train, valid, schema: Schema, stats: dict, params: dict | None = None) -> dict:
     "Fit `logistic` and `gbdt` baselines on train; returns `{name: fitted model}`."
     from sklearn.ensemble import HistGradientBoostingClassifier
@@ -161,7 +163,7 @@ def fit_baselines(train, valid, schema: Schema, stats: dict, params: dict | None
     return {"baseline_logistic": Pipeline([("design", design), ("model", lr)]),
             "baseline_gbdt": Pipeline([("design", design), ("model", gb)])}
 
-# %% ../nbs/06_evaluate.ipynb #dd7e44d9
+# %% ../nbs/06_evaluate.ipynb #2feeff9d
 def evaluation_figure(y, scores: dict, threshold: float | None = None):
     "A 2x2 matplotlib figure comparing `scores` (`{model: scores}`) against labels `y`."
     import matplotlib
@@ -191,7 +193,7 @@ def evaluation_figure(y, scores: dict, threshold: float | None = None):
     fig.tight_layout()
     return fig
 
-# %% ../nbs/06_evaluate.ipynb #f2b3c7a1
+# %% ../nbs/06_evaluate.ipynb #37f18b0d
 def _score_histogram(y, p, bins: int = 20) -> list[dict]:
     edges = np.linspace(0, 1, bins + 1)
     neg, _ = np.histogram(p[y == 0], edges); pos, _ = np.histogram(p[y == 1], edges)
