@@ -480,7 +480,7 @@ def read_records(path, schema: Schema, chunk_rows: int = 200_000):
         raise FlexMLError(f"{path} cannot be read as a {schema.delimiter!r}-delimited file: {e}",
                           "run `flex-ml validate` on it for a row-by-row diagnosis") from None
 
-_TRUE, _FALSE = {"true", "1", "yes", "y", "t"}, {"false", "0", "no", "n", "f"}
+from .validate import _FALSE, _TRUE  # the texts validation reads as booleans, one list for both
 
 def labels_of(frame: pd.DataFrame, schema: Schema, source: str = "the traffic") -> np.ndarray | None:
     """0/1 labels from the target column of `frame` (NaN where missing), or None without one. A value
