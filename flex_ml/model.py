@@ -15,7 +15,7 @@ from .schema import Schema
 
 # %% auto #0
 __all__ = ['NumericEncoder', 'Ratio', 'preprocessing_block', 'build_model', 'EnsembleAUC', 'tower_count', 'training_model',
-           'as_tensors', 'predict_scores']
+           'as_tensors', 'predict_scores', 'save_model']
 
 # %% ../nbs/04_model.ipynb #795a4bf9
 @keras.saving.register_keras_serializable(package="flex_ml")
@@ -139,3 +139,37 @@ def predict_scores(model: keras.Model, data, schema: Schema, batch_size: int = 4
     from flex_ml.features import to_model_inputs
     return np.asarray(model.predict(as_tensors(to_model_inputs(data, schema)), batch_size=batch_size,
                                     verbose=0)).reshape(-1).astype("float64")
+
+# %% ../nbs/04_model.ipynb #ee1eedb7
+def _renumber_shared_objects(config):
+    "Replace `shared_object_id`s (Python `id()`s, so memory addresses) by 1, 2, ... in order of appearance."
+    ids = {}
+    def walk(x):
+        if isinstance(x, dict):
+            return {k: (ids.setdefault(v, len(ids) + 1) if k == "shared_object_id" else walk(v)) for k, v in x.items()}
+        return [walk(v) for v in x] if isinstance(x, list) else x
+    return walk(config)
+
+def save_model(model: keras.Model, path) -> None:
+    "Save `model` as a `.keras` file whose bytes depend only on the model, not on the time of saving."
+    import json
+    import os
+    import tempfile
+    import zipfile
+    from pathlib import Path
+    path = Path(path)
+    with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+        raw = Path(tmp) / path.name
+        model.save(raw)
+        with zipfile.ZipFile(raw) as src, zipfile.ZipFile(Path(tmp) / "fixed.keras", "w", zipfile.ZIP_DEFLATED) as dst:
+            for info in src.infolist():
+                data = src.read(info)
+                if info.filename == "metadata.json":
+                    meta = json.loads(data)
+                    meta["date_saved"] = "not recorded (reproducible save; see the model card)"
+                    data = json.dumps(meta).encode()
+                elif info.filename == "config.json":
+                    data = json.dumps(_renumber_shared_objects(json.loads(data))).encode()
+                dst.writestr(zipfile.ZipInfo(info.filename, date_time=(1980, 1, 1, 0, 0, 0)), data,
+                             compress_type=zipfile.ZIP_DEFLATED)
+        os.replace(Path(tmp) / "fixed.keras", path)

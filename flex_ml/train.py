@@ -73,6 +73,7 @@ def train_model(train: pd.DataFrame, valid: pd.DataFrame, schema: Schema, model_
 def run_train(split_dir, schema, out_dir, params: dict) -> dict:
     "The `train` stage; `params` holds the `train` and `model` sections of params.yaml."
     from dvclive import Live
+    from flex_ml.model import save_model
     schema = load_schema(schema) if not isinstance(schema, Schema) else schema
     split_dir, out = Path(split_dir), Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -84,7 +85,7 @@ def run_train(split_dir, schema, out_dir, params: dict) -> dict:
             train, valid, schema, params.get("model", {}), epochs=tp.get("epochs", 30),
             batch_size=tp.get("batch_size", 512), patience=tp.get("patience", 5), seed=tp.get("seed", 42),
             class_weight=tp.get("class_weight", "none"), live=live)
-    model.save(out / "model.keras")
+    save_model(model, out / "model.keras")  # same weights, same bytes: DVC sees no change
     (out / "feature_stats.json").write_text(json.dumps(stats, indent=1) + "\n")
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary

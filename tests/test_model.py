@@ -58,6 +58,21 @@ def test_training_is_reproducible(trained, credit_schema):
     assert np.abs(a - b).max() < 1e-6
 
 
+def test_same_training_saves_the_same_bytes(trained, credit_schema, tmp_path):
+    "A re-run of the train stage must not change model.keras's hash, or DVC re-runs everything after it."
+    import hashlib
+    import keras
+    from flex_ml.model import save_model
+    _, _, _, s = trained
+    for name in ("a", "b"):
+        # each stage run is a fresh process: reset Keras's name counters as a new process would have them
+        keras.backend.clear_session()
+        model, _, _ = train_model(s["train"], s["valid"], credit_schema, {"hidden": [32, 16]}, epochs=4,
+                                  batch_size=512, seed=3, verbose=0)
+        save_model(model, tmp_path / f"{name}.keras")
+    assert hashlib.md5((tmp_path / "a.keras").read_bytes()).digest() == hashlib.md5((tmp_path / "b.keras").read_bytes()).digest()
+
+
 def test_savedmodel_takes_raw_records_and_matches(trained, credit_schema, tmp_path):
     model, _, _, s = trained
     from flex_ml.schema import save_schema
