@@ -543,8 +543,11 @@ def create_app(model_dir, settings: ServeSettings | None = None):
         st.model = None
         if st.log: st.log.close(); log.info("prediction log flushed: %d records", st.log.written)
 
+    # docs_url/redoc_url None: FastAPI's pages load Swagger UI from a CDN and are blank offline;
+    # `_add_api_docs` serves the same page with a pinned local copy
     app = FastAPI(title=f"flex_ml {schema.name} risk service", version=first.version, lifespan=lifespan,
-                  description=f"Scores raw records under the `{schema.name}` contract. {schema.description}")
+                  description=f"Scores raw records under the `{schema.name}` contract. {schema.description}",
+                  docs_url=None, redoc_url=None)
     app.add_middleware(_Limits, state=st)
     app.state.flex = st
 
@@ -683,9 +686,35 @@ def create_app(model_dir, settings: ServeSettings | None = None):
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
         return PlainTextResponse(generate_latest(st.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
+    _add_api_docs(app)
     return app
 
 # %% ../nbs/08_serve.ipynb #f02a753d
+_DOCS_ASSETS = {"swagger-ui-bundle.js": "text/javascript", "swagger-ui.css": "text/css",
+                "favicon-32x32.png": "image/png"}
+
+def _add_api_docs(app) -> None:
+    "`/docs` (Swagger UI) on `app`, its scripts served from the installed package, not a CDN."
+    from importlib import resources
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from fastapi.responses import Response
+    files = resources.files("fastapi_swagger") / "resources"
+    cache = {}
+
+    @app.get("/docs", include_in_schema=False)
+    async def api_docs():
+        return get_swagger_ui_html(openapi_url=app.openapi_url, title=f"{app.title}: API",
+                                   swagger_js_url="/docs/assets/swagger-ui-bundle.js",
+                                   swagger_css_url="/docs/assets/swagger-ui.css",
+                                   swagger_favicon_url="/docs/assets/favicon-32x32.png")
+
+    @app.get("/docs/assets/{name}", include_in_schema=False)
+    async def api_docs_asset(name: str):
+        if name not in _DOCS_ASSETS: return Response(status_code=404)
+        if name not in cache: cache[name] = (files / name).read_bytes()
+        return Response(cache[name], media_type=_DOCS_ASSETS[name], headers={"Cache-Control": "max-age=86400"})
+
+# %% ../nbs/08_serve.ipynb #d11d5029
 def serve(model_dir, host: str = "127.0.0.1", port: int = 8000, settings: ServeSettings | None = None,
           graceful_seconds: int = 30, log_level: str = "info"):
     "Start the HTTP service on `host:port` (blocks until stopped)."

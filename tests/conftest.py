@@ -96,3 +96,15 @@ def _free_port() -> int:
     import socket
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0)); return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    "Headless Chromium (Debian's, driven by Playwright) for the tests that open a page."
+    from playwright.sync_api import sync_playwright
+    exe = shutil.which("chromium") or shutil.which("chromium-browser")
+    if not exe: pytest.fail("Chromium is not installed: run `make install` (it installs Debian's chromium)")
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=exe, headless=True, args=["--no-sandbox", "--disable-gpu"])
+        yield b
+        b.close()

@@ -6,7 +6,6 @@ $FLEX_ML_TEST_ARTIFACTS/docs (default test-artifacts/docs)."""
 import json
 import os
 import re
-import shutil
 import threading
 from functools import partial
 from html.parser import HTMLParser
@@ -115,17 +114,6 @@ def served(site):
 
 class _QuietHandler(SimpleHTTPRequestHandler):
     def log_message(self, *a): pass
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-    exe = shutil.which("chromium") or shutil.which("chromium-browser")
-    if not exe: pytest.fail("Chromium is not installed: run `make install` (it installs Debian's chromium)")
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=exe, headless=True, args=["--no-sandbox", "--disable-gpu"])
-        yield b
-        b.close()
 
 
 @pytest.fixture()

@@ -243,6 +243,25 @@ def test_health_ready_model_metrics_openapi(server):
     assert "SEX" not in record["properties"] and record["additionalProperties"] is False
 
 
+def test_api_page_renders_offline_in_chromium(server, browser):
+    "GET /docs draws the operations with Swagger UI served by the service itself, no CDN."
+    ctx = browser.new_context(viewport={"width": 1280, "height": 900})
+    pg, outside, errors = ctx.new_page(), [], []
+    pg.route("**/*", lambda r: r.continue_() if r.request.url.startswith(server.url) else (outside.append(r.request.url), r.abort()))
+    pg.on("pageerror", lambda e: errors.append(str(e)))
+    try:
+        pg.goto(server.url + "/docs")
+        pg.wait_for_selector(".opblock-summary-path", timeout=30_000)
+        paths = pg.eval_on_selector_all(".opblock-summary-path", "els => els.map(e => e.textContent.trim())")
+        assert "/v1/predict" in paths and "/v1/model" in paths
+        assert "CreditDefaultRecord" in pg.inner_text("body")  # the contract's request schema is listed
+        assert not outside and not errors, (outside, errors)
+    finally:
+        ctx.close()
+    assert server.client.get("/docs/assets/nothing.js").status_code == 404
+    assert server.client.get("/redoc").status_code == 404  # FastAPI's ReDoc page needs a CDN: not served
+
+
 def test_api_key_auth(export, golden):
     s = Server(export, env={"FLEX_ML_API_KEYS": "k-one,k-two-secret"})
     try:
