@@ -666,7 +666,14 @@ def create_app(model_dir, settings: ServeSettings | None = None):
 
     @app.post("/v1/admin/reload", dependencies=[Depends(require_key)],
               summary="Load an export (default: the current path again) and switch to it")
-    async def admin_reload(path: Optional[str] = Body(None, embed=True)):
+    async def admin_reload(request: Request, path: Optional[str] = Body(None, embed=True)):
+        # `{"path": a, "path": b}` would reload b while a log or gateway shows a: refuse it, as /v1/predict does
+        seen = []
+        try: json.loads(await request.body() or b"{}", object_pairs_hook=lambda kv: seen.extend(k for k, _ in kv) or dict(kv))
+        except (ValueError, RecursionError): pass  # FastAPI has answered those already
+        if seen.count("path") > 1:
+            return JSONResponse(_invalid_body([{"record": None, "field": "path", "rule": "duplicate_key", "value": None,
+                                                "message": "'path' is given more than once: send it once"}]), status_code=422)
         new = await reload(path)
         return {"model_version": new.version, "path": str(new.path)}
 
