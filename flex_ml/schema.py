@@ -287,6 +287,24 @@ def _sniff_delimiter(path, default=","):
     best = max(counts, key=counts.get)
     return best if counts[best] else default
 
+def _record_lines(path: Path, delimiter: str, positions: list[int]) -> list[int]:
+    """The file line of each record at `positions` (0-based, as `_read_sample` numbers them): where the
+    record ends, as `flex_ml.data.read_raw` names lines. Blank lines (skipped by the reader) and quoted
+    fields spanning lines make "position + 2" wrong."""
+    import csv
+    wanted, found = set(positions), {}
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.reader(f, delimiter=delimiter)
+        next(reader, None)  # the header
+        i = 0
+        for fields in reader:
+            if not fields: continue  # a blank line is not a record
+            if i in wanted:
+                found[i] = reader.line_num
+                if len(found) == len(wanted): break
+            i += 1
+    return [found.get(p, p + 2) for p in positions]
+
 def _read_sample(path: Path, delimiter: str | None, rows: int):
     "The first `rows` rows of the delimited file at `path`, all as text, and its delimiter."
     import pandas as pd
@@ -394,7 +412,7 @@ def infer_schema(path, name: str | None = None, target: str | None = None, id: s
         raise FlexMLError(f"target column {target!r} has {len(labels)} distinct value(s) {sorted(labels)[:5]}; "
                           "a binary target needs exactly two", "pass --target with the label column")
     if missing[target].any():
-        lines = (missing[target][missing[target]].index + 2).tolist()  # header is line 1
+        lines = _record_lines(path, delimiter, missing[target][missing[target]].index.tolist())
         shown = ", ".join(map(str, lines[:5])) + (", ..." if len(lines) > 5 else "")
         raise FlexMLError(f"target column {target!r}: {len(lines)} of {len(df)} rows {'have' if len(lines) > 1 else 'has'} "
                           f"no label in {path.name} (line{'s' * (len(lines) > 1)} {shown}); a target cannot be missing",

@@ -174,6 +174,15 @@ def test_blank_labels_are_named_by_line_not_blamed_on_a_schema_file(tmp_path, ca
     assert "schema file" not in err and "label those rows or remove them" in err
 
 
+def test_unlabelled_rows_are_named_by_their_real_line_after_blank_lines_and_multiline_fields(tmp_path, capsys):
+    text = 'id,note,defaulted\n1,a,0\n\n2,"two\nlines",1\n3,b,\n\n4,c,0\n5,d,\n'
+    (tmp_path / "raw.csv").write_text(text)
+    try: main(["schema", "infer", str(tmp_path / "raw.csv"), "--out", str(tmp_path / "s.yaml")]); code = 0
+    except SystemExit as e: code = e.code
+    err = capsys.readouterr().err
+    assert code == 2 and "(lines 6, 9)" in err, err  # what an editor shows: the blank lines and the quoted newline count
+
+
 # the reviewer's case: infer from the first 10,000 rows of bank-marketing, validate all 41,188
 def test_bank_marketing_draft_from_10k_rows_validates_the_full_file(tmp_path, capsys):
     raw = mirror_dir() / "bank-marketing" / "bank-additional-full.csv"
