@@ -207,7 +207,7 @@ def model_card(meta: dict) -> str:
 
 ## Intended use
 Scores the probability of the risk event `{s['target']}` = {s['target_positive']!r}, to support
-decisions (a score at or above the threshold is `decline`) under a human-reviewed policy. The decision threshold {meta['threshold']:.4f}
+decisions (a score at or above the threshold is `{s.get('decisions', {}).get('at_or_above', 'decline')}`, below it `{s.get('decisions', {}).get('below', 'accept')}`) under a human-reviewed policy. The decision threshold {meta['threshold']:.4f}
 was chosen on the validation split ({meta['threshold_objective']}). Scores are probabilities: the
 calibration table in the evaluation report shows how far to trust them.
 

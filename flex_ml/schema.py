@@ -155,7 +155,8 @@ COLUMN_FIELDS = dict(name="name", type="text", role="text", description="text", 
                      max="number?", categories="values?", unknown="text", protected="bool", transform="text?",
                      encode="text", slice_bins="numbers?", format="text?")
 SCHEMA_FIELDS = dict(name="name", columns="list", description="text", target_positive="scalar", delimiter="delimiter",
-                     missing_values="texts", extra_columns="text", ordered="bool", source="mapping", derived="list")
+                     missing_values="texts", extra_columns="text", ordered="bool", source="mapping", derived="list",
+                     decisions="mapping")
 DERIVED_FIELDS = dict(name="name", ratio="texts", clip="numbers?", description="text")
 
 def _check_fields(d: dict, kinds: dict, where: str):
@@ -177,6 +178,7 @@ class Schema:
     ordered: bool = False
     source: dict = field(default_factory=dict)
     derived: list[Derived] = field(default_factory=list)
+    decisions: dict = field(default_factory=lambda: {"at_or_above": "decline", "below": "accept"})
 
     def __post_init__(self):
         names = [c.name for c in self.columns]
@@ -200,6 +202,12 @@ class Schema:
             raise FlexMLError(f"schema {self.name!r}: target_positive {self.target_positive!r} is not one of "
                               f"the target's categories {t.vocabulary}")
         if not self.features: raise FlexMLError(f"schema {self.name!r} has no feature columns")
+        d = self.decisions
+        if (set(d) != {"at_or_above", "below"} or not all(isinstance(v, str) and v.strip() for v in d.values())
+                or d["at_or_above"] == d["below"]):
+            raise FlexMLError(f"schema {self.name!r}: `decisions` must name two different decisions, as "
+                              f"`{{at_or_above: decline, below: accept}}`; it is {d!r}",
+                              "at_or_above: the decision for a score at or above the threshold; below: under it")
         known = set(Derived.__dataclass_fields__)
         for d in self.derived:
             if isinstance(d, dict) and (set(d) - known or not {"name", "ratio"} <= set(d)):
@@ -228,6 +236,12 @@ class Schema:
     def features(self) -> list[Column]: return [c for c in self.columns if c.role == "feature"]
     @property
     def protected(self) -> list[Column]: return [c for c in self.columns if c.protected]
+
+    def decision(self, at_or_above):
+        "The decision text(s) for a bool or bool array: True is a score at or above the threshold."
+        import numpy as np
+        if isinstance(at_or_above, (bool, np.bool_)): return self.decisions["at_or_above" if at_or_above else "below"]
+        return np.where(at_or_above, self.decisions["at_or_above"], self.decisions["below"])
 
     def to_dict(self) -> dict:
         d = {k: v for k, v in asdict(self).items() if k not in ("columns", "derived")}

@@ -66,7 +66,7 @@ def score_file(model_dir, input, output, quarantine=None, chunk_rows: int = 50_0
                     scores = model._score(to_model_inputs(good, schema))
                     out = {"_line": lines[~bad]}
                     if ids: out[schema.id.name] = good[schema.id.name].to_numpy()
-                    out |= {"score": scores, "decision": np.where(scores >= model.threshold, "decline", "accept"),
+                    out |= {"score": scores, "decision": schema.decision(scores >= model.threshold),
                             "model_version": np.full(len(good), model.version)}
                     if schema.target.name in kept: out[schema.target.name] = chunk[schema.target.name].to_numpy()[~bad]
                     table = pa.table(out)

@@ -607,10 +607,11 @@ def create_app(model_dir, settings: ServeSettings | None = None):
         st.metrics.scores.observe_many(scores)
         if st.log: st.log.put(model.version, records, scores, decisions)
         idname = schema.id.name if schema.id else None
+        above, below = model.schema.decisions["at_or_above"], model.schema.decisions["below"]  # the contract's words
         # plain Python floats and bools first (tolist): a thousand numpy scalars cost a millisecond
-        if idname: out = [{"score": p, "decision": "decline" if d else "accept", "id": r.get(idname)}
+        if idname: out = [{"score": p, "decision": above if d else below, "id": r.get(idname)}
                           for p, d, r in zip(scores.tolist(), decisions.tolist(), records)]
-        else: out = [{"score": p, "decision": "decline" if d else "accept"} for p, d in zip(scores.tolist(), decisions.tolist())]
+        else: out = [{"score": p, "decision": above if d else below} for p, d in zip(scores.tolist(), decisions.tolist())]
         if req.get("explain"):
             for o, reasons in zip(out, model.explain(records, scores, req.get("top_reasons", 3))): o["reasons"] = reasons
         body = {"model_version": model.version, "threshold": model.threshold, "predictions": out}

@@ -85,3 +85,10 @@ def test_bank_marketing_needs_only_schema_and_params(tmp_path):
     assert set(m["test"]) == {"model", "baseline_logistic", "baseline_gbdt"}
     golden = json.loads((p / "artifacts/model/golden_examples.json").read_text())
     assert isinstance(golden[0]["record"]["job"], str) and "emp.var.rate" in golden[0]["record"]
+    # the contract names its own decisions (whom to call), used by score, the service and the model card
+    import pandas as pd
+    raw = (p / "data/bank-marketing/bank-additional-full.csv").read_text().splitlines()
+    (p / "sample.csv").write_text("\n".join(raw[:1] + raw[-400:]) + "\n")
+    run(["flex-ml", "score", "sample.csv", "--out", "scores.parquet", "--no-progress"], p)
+    assert set(pd.read_parquet(p / "scores.parquet")["decision"]) == {"call", "skip"}
+    assert "threshold is `call`, below it `skip`" in (p / "artifacts/model/model_card.md").read_text()
