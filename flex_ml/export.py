@@ -183,10 +183,15 @@ def _protected_line(s: dict) -> str:
                                        + ("their" if len(used) > 1 else "its") + " effect.")
     return out
 
-def _slices_table(rows: list[str]) -> str:
+def _slices_table(rows: list[str], decision: str = "decline") -> str:
     if not rows: return "None: the contract marks no column `protected: true`, so fairness is not measured."
-    return ("| attribute | group | n | positive rate | mean score | declined | FPR | TPR | AUC |\n"
+    return (f"| attribute | group | n | positive rate | mean score | {decision} rate | FPR | TPR | AUC |\n"
             "|---|---|---|---|---|---|---|---|---|\n" + "\n".join(rows))
+
+def _derived_line(s: dict) -> str:
+    "The card's line for the derived features (ratios computed inside the model), if any."
+    d = s.get("derived") or {}
+    return ("\n- derived inside the model: " + ", ".join(f"{n} = {a} / {b}" for n, (a, b) in d.items())) if d else ""
 
 def model_card(meta: dict) -> str:
     "The model card as Markdown, from the export's metadata."
@@ -224,7 +229,7 @@ use after the monitoring report shows drift; {_protected_line(s)}
   {meta['data']['validate']['quarantined']} quarantined
 - split `{meta['data']['split']['strategy']}` (seed {meta['data']['split']['seed']}): train {meta['data']['split']['train']['rows']},
   valid {meta['data']['split']['valid']['rows']}, test {meta['data']['split']['test']['rows']} rows
-- features: {', '.join(s['features'])}
+- features: {', '.join(s['features'])}{_derived_line(s)}
 
 ## Test metrics (model and baselines from the same run)
 | metric | {' | '.join(names)} |
@@ -232,7 +237,7 @@ use after the monitoring report shows drift; {_protected_line(s)}
 {rows}
 
 ## Fairness slices (model, test split)
-{_slices_table(slices)}
+{_slices_table(slices, s.get('decisions', {}).get('at_or_above', 'decline'))}
 
 ## Limits
 - Trained on {s['name']} data only; the score means nothing for another population.
@@ -250,14 +255,27 @@ MODEL_PARAMS = ("dataset", "validate", "split", "model", "train", "baselines", "
 def run_export(train_dir, eval_dir, validate_dir, split_dir, schema_path, raw_path, out_dir,
                params: dict | None = None) -> dict:
     "The `export` stage: write the self-contained model folder `out_dir`."
+    # built beside under a temporary name and renamed when complete: a failure (a parity check, a full
+    # disk) leaves no half-written folder that `serve` or `monitor` would take for an export
+    final = Path(out_dir)
+    out = final.with_name(final.name + ".partial")
+    for d in (out, final):
+        if d.exists(): shutil.rmtree(d)
+    try: meta = _assemble_export(train_dir, eval_dir, validate_dir, split_dir, schema_path, raw_path, out, params)
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True); raise
+    out.rename(final)
+    return meta
+
+def _assemble_export(train_dir, eval_dir, validate_dir, split_dir, schema_path, raw_path, out: Path,
+                     params: dict | None = None) -> dict:
     import keras, tensorflow as tf
     import flex_ml
     import flex_ml.model  # registers the custom layers
     from flex_ml.data import sha256_file
     params = {k: v for k, v in (params or {}).items() if k in MODEL_PARAMS}
     schema = load_schema(schema_path)
-    train_dir, eval_dir, out = Path(train_dir), Path(eval_dir), Path(out_dir)
-    if out.exists(): shutil.rmtree(out)
+    train_dir, eval_dir = Path(train_dir), Path(eval_dir)
     model = keras.models.load_model(train_dir / "model.keras")
     stats = json.loads((train_dir / "feature_stats.json").read_text())
     export_saved_model(model, schema, out)
@@ -284,7 +302,9 @@ def run_export(train_dir, eval_dir, validate_dir, split_dir, schema_path, raw_pa
     meta = dict(
         version=model_version(model, stats), created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         schema=dict(name=schema.name, description=schema.description, target=schema.target.name,
-                    target_positive=schema.target_positive, features=[c.name for c in schema.features],
+                    target_positive=schema.target_positive, decisions=schema.decisions,
+                    features=[c.name for c in schema.features],
+                    derived={d.name: d.ratio for d in schema.derived},
                     protected=[c.name for c in schema.protected]),
         signature=dict(name="serve", inputs={c.key: ("float32" if is_numeric_feature(c) else "string")
                                              for c in schema.features}, output="score"),

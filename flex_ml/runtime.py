@@ -13,20 +13,48 @@ import numpy as np
 from .schema import FlexMLError
 
 # %% auto #0
-__all__ = ['SUPPORTED', 'save_runtime', 'NumpyModel']
+__all__ = ['SUPPORTED', 'ACTIVATIONS', 'save_runtime', 'NumpyModel']
 
 # %% ../nbs/07b_runtime.ipynb #e6425b68
 SUPPORTED = {"InputLayer", "NumericEncoder", "Ratio", "StringLookup", "IntegerLookup", "Concatenate", "Dense", "Dropout",
              "Average"}
 
+def _sigmoid(y):
+    with np.errstate(over="ignore"): return np.float32(1) / (np.float32(1) + np.exp(-y))  # exp overflow: 1/inf is 0, right
+
+def _gelu(y):
+    from scipy.special import erf  # only a model with gelu pays for the import
+    return (np.float32(0.5) * y * (np.float32(1) + erf(y / np.float32(np.sqrt(2))).astype(np.float32)))
+
+_SELU = (np.float32(1.6732632423543772), np.float32(1.0507009873554805))
+# Keras's dense activations as float32 NumPy, by the name a layer's config stores (`swish` is saved as `silu`)
+ACTIVATIONS = {
+    "linear": lambda y: y, "relu": lambda y: np.maximum(y, np.float32(0)), "sigmoid": _sigmoid, "tanh": np.tanh,
+    "elu": lambda y: np.where(y > 0, y, np.expm1(np.minimum(y, 0))),
+    "selu": lambda y: _SELU[1] * np.where(y > 0, y, _SELU[0] * np.expm1(np.minimum(y, 0))),
+    "silu": lambda y: y * _sigmoid(y), "swish": lambda y: y * _sigmoid(y),
+    "softplus": lambda y: np.logaddexp(np.float32(0), y), "softsign": lambda y: y / (np.float32(1) + np.abs(y)),
+    "gelu": _gelu, "leaky_relu": lambda y: np.where(y > 0, y, np.float32(0.2) * y),
+    "relu6": lambda y: np.clip(y, np.float32(0), np.float32(6)),
+}
+
+def _unsupported(config: dict) -> list[str]:
+    "What in a functional config the NumPy runtime cannot evaluate: layer classes and dense activations."
+    layers = config["layers"]
+    out = {l["class_name"] for l in layers} - SUPPORTED
+    out |= {f"Dense activation {l['config'].get('activation')!r}" for l in layers
+            if l["class_name"] == "Dense" and l["config"].get("activation", "linear") not in ACTIVATIONS}
+    return sorted(out)
+
 def save_runtime(model, path) -> list[str]:
-    "Write `runtime.json` and `runtime.npz` for the Keras functional `model` into the folder `path`."
+    """Write `runtime.json` and `runtime.npz` for the Keras functional `model` into the folder `path`;
+    returns what the NumPy runtime cannot evaluate (then the service serves the SavedModel)."""
     path = Path(path); path.mkdir(parents=True, exist_ok=True)
     config = model.get_config()
     (path / "runtime.json").write_text(json.dumps(config, default=str) + "\n")
     weights = {f"{layer.name}/{i}": np.asarray(w) for layer in model.layers for i, w in enumerate(layer.get_weights())}
     np.savez(path / "runtime.npz", **weights)
-    return sorted({l["class_name"] for l in config["layers"]} - SUPPORTED)
+    return _unsupported(config)
 
 # %% ../nbs/07b_runtime.ipynb #1d02fe9d
 def _history(arg) -> list[str]:
@@ -57,8 +85,9 @@ class NumpyModel:
         raw = json.loads((path / "runtime.json").read_text())
         config = raw if "layers" in raw else raw["config"]  # get_config() itself, or a .keras file's config.json
         with np.load(path / "runtime.npz") as z: weights = {k: z[k] for k in z.files}
-        unknown = sorted({l["class_name"] for l in config["layers"]} - SUPPORTED)
-        if unknown: raise FlexMLError(f"the NumPy runtime cannot evaluate layer class(es) {unknown}", "serve with the SavedModel")
+        unknown = _unsupported(config)
+        if unknown: raise FlexMLError(f"the NumPy runtime cannot evaluate {', '.join(unknown)}",
+                                      "the service uses the SavedModel for this export (FLEX_ML_RUNTIME=tensorflow)")
         self.steps = []
         for layer in config["layers"]:
             c, name = layer["config"], layer["config"]["name"]
@@ -104,12 +133,7 @@ class NumpyModel:
         if kind == "Average": return (sum(args) / np.float32(len(args))).astype(np.float32)
         if kind == "Dense":
             y = args[0] @ w[0] + (w[1] if len(w) > 1 else 0)
-            act = c.get("activation", "linear")
-            if act == "relu": return np.maximum(y, 0)
-            if act == "sigmoid":
-                with np.errstate(over="ignore"): return (1 / (1 + np.exp(-y))).astype(np.float32)  # exp overflow: 1/inf is 0, right
-            if act == "linear": return y
-            raise FlexMLError(f"the NumPy runtime has no activation {act!r}", "serve with the SavedModel")
+            return ACTIVATIONS[c.get("activation", "linear")](y).astype(np.float32)  # checked in __init__
         raise FlexMLError(f"the NumPy runtime cannot evaluate {kind}")
 
     def __call__(self, inputs: dict) -> np.ndarray:
@@ -267,9 +291,8 @@ def _fused_plan(m: NumpyModel):
                 np.maximum(B, f32(0), out=B); np.minimum(B, f32(1), out=B)
                 y += B @ bin_kernel
             if bias is not None: y = y + bias
-            if act == "relu": y = np.maximum(y, 0)
-            elif act == "sigmoid":
-                with np.errstate(over="ignore"): y = 1 / (1 + np.exp(-y))  # a logit below -88 overflows exp: the score is 0, rightly
+            if act == "relu": np.maximum(y, np.float32(0), out=y)  # in place: the hot path of a request
+            elif act != "linear": y = ACTIVATIONS[act](y).astype(np.float32, copy=False)
         if average: y = y.mean(axis=1, dtype=np.float32)
         return y.reshape(-1).astype(np.float64)
     run.numeric_inputs, run.string_inputs = numeric_in, [o for _, o, _ in string_lookups]

@@ -120,3 +120,30 @@ def test_binned_ensemble_exports_and_numpy_runtime_matches(trained, credit_schem
     for m in (fused, slow):
         assert np.abs(m(to_model_inputs(rows, credit_schema)) - expected).max() < 1e-6
     assert check_parity(fused, golden, credit_schema) <= 1e-6
+
+
+def test_numpy_runtime_follows_another_activation_or_says_it_cannot(trained, credit_schema, tmp_path):
+    """A data scientist trying gelu in 04_model must still get an export: the NumPy runtime evaluates
+    Keras's usual activations, and names one it cannot (the service then uses the SavedModel)."""
+    import keras
+    from flex_ml.model import predict_scores
+    from flex_ml.runtime import NumpyModel, save_runtime
+    from flex_ml.schema import FlexMLError
+    model, _, _, s = trained
+    def with_activation(act):
+        def clone(layer):
+            cfg = layer.get_config()
+            if isinstance(layer, keras.layers.Dense) and cfg.get("activation") == "relu": cfg["activation"] = act
+            return layer.__class__.from_config(cfg)
+        m = keras.models.clone_model(model, clone_function=clone)
+        m.set_weights(model.get_weights())
+        return m
+    rows = s["test"].head(300)
+    for act in ("gelu", "tanh", "silu"):
+        m = with_activation(act)
+        assert save_runtime(m, tmp_path / act) == []
+        np.testing.assert_allclose(NumpyModel(tmp_path / act)(to_model_inputs(rows, credit_schema)),
+                                   predict_scores(m, rows, credit_schema), atol=1e-6)
+    assert save_runtime(with_activation("mish"), tmp_path / "mish") == ["Dense activation 'mish'"]
+    with pytest.raises(FlexMLError, match="Dense activation 'mish'"): NumpyModel(tmp_path / "mish")
+

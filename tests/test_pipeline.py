@@ -59,6 +59,18 @@ def test_export_is_self_contained_and_parity_holds(credit_project):
     assert "Fairness slices" in html and "data:image/png;base64" in html
 
 
+def test_a_failed_export_leaves_no_folder_that_looks_like_an_export(credit_project, tmp_path):
+    from flex_ml.export import run_export
+    from flex_ml.schema import FlexMLError
+    p, _ = credit_project
+    a = p / "artifacts"
+    out = tmp_path / "model"
+    with pytest.raises(FlexMLError, match="parity"):  # an impossible tolerance: the parity check fails
+        run_export(a / "train", a / "evaluate", a / "validate", a / "split", p / "schemas/credit_default.yaml",
+                   p / "data/credit-default/default_of_credit_card_clients.csv", out, {"export": {"parity_tolerance": -1.0}})
+    assert not out.exists() and not (tmp_path / "model.partial").exists()
+
+
 def test_dvc_exp_run_with_a_changed_param(credit_project):
     p, _ = credit_project
     r = run(["dvc", "exp", "run", "-S", "train.epochs=2", "--name", "two-epochs"], p)
