@@ -115,8 +115,11 @@ def schema_check(path: Path = typer.Argument(..., help="Schema YAML.")):
                f"id {s.id.name if s.id else None!r}, protected {[c.name for c in s.protected]}")
 
 @params_app.command("check")
-def params_check(path: Path = typer.Argument(Path("params.yaml"), help="Parameter file.")):
-    "Check a parameter file against PARAMS_CONTRACT (flex_ml/params.py): every problem, one line each."
+def params_check(path: Optional[Path] = typer.Argument(None, help="Parameter file (default params.yaml)."),
+                 params: Optional[Path] = typer.Option(None, "--params", help="The same, as the other verbs take it.")):
+    "Check a parameter file against PARAMS_CONTRACT (nbs/00a_params.ipynb): every problem, one line each."
+    if path and params and path != params: raise FlexMLError(f"two parameter files given: {path} and {params}", "pass one")
+    path = path or params or Path("params.yaml")
     p = load_params(path)
     typer.echo(f"{path}: ok. sections {', '.join(p)}")
 
@@ -307,3 +310,8 @@ def main(argv: list[str] | None = None):
             typer.echo("  hint: pass the Parquet file (or folder of them) an earlier stage wrote, not a CSV", err=True)
             sys.exit(2)
         raise
+
+# %% ../nbs/10_cli.ipynb #b1b467a5
+# run as `python -m flex_ml.cli`; a notebook is `__main__` too, but has no module spec
+if __name__ == "__main__" and getattr(globals().get("__spec__"), "name", None) == "flex_ml.cli":
+    main()

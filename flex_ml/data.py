@@ -83,6 +83,8 @@ def fetch_dataset(schema: Schema, data_dir="data", mirror=None, public: bool = T
         try: verify_raw_file(tmp, schema)
         except FlexMLError as e:
             os.unlink(tmp); raise FlexMLError(f"data from {origin}: {e.what}") from None
+        umask = os.umask(0); os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it owner-only; data is read by other users and services
         os.replace(tmp, dest); log(f"{dest}: fetched from {origin} and verified"); return dest
     if public and src.get("url"):
         try: return land(canonical_bytes(_download(src["url"], timeout), src), src["url"])

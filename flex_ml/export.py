@@ -133,11 +133,15 @@ def check_parity(score_fn, golden: list[dict], schema: Schema, tolerance: float 
 
 # %% ../nbs/07_export.ipynb #fc098852
 def git_revision(cwd=".") -> dict:
-    "`{commit, dirty}` of the git work tree at `cwd`, or `{commit: None}` outside git."
+    """`{commit, dirty}` of the git work tree at `cwd`, or `{commit: None}` outside git. Changes the
+    pipeline itself makes while it runs (`dvc.lock`, the committed metrics under `artifacts/`) do not
+    count: they are outputs of the commit's code and data, not edits to them."""
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True).stdout.strip()
-        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
-                                    capture_output=True, text=True).stdout.strip())
+        changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
+                                 capture_output=True, text=True).stdout.splitlines()
+        paths = [line[3:].split(" -> ")[-1].strip('"') for line in changed if line.strip()]
+        dirty = any(p != "dvc.lock" and not p.startswith("artifacts/") for p in paths)
         return {"commit": commit, "dirty": dirty}
     except (subprocess.CalledProcessError, FileNotFoundError): return {"commit": None, "dirty": None}
 

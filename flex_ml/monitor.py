@@ -549,6 +549,10 @@ def _scorer(model_dir):
 def load_reference(model_dir) -> tuple[dict, dict, Schema]:
     "The reference profile, metadata and contract of the export in `model_dir`."
     d = Path(model_dir)
+    if not d.exists():
+        raise FlexMLError(f"there is no export at {d} to monitor against",
+                          "run the pipeline first (`make repro`, or `dvc repro`), which writes artifacts/model, "
+                          "or pass --model with an export folder")
     if not (d / "reference.json").exists():
         raise FlexMLError(f"{d} has no reference.json", "point --model at an export from `flex-ml export` (re-run it if older)")
     return json.loads((d / "reference.json").read_text()), json.loads((d / "metadata.json").read_text()), load_schema(d / "schema.yaml")

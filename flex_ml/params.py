@@ -151,7 +151,7 @@ def check_params(params, source: str = "params.yaml") -> dict:
         n = len(problems)
         raise FlexMLError(f"{source} has {n} problem{'s' if n > 1 else ''}:\n    " + "\n    ".join(problems),
                           f"fix {source} (or the value given to `dvc exp run -S`); the rules are "
-                          "PARAMS_CONTRACT in flex_ml/params.py")
+                          "PARAMS_CONTRACT, defined in nbs/00a_params.ipynb (a new parameter is added there)")
     return params
 
 def load_params(path="params.yaml") -> dict:

@@ -23,15 +23,25 @@ def run_report(notebook, out_dir, parameters: dict | None = None, kernel: str = 
         raise FlexMLError(f"report notebook {notebook} is not a .ipynb file", "pass a Jupyter notebook, e.g. nbs/reports/evaluation.ipynb")
     out.mkdir(parents=True, exist_ok=True)  # papermill does not create it
     executed = out / notebook.name
+    import tempfile
+    from traitlets.config import Config
+    # the kernel talks over local sockets in a private folder, not TCP: no port to open, and no
+    # "running over TCP without encryption" warning from the kernel in every `dvc repro` log
+    sockets = Config()
+    sockets.KernelManager.transport = "ipc"
     try:
-        pm.execute_notebook(str(notebook), str(executed), parameters=parameters or {}, kernel_name=kernel,
-                            cwd=str(cwd), progress_bar=False, log_output=False)
+        with tempfile.TemporaryDirectory(prefix="flex-ml-kernel-") as tmp:
+            sockets.KernelManager.ip = str(Path(tmp) / "kernel")
+            pm.execute_notebook(str(notebook), str(executed), parameters=parameters or {}, kernel_name=kernel,
+                                cwd=str(cwd), progress_bar=False, log_output=False, config=sockets)
     except NoSuchKernel:
         raise FlexMLError(f"Jupyter kernel {kernel!r} is not installed",
                           "run `make install` (it registers the kernel) or pass --kernel python3") from None
     except pm.PapermillExecutionError as e:
+        missing = e.ename == "FileNotFoundError"  # a report reads the pipeline's outputs
         raise FlexMLError(f"report {notebook} failed in cell {e.cell_index}: {e.ename}: {e.evalue}",
-                          f"open {executed} to see the failing cell") from None
+                          ("a report reads the pipeline's outputs: run `make repro` (or `dvc repro`) first; " if missing else "")
+                          + f"open {executed} to see the failing cell") from None
     return render_html(executed)
 
 def render_html(executed) -> Path:

@@ -146,9 +146,13 @@ class ServingModel:
     default from `FLEX_ML_RUNTIME`."""
     def __init__(self, path, runtime: str | None = None):
         self.path = Path(path)
+        if not self.path.exists():
+            raise FlexMLError(f"there is no export at {self.path}",
+                              "run the pipeline first (`make repro`, or `dvc repro`), which writes artifacts/model, "
+                              "or pass --model with an export folder")
         if not (self.path / "saved_model.pb").exists():
             raise FlexMLError(f"{self.path} is not a flex_ml export (no saved_model.pb)",
-                              "pass the folder `flex-ml export` wrote, e.g. artifacts/model")
+                              "pass the folder `flex-ml export` wrote (the pipeline's is artifacts/model)")
         self.schema = load_schema(self.path / "schema.yaml")
         self.metadata = json.loads((self.path / "metadata.json").read_text())
         self.golden = json.loads((self.path / "golden_examples.json").read_text())

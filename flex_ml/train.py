@@ -64,8 +64,18 @@ def train_model(train: pd.DataFrame, valid: pd.DataFrame, schema: Schema, model_
                        callbacks=callbacks, verbose=verbose)
     aucs = hist.history["val_auc"]
     best = int(np.argmax(aucs))
+    if live is not None:
+        # DVCLive's summary holds the last epoch's figures, but early stopping restored the best epoch's
+        # weights, and those are what model.keras holds: `dvc metrics show` must describe that model
+        from dvclive.utils import standardize_metric_name
+        for k, v in hist.history.items():
+            live.log_metric(standardize_metric_name(k, "dvclive.keras"), float(v[best]), plot=False)
+        live.summary["best_step"] = best  # the curves' step of the kept weights ("step" is the last one trained)
+    # no wall time in the summary: it is a committed metrics file, and a time would make every re-run a
+    # change to review (`dvc metrics diff`, git); stage times are benchmarks/pipeline.py's job
+    if verbose: print(f"trained in {time.perf_counter() - t0:.1f} s: {len(aucs)} epochs, best {best + 1}", flush=True)
     summary = dict(epochs_run=len(aucs), best_epoch=best + 1, best_val_auc=round(float(aucs[best]), 6),
-                   train_seconds=round(time.perf_counter() - t0, 2), n_train=len(train), n_valid=len(valid),
+                   n_train=len(train), n_valid=len(valid),
                    n_parameters=int(model.count_params()), towers=towers, numeric_bins=bins)
     return model, stats, summary
 

@@ -231,10 +231,11 @@ def test_bank_marketing_drift_is_seen_and_retraining_promotes(tmp_path_factory):
     proj = project_copy(tmp_path_factory.mktemp("drift") / "proj")
     run([str(BIN / "flex-ml"), "fetch", "--timeout", "5"], cwd=proj)
     git_id = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
-    run([str(BIN / "flex-ml"), "report", "--notebook", "nbs/reports/drift.ipynb", "--out", "artifacts/drift-report",
+    run([str(BIN / "flex-ml"), "report", "--notebook", "nbs/reports/drift.ipynb",
          "-p", "work=artifacts/drift", "-p", "epochs=15"], cwd=proj, timeout=1500)
     work = proj / "artifacts" / "drift"
-    assert (proj / "artifacts" / "drift-report" / "drift.html").stat().st_size > 50_000
+    assert (proj / "artifacts" / "report" / "drift.html").stat().st_size > 50_000  # where the docs site finds it
+    assert "artifacts/report/drift" not in run(["git", "status", "--porcelain"], cwd=proj).stdout  # ignored, not a stray file
     s = json.loads((work / "monitor" / "summary.json").read_text())
     w = s["windows"]
     assert s["status"] == "alert" and len(w) == 9

@@ -37,3 +37,39 @@ def test_library_imports_without_tensorflow():
             "print('tensorflow' in sys.modules, 'keras' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["False", "False"]
+
+
+def _flex_ml_imports(module: str, verb: str | None = None) -> set[str]:
+    """The flex_ml modules `module` imports, at the top or inside functions (`from .x`, `from flex_ml.x`).
+    For the CLI, only what one `verb` runs: the imports inside other verbs' functions do not count."""
+    import ast
+    tree = ast.parse((ROOT / "flex_ml" / f"{module}.py").read_text())
+    def is_other_verb(node):
+        return (isinstance(node, ast.FunctionDef) and node.name != verb and node.decorator_list
+                and any("command" in ast.unparse(d) for d in node.decorator_list))
+    found, todo = set(), [n for n in tree.body if not (verb and is_other_verb(n))]
+    while todo:
+        node = todo.pop()
+        todo += [c for c in ast.iter_child_nodes(node)]
+        if isinstance(node, ast.ImportFrom):
+            if node.level == 1 and node.module: found.add(node.module.split(".")[0])
+            elif node.module and node.module.startswith("flex_ml."): found.add(node.module.split(".")[1])
+            elif node.module == "flex_ml": found |= {a.name for a in node.names}
+        elif isinstance(node, ast.Import):
+            found |= {a.name.split(".")[1] for a in node.names if a.name.startswith("flex_ml.")}
+    return {m for m in found if (ROOT / "flex_ml" / f"{m}.py").exists()}
+
+
+def test_every_stage_depends_on_the_code_it_runs():
+    """A stage's deps list every flex_ml module it can import, transitively, and the CLI that calls it:
+    otherwise a code change leaves a stale output that `dvc status` calls up to date."""
+    import yaml
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    for name, stage in stages.items():
+        assert stage["cmd"].startswith(f"python -m flex_ml.cli {name}"), stage["cmd"]  # the copy DVC runs in, not the install
+        needed, todo = {"cli"}, list(_flex_ml_imports("cli", verb=name))
+        while todo:
+            m = todo.pop()
+            if m not in needed: needed.add(m); todo += _flex_ml_imports(m)
+        listed = {d[len("flex_ml/"):-3] for d in stage["deps"] if d.startswith("flex_ml/")}
+        assert needed <= listed, f"stage {name} runs flex_ml/{sorted(needed - listed)} but dvc.yaml does not list them"
