@@ -111,8 +111,10 @@ def schema_check(path: Path = typer.Argument(..., help="Schema YAML.")):
     "Check a schema file and print its summary."
     from flex_ml.schema import load_schema
     s = load_schema(path)
-    typer.echo(f"{path}: ok. {len(s.columns)} columns, {len(s.features)} features, target {s.target.name!r}, "
-               f"id {s.id.name if s.id else None!r}, protected {[c.name for c in s.protected]}")
+    derived = f" + {len(s.derived)} derived ({', '.join(d.name for d in s.derived)})" if s.derived else ""
+    typer.echo(f"{path}: ok. {len(s.columns)} columns, {len(s.features)} features{derived}, target {s.target.name!r}, "
+               f"id {s.id.name if s.id else None!r}, protected {[c.name for c in s.protected]}, "
+               f"decisions {s.decisions['at_or_above']}/{s.decisions['below']}")
 
 @params_app.command("check")
 def params_check(path: Optional[Path] = typer.Argument(None, help="Parameter file (default params.yaml)."),
