@@ -21,7 +21,8 @@ from .split import labels
 
 # %% auto #0
 __all__ = ['MODEL_PARAMS', 'to_raw_record', 'packed_columns', 'pack_inputs', 'export_saved_model', 'load_serving_function',
-           'golden_examples', 'check_parity', 'git_revision', 'model_version', 'model_card', 'run_export']
+           'golden_examples', 'check_parity', 'git_revision', 'id_hash_each', 'id_hashes', 'model_version',
+           'model_card', 'run_export']
 
 # %% ../nbs/07_export.ipynb #bac76366
 def _plain(v, col):
@@ -144,6 +145,16 @@ def git_revision(cwd=".") -> dict:
         dirty = any(p != "dvc.lock" and not p.startswith("artifacts/") for p in paths)
         return {"commit": commit, "dirty": dirty}
     except (subprocess.CalledProcessError, FileNotFoundError): return {"commit": None, "dirty": None}
+
+def id_hash_each(ids) -> np.ndarray:
+    "The 64-bit BLAKE2b hash of each id, read as text the way validation reads ids (`1`, `1.0`: one id)."
+    from flex_ml.schema import canonical_str
+    return np.fromiter((int.from_bytes(hashlib.blake2b(canonical_str(v).encode(), digest_size=8).digest(), "little")
+                        for v in ids), dtype=np.uint64)
+
+def id_hashes(ids) -> np.ndarray:
+    "Sorted unique hashes of ids (`id_hash_each`): what an export keeps of the ids it saw."
+    return np.unique(id_hash_each(ids))
 
 def model_version(model, stats: dict) -> str:
     "A content hash of the weights and preprocessing statistics: same model, same version."
@@ -296,6 +307,9 @@ def _assemble_export(train_dir, eval_dir, validate_dir, split_dir, schema_path, 
     unsupported = save_runtime(model, out)  # the same network for NumPy (see 07b_runtime): held to the same parity
     numpy_gap = None if unsupported else check_parity(NumpyModel(out), golden, schema, tolerance=tol)
     (out / "golden_examples.json").write_text(json.dumps(golden, indent=1) + "\n")
+    if schema.id is not None:  # what the model saw: fitted on train, early-stopped and thresholded on valid
+        seen = [pd.read_parquet(Path(split_dir) / f"{n}.parquet", columns=[schema.id.name])[schema.id.name] for n in ("train", "valid")]
+        np.save(out / "seen_ids.npy", id_hashes(pd.concat(seen)))
     from flex_ml.monitor import build_reference
     test_scores = pd.read_parquet(eval_dir / "test_scores.parquet")
     reference = build_reference(pd.read_parquet(Path(split_dir) / "train.parquet"), schema,
@@ -318,7 +332,7 @@ def _assemble_export(train_dir, eval_dir, validate_dir, split_dir, schema_path, 
                   validate=json.loads((Path(validate_dir) / "summary.json").read_text()),
                   split=json.loads((Path(split_dir) / "summary.json").read_text())),
         params=params, metrics=metrics, slices=slices, parity_max_gap=gap,
-        runtimes=dict(tensorflow=gap, numpy=numpy_gap if not unsupported else f"unsupported layers {unsupported}"),
+        runtimes=dict(tensorflow=gap, numpy=numpy_gap if not unsupported else f"unsupported: {', '.join(unsupported)}"),
         git=git_revision(),
         versions=dict(tensorflow=tf.__version__, keras=keras.__version__, flex_ml=flex_ml.__version__))
     (out / "metadata.json").write_text(json.dumps(meta, indent=1, default=str) + "\n")

@@ -260,6 +260,27 @@ def _check_not_landed_before(base, new, accepted: pd.DataFrame, schema: Schema):
                           f"champion's training data {base} (e.g. {', '.join(seen.head(3))})",
                           "was this file landed before? Land only rows the champion has not seen")
 
+def _check_holdout_unseen(hold: pd.DataFrame, schema: Schema, models: dict) -> list[str]:
+    """Refuse a given hold-out with rows a model was fitted or early-stopped on (its export's
+    `seen_ids.npy`): its AUC there is optimistic and the comparison would favour it. Returns the
+    models that could not be checked (exports from before `seen_ids.npy`), for the record."""
+    if schema.id is None: return sorted(models)
+    from flex_ml.export import id_hash_each
+    from flex_ml.schema import canonical_str
+    ids = hold[schema.id.name].map(canonical_str)
+    hashed = id_hash_each(ids)
+    unchecked = []
+    for role, d in models.items():
+        f = Path(d) / "seen_ids.npy"
+        if not f.exists(): unchecked.append(role); continue
+        seen = np.isin(hashed, np.load(f))
+        if seen.any():
+            raise FlexMLError(f"{int(seen.sum()):,} of the {len(ids):,} hold-out rows were in the {role}'s training or "
+                              f"validation data ({d}), e.g. {schema.id.name} {', '.join(ids[seen].head(3))}: its AUC there "
+                              "is optimistic, so the comparison would favour it",
+                              "pass a hold-out of recent labelled rows that neither model was trained on")
+    return unchecked
+
 def run_retrain(params: dict, new=None, candidate=None, holdout=None, champion=None, registry="registry",
                 work="artifacts/retrain", base=None, service_url=None, git: bool = True) -> dict:
     "`flex-ml retrain`: build (or take) a candidate, judge it against the champion on a recent hold-out, record, promote."
@@ -277,7 +298,9 @@ def run_retrain(params: dict, new=None, candidate=None, holdout=None, champion=N
         from flex_ml.validate import run_validate
         run_validate(holdout, schema, work / "holdout", 1.0, 1)
         hold = pd.read_parquet(work / "holdout" / "accepted.parquet")
-        cand, inputs = Path(candidate), dict(candidate=str(candidate), holdout=str(holdout))
+        unchecked = _check_holdout_unseen(hold, schema, {"champion": champ, "candidate": candidate})
+        cand, inputs = Path(candidate), dict(candidate=str(candidate), holdout=str(holdout),
+                                             holdout_overlap_unchecked=unchecked)
     else:
         kept = Path(champ) / "training_data.csv"  # a promoted candidate keeps its training rows
         base = Path(base or (kept if kept.exists() else meta["data"]["file"]))

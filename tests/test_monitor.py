@@ -270,3 +270,18 @@ def test_bank_marketing_drift_is_seen_and_retraining_promotes(tmp_path_factory):
              "--params", "configs/bank_marketing/params.yaml", "--no-git"], cwd=proj)
     assert "REJECTED" in r.stdout and "[FAIL] AUC" in r.stdout
     assert len(list((proj / "registry" / "decisions").glob("*.json"))) == 2
+
+
+def test_retrain_refuses_a_holdout_a_model_was_trained_on(project, tmp_path):
+    """`retrain --candidate X --holdout F`: rows the candidate (or champion) was fitted or early-stopped on
+    would flatter it; the export's seen-id hashes let retrain refuse them by id."""
+    model = project / "artifacts" / "model"
+    assert np.load(model / "seen_ids.npy").dtype == np.uint64
+    raw = (project / "data/credit-default/default_of_credit_card_clients.csv").read_text().splitlines()
+    valid_lines = pd.read_parquet(project / "artifacts/split/valid.parquet")["_line"].head(600)
+    held = tmp_path / "holdout.csv"
+    held.write_text("\n".join([raw[0]] + [raw[i - 1] for i in valid_lines]) + "\n")
+    r = run([str(BIN / "flex-ml"), "retrain", "--candidate", str(model), "--holdout", str(held), "--champion", str(model),
+             "--registry", str(tmp_path / "registry"), "--work", str(tmp_path / "work"), "--no-git"], cwd=project, check=False)
+    assert r.returncode == 2 and "600 of the 600 hold-out rows were in the champion's training or validation data" in r.stderr, r.stderr
+    assert not (tmp_path / "registry" / "decisions").exists()  # nothing judged, nothing recorded
