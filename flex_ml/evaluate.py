@@ -59,8 +59,16 @@ def calibration_table(y, p, bins: int = 10) -> pd.DataFrame:
     return t.reset_index(drop=True)
 
 def expected_calibration_error(y, p, bins: int = 10) -> float:
-    t = calibration_table(y, p, bins)
-    return float((t["n"] * (t["mean_score"] - t["observed_rate"]).abs()).sum() / t["n"].sum())
+    """The count-weighted mean |mean score - observed rate| over `calibration_table`'s bins, computed
+    with NumPy alone (the same bins: rank quantiles, right-closed): the retrain judge evaluates it on
+    hundreds of bootstrap resamples."""
+    y, p = np.asarray(y, float), np.asarray(p, float)
+    n = len(p)
+    if n == 0: return float("nan")
+    rank = np.empty(n); rank[np.argsort(p, kind="stable")] = np.arange(1, n + 1)  # rank(method="first")
+    edges = np.quantile(np.arange(1, n + 1, dtype=float), np.linspace(0, 1, min(bins, n) + 1))
+    b = np.clip(np.searchsorted(edges, rank, side="left") - 1, 0, None)
+    return float(np.abs(np.bincount(b, weights=p) - np.bincount(b, weights=y)).sum() / n)
 
 # %% ../nbs/06_evaluate.ipynb #c0f20589
 def ks_statistic(y, p) -> float:
@@ -107,7 +115,7 @@ def slice_groups(df: pd.DataFrame, col) -> pd.Series:
         return pd.cut(v.astype(float), edges, include_lowest=True).astype(str).where(v.notna(), "missing")
     return v.astype(object).where(v.notna(), "missing").astype(str)
 
-def slice_metrics(df: pd.DataFrame, y, p, schema: Schema, threshold: float, min_rows: int = 30) -> dict:
+def slice_metrics(df: pd.DataFrame, y, p, schema: Schema, threshold: float, min_rows: int = 30, min_events: int = 30) -> dict:
     "`{attribute: {group: metrics}}` for every protected attribute in `schema`."
     from sklearn.metrics import roc_auc_score
     y, p = np.asarray(y), np.asarray(p)
@@ -118,10 +126,11 @@ def slice_metrics(df: pd.DataFrame, y, p, schema: Schema, threshold: float, min_
         for g in sorted(set(groups)):
             i = groups == g
             yy, pp, dd = y[i], p[i], p[i] >= threshold
-            r = dict(n=int(i.sum()), default_rate=float(yy.mean()), mean_score=float(pp.mean()),
+            pos, neg = int((yy == 1).sum()), int((yy == 0).sum())
+            r = dict(n=int(i.sum()), positives=pos, negatives=neg, default_rate=float(yy.mean()), mean_score=float(pp.mean()),
                      declined_rate=float(dd.mean()),
-                     tpr=float(dd[yy == 1].mean()) if (yy == 1).any() else None,
-                     fpr=float(dd[yy == 0].mean()) if (yy == 0).any() else None,
+                     tpr=float(dd[yy == 1].mean()) if pos >= min_events else None,
+                     fpr=float(dd[yy == 0].mean()) if neg >= min_events else None,
                      auc=float(roc_auc_score(yy, pp)) if len(set(yy)) == 2 and i.sum() >= min_rows else None)
             res[g] = {k: (round(v, 6) if isinstance(v, float) else v) for k, v in r.items()}
         out[col.name] = res

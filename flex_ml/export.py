@@ -162,7 +162,7 @@ def model_version(model, stats: dict) -> str:
     for w in model.get_weights(): h.update(np.ascontiguousarray(w).tobytes())
     return h.hexdigest()[:12]
 
-def _fmt(v): return f"{v:.4f}" if isinstance(v, float) else str(v)
+def _fmt(v): return f"{v:.4f}" if isinstance(v, float) else "–" if v is None else str(v)
 
 def _model_section(params: dict) -> str:
     "What was trained, from params.yaml's `model` and `train` sections as the export recorded them."
@@ -194,14 +194,40 @@ def _protected_line(s: dict) -> str:
     out = f"any use of {', '.join(kept_out)} to decide: they are kept out of the model and used only to audit." if kept_out else ""
     if used:
         out += (" " if out else "") + (f"{', '.join(used)} {'are' if len(used) > 1 else 'is'} protected but a model input "
-                                       "(a choice of the contract, to review): the fairness slices below show "
-                                       + ("their" if len(used) > 1 else "its") + " effect.")
+                                       "(a choice of the contract, to review). The fairness slices below show how error "
+                                       "rates differ between groups; they do not isolate the effect of the input, which "
+                                       "needs a model trained without it.")
     return out
 
 def _slices_table(rows: list[str], decision: str = "decline") -> str:
     if not rows: return "None: the contract marks no column `protected: true`, so fairness is not measured."
     return (f"| attribute | group | n | positive rate | mean score | {decision} rate | FPR | TPR | AUC |\n"
             "|---|---|---|---|---|---|---|---|---|\n" + "\n".join(rows))
+
+def _gap_lines(slices: dict, min_events: int = 30) -> str:
+    "Per protected attribute, the spread of FPR and TPR over the groups that have enough events."
+    lines = []
+    for attr, groups in slices.items():
+        part = []
+        for rate, what in (("fpr", "FPR (good customers flagged)"), ("tpr", "TPR (risk events flagged)")):
+            v = [r[rate] for r in groups.values() if r.get(rate) is not None]
+            part.append(f"{what} {max(v) - min(v):.3f}" if len(v) >= 2 else f"{what} n/a")
+        lines.append(f"- {attr}: " + ", ".join(part))
+    if not lines: return ""
+    return ("\n\nGaps between groups (largest minus smallest rate; rates are left out for groups with fewer than "
+            f"{min_events} positives or negatives):\n" + "\n".join(lines) +
+            "\n\nA retrained candidate whose gap exceeds `retrain.max_fairness_gap` (or this model's gap plus the "
+            "tolerance) beyond the noise is not promoted; gaps of this model above that limit are for its reviewers "
+            "to accept or act on.")
+
+def _calibration_line(slices: dict) -> str:
+    "Mean score against the observed rate over the whole test split (from any attribute's groups)."
+    if not slices: return ""
+    groups = next(iter(slices.values())).values()
+    n = sum(r["n"] for r in groups)
+    score, rate = (sum(r["n"] * r[k] for r in groups) / n for k in ("mean_score", "default_rate"))
+    return (f" On the test split the mean score is {score:.3f} against an observed rate of {rate:.3f}"
+            + (": scores run high." if score - rate > 0.005 else ": scores run low." if rate - score > 0.005 else "."))
 
 def _derived_line(s: dict) -> str:
     "The card's line for the derived features (ratios computed inside the model), if any."
@@ -229,7 +255,7 @@ def model_card(meta: dict) -> str:
 Scores the probability of the risk event `{s['target']}` = {s['target_positive']!r}, to support
 decisions (a score at or above the threshold is `{s.get('decisions', {}).get('at_or_above', 'decline')}`, below it `{s.get('decisions', {}).get('below', 'accept')}`) under a human-reviewed policy. The decision threshold {meta['threshold']:.4f}
 was chosen on the validation split ({meta['threshold_objective']}). Scores are probabilities: the
-calibration table in the evaluation report shows how far to trust them.
+calibration table in the evaluation report shows how far to trust them.{_calibration_line(meta['slices']['model'])}
 
 ## Not intended for
 Decisions without human review; populations unlike the training data ({s['description']});
@@ -252,7 +278,7 @@ use after the monitoring report shows drift; {_protected_line(s)}
 {rows}
 
 ## Fairness slices (model, test split)
-{_slices_table(slices, s.get('decisions', {}).get('at_or_above', 'decline'))}
+{_slices_table(slices, s.get('decisions', {}).get('at_or_above', 'decline'))}{_gap_lines(meta['slices']['model'])}
 
 ## Limits
 - Trained on {s['name']} data only; the score means nothing for another population.
@@ -270,16 +296,19 @@ MODEL_PARAMS = ("dataset", "validate", "split", "model", "train", "baselines", "
 def run_export(train_dir, eval_dir, validate_dir, split_dir, schema_path, raw_path, out_dir,
                params: dict | None = None) -> dict:
     "The `export` stage: write the self-contained model folder `out_dir`."
-    # built beside under a temporary name and renamed when complete: a failure (a parity check, a full
-    # disk) leaves no half-written folder that `serve` or `monitor` would take for an export
+    # built beside under a temporary name and swapped in when complete: a failure (a parity check, a
+    # full disk) leaves the previous export in place and no half-written folder that `serve` or
+    # `monitor` would take for an export
     final = Path(out_dir)
-    out = final.with_name(final.name + ".partial")
-    for d in (out, final):
+    out, old = final.with_name(final.name + ".partial"), final.with_name(final.name + ".old")
+    for d in (out, old):
         if d.exists(): shutil.rmtree(d)
     try: meta = _assemble_export(train_dir, eval_dir, validate_dir, split_dir, schema_path, raw_path, out, params)
     except BaseException:
         shutil.rmtree(out, ignore_errors=True); raise
+    if final.exists(): final.rename(old)
     out.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
     return meta
 
 def _assemble_export(train_dir, eval_dir, validate_dir, split_dir, schema_path, raw_path, out: Path,

@@ -64,9 +64,14 @@ def column_values(values, col: Column, missing_values=("",)) -> tuple[np.ndarray
 # %% ../nbs/09_monitor.ipynb #c6caae0d
 SCORE_BINS = 1000  # uniform bins on [0, 1] for AUC and calibration with labels
 
-def _quantile_edges(x: np.ndarray, n: int) -> list[float]:
+def _quantile_edges(x: np.ndarray, n: int, max_values: int = 20) -> list[float]:
+    """Bin edges from training quantiles; a feature with at most `max_values` distinct values (a status
+    code, a count) gets one bin per value instead: quantile bins would merge codes (-2 "no consumption"
+    with -1 "paid in full"), and a shift between merged codes would be invisible to PSI."""
     x = x[np.isfinite(x)]
     if len(x) == 0: return []
+    values = np.unique(x)
+    if len(values) <= max_values: return values.tolist()  # bin i holds edges[i-1] < x <= edges[i]: one value each
     return np.unique(np.quantile(x, np.linspace(0, 1, n + 1)[1:-1])).tolist()
 
 def _bin(x: np.ndarray, edges) -> np.ndarray:
@@ -265,6 +270,7 @@ class MonitorThresholds:
     score_psi_alert: float = 0.25
     auc_drop: float = 0.05              # below the model card's test AUC
     calibration_error: float = 0.05     # expected calibration error on labelled traffic
+    label_p_value: float = 0.05         # significance of those two: one test each per window, not one per feature
 
     @classmethod
     def from_params(cls, params: dict | None) -> "MonitorThresholds":
@@ -360,14 +366,20 @@ def _label_checks(profile, reference, metrics, th, judged, out) -> dict:
                card_auc=card.get("auc"), card_ece=card.get("ece"), card_positive_rate=None)
     t = reference.get("test") or {}
     if t.get("labelled"): lab["card_positive_rate"] = float(np.sum(t["hist_pos"]) / t["labelled"])
+    # the card's AUC is itself an estimate (its 95% interval): both errors count in the drop's noise
+    lo, hi = card.get("auc_ci_low"), card.get("auc_ci_high")
+    card_se = (hi - lo) / (2 * 1.96) if lo is not None and hi is not None else 0.0
+    se = math.sqrt(lab["auc_se"] ** 2 + card_se ** 2) if not math.isnan(lab["auc_se"]) else float("nan")
+    lab["detectable_auc_drop"] = round(max(th.auc_drop, _z(th.label_p_value) * se), 4) if not math.isnan(se) else None
     if math.isnan(lab["auc"]):
         out["not_computed"].append("AUC: the labelled rows hold only one class")
     elif (judged and lab["card_auc"] is not None and lab["card_auc"] - lab["auc"] > th.auc_drop
-          and (lab["card_auc"] - lab["auc"]) / lab["auc_se"] > _z(th.p_value)):  # a real drop, not a small window's noise
+          and (lab["card_auc"] - lab["auc"]) / se > _z(th.label_p_value)):  # a real drop, not a small window's noise
         out["alerts"].append(dict(level="alert", check="auc", feature=None, value=round(lab["auc"], 4),
                                   threshold=round(lab["card_auc"] - th.auc_drop, 4),
-                                  message=f"AUC {lab['auc']:.3f} against {lab['card_auc']:.3f} on the model card's test split"))
-    if judged and cal["ece"] > th.calibration_error and cal["p_value"] < th.p_value:
+                                  message=f"AUC {lab['auc']:.3f} against {lab['card_auc']:.3f} on the model card's test split "
+                                          f"(a drop beyond the noise of {lab['rows']:,} labelled rows)"))
+    if judged and cal["ece"] > th.calibration_error and cal["p_value"] < th.label_p_value:
         out["alerts"].append(dict(level="alert", check="calibration", feature=None, value=round(cal["ece"], 4),
                                   threshold=th.calibration_error,
                                   message=f"calibration: ECE {cal['ece']:.3f} (Hosmer-Lemeshow p={cal['p_value']:.2g}); mean score {cal['mean_score']:.3f} "

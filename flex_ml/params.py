@@ -88,6 +88,7 @@ PARAMS_CONTRACT = {
                 "min_rows": Int(1), "psi_warn": Number(0, low_open=True), "psi_alert": Number(0, low_open=True),
                 "p_value": Number(**FRACTION), "missing_rate_increase": Number(0, 1), "out_of_contract_rate": Number(0, 1),
                 "score_psi_alert": Number(0, low_open=True), "auc_drop": Number(0, 1), "calibration_error": Number(0, 1),
+                "label_p_value": Number(**FRACTION),
                 "webhook": Text(r"(https?://\S+)?", "empty, or an http(s):// URL")},
     "retrain": {"holdout_fraction": Number(**FRACTION), "min_holdout_rows": Int(1), "min_auc_gain": Number(-1, 1),
                 "max_ece": Number(0, 1), "max_fairness_gap": Number(0, 1), "fairness_tolerance": Number(0, 1),

@@ -28,10 +28,11 @@ def run_report(notebook, out_dir, parameters: dict | None = None, kernel: str = 
     # the kernel talks over local sockets in a private folder, not TCP: no port to open, and no
     # "running over TCP without encryption" warning from the kernel in every `dvc repro` log
     sockets = Config()
-    sockets.KernelManager.transport = "ipc"
     try:
         with tempfile.TemporaryDirectory(prefix="flex-ml-kernel-") as tmp:
-            sockets.KernelManager.ip = str(Path(tmp) / "kernel")
+            if len(tmp) < 80:  # a socket path is limited to 107 bytes; in a long TMPDIR keep loopback TCP
+                sockets.KernelManager.transport = "ipc"
+                sockets.KernelManager.ip = str(Path(tmp) / "kernel")
             pm.execute_notebook(str(notebook), str(executed), parameters=parameters or {}, kernel_name=kernel,
                                 cwd=str(cwd), progress_bar=False, log_output=False, config=sockets)
     except NoSuchKernel:

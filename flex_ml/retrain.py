@@ -19,8 +19,8 @@ import pandas as pd
 from .schema import FlexMLError, Schema, load_schema
 
 # %% auto #0
-__all__ = ['WORK_MARK', 'RetrainGates', 'tpr_gaps', 'judge', 'split_new_data', 'training_file', 'train_candidate', 'champion_dir',
-           'record_decision', 'fresh_work_dir', 'run_retrain']
+__all__ = ['WORK_MARK', 'RetrainGates', 'error_rate_gaps', 'judge', 'split_new_data', 'training_file', 'train_candidate',
+           'champion_dir', 'record_decision', 'fresh_work_dir', 'run_retrain']
 
 # %% ../nbs/09a_retrain.ipynb #de53b67a
 @dataclass
@@ -30,9 +30,9 @@ class RetrainGates:
     min_holdout_rows: int = 500
     min_auc_gain: float = 0.005       # candidate AUC - champion AUC on the hold-out
     max_ece: float = 0.05             # calibration gate (or no worse than the champion)
-    max_fairness_gap: float = 0.10    # TPR gap between groups of a protected attribute
+    max_fairness_gap: float = 0.10    # TPR and FPR gaps between groups of a protected attribute
     fairness_tolerance: float = 0.02  # or no worse than the champion's gap by more than this
-    min_group_positives: int = 30     # groups with fewer positives are not judged
+    min_group_positives: int = 30     # groups with fewer positives (negatives, for FPR) are not judged
     bootstrap_resamples: int = 300
     seed: int = 0
 
@@ -42,21 +42,48 @@ class RetrainGates:
         return cls(**{k: p[k] for k in cls.__dataclass_fields__ if k in p})
 
 # %% ../nbs/09a_retrain.ipynb #bb458a5b
-def tpr_gaps(frame: pd.DataFrame, y, scores, threshold: float, schema: Schema, min_positives: int = 30) -> dict:
-    "`{attribute: max TPR - min TPR}` between groups of each protected attribute (None: fewer than two groups to compare)."
+def _group_codes(frame: pd.DataFrame, schema: Schema) -> dict:
+    "`{attribute: (integer group code per row, group names)}` for the protected attributes in `frame`."
     from flex_ml.evaluate import slice_groups
-    y, declined = np.asarray(y), np.asarray(scores) >= threshold
     out = {}
     for col in schema.protected:
-        if col.name not in frame: out[col.name] = None; continue
-        groups = slice_groups(frame, col).to_numpy()
-        tprs = [declined[(groups == g) & (y == 1)].mean() for g in set(groups) if ((groups == g) & (y == 1)).sum() >= min_positives]
-        out[col.name] = float(max(tprs) - min(tprs)) if len(tprs) >= 2 else None
+        if col.name in frame:
+            codes, names = pd.factorize(slice_groups(frame, col))
+            out[col.name] = (codes.astype(np.int64), list(names))
     return out
+
+def _rate_gaps(codes, y, flagged, eligible: dict) -> dict:
+    "`{tpr, fpr}`: max - min rate over the `eligible` groups (per rate); NaN with fewer than two."
+    k = int(codes.max()) + 1
+    out = {}
+    for rate, cls in (("tpr", 1), ("fpr", 0)):
+        m = y == cls
+        n = np.bincount(codes[m], minlength=k)
+        hit = np.bincount(codes[m], weights=flagged[m], minlength=k)
+        g = [i for i in eligible[rate] if n[i] > 0]
+        r = hit[g] / n[g]
+        out[rate] = float(r.max() - r.min()) if len(g) >= 2 else float("nan")
+    return out
+
+def error_rate_gaps(frame: pd.DataFrame, y, scores, threshold: float, schema: Schema, min_count: int = 30) -> dict:
+    """`{attribute: {tpr, fpr}}`: the spread of true- and false-positive rates at `threshold` between
+    the groups of each protected attribute with at least `min_count` positives (for TPR) or negatives
+    (for FPR); None where fewer than two groups qualify."""
+    y, flagged = np.asarray(y), (np.asarray(scores) >= threshold).astype(float)
+    out = {}
+    for attr, (codes, _) in _group_codes(frame, schema).items():
+        elig = {r: [i for i in range(codes.max() + 1) if ((codes == i) & (y == c)).sum() >= min_count]
+                for r, c in (("tpr", 1), ("fpr", 0))}
+        out[attr] = {r: (None if np.isnan(v) else v) for r, v in _rate_gaps(codes, y, flagged, elig).items()}
+    return out
+
+def _interval(draws) -> list:
+    d = np.asarray([x for x in draws if np.isfinite(x)], float)
+    return [float(np.quantile(d, 0.025)), float(np.quantile(d, 0.975))] if len(d) else [float("nan")] * 2
 
 def judge(frame: pd.DataFrame, y, champion: dict, candidate: dict, schema: Schema, gates: RetrainGates) -> dict:
     """Decide on the hold-out `frame` with labels `y`; `champion` and `candidate` are dicts with `scores`,
-    `threshold` and `version`. Returns the decision with every gate's figures and reasons."""
+    `threshold` and `version`. Returns the decision with every gate's figures, intervals and reasons."""
     from flex_ml.evaluate import bootstrap_auc, expected_calibration_error
     from sklearn.metrics import roc_auc_score
     y = np.asarray(y)
@@ -66,46 +93,81 @@ def judge(frame: pd.DataFrame, y, champion: dict, candidate: dict, schema: Schem
     if len(set(y.tolist())) < 2:
         raise FlexMLError("the hold-out holds only one class, so AUC cannot be compared",
                           "land data with both outcomes, or raise retrain.holdout_fraction")
+    models = {"champion": champion, "candidate": candidate}
+    p = {k: np.asarray(m["scores"], float) for k, m in models.items()}
+    flagged = {k: (p[k] >= float(m["threshold"])).astype(float) for k, m in models.items()}
     fig = {}
-    for name, m in (("champion", champion), ("candidate", candidate)):
-        p = np.asarray(m["scores"], float)
-        fig[name] = dict(version=m["version"], auc=float(roc_auc_score(y, p)), ece=float(expected_calibration_error(y, p)),
-                         mean_score=float(p.mean()), threshold=float(m["threshold"]),
-                         declined_rate=float((p >= m["threshold"]).mean()),
-                         tpr_gaps=tpr_gaps(frame, y, p, m["threshold"], schema, gates.min_group_positives))
-    boot = bootstrap_auc(y, {"candidate": candidate["scores"], "champion": champion["scores"]}, reference="champion",
+    for name, m in models.items():
+        fig[name] = dict(version=m["version"], auc=float(roc_auc_score(y, p[name])),
+                         ece=float(expected_calibration_error(y, p[name])), mean_score=float(p[name].mean()),
+                         threshold=float(m["threshold"]), declined_rate=float(flagged[name].mean()),
+                         gaps=error_rate_gaps(frame, y, p[name], m["threshold"], schema, gates.min_group_positives))
+    boot = bootstrap_auc(y, {"candidate": p["candidate"], "champion": p["champion"]}, reference="champion",
                          n=gates.bootstrap_resamples, seed=gates.seed)
+
+    # paired resamples for calibration and the group gaps: both models on the same rows each time
+    groups = _group_codes(frame, schema)
+    elig = {a: {r: [i for i in range(codes.max() + 1) if ((codes == i) & (y == c)).sum() >= gates.min_group_positives]
+                for r, c in (("tpr", 1), ("fpr", 0))} for a, (codes, _) in groups.items()}
+    rng = np.random.default_rng(gates.seed + 1)
+    ece_diff, gap_draws = [], {(a, r): [] for a in groups for r in ("tpr", "fpr")}
+    for _ in range(gates.bootstrap_resamples):
+        i = rng.integers(0, len(y), len(y))
+        yi = y[i]
+        if yi.min() == yi.max(): continue
+        ece_diff.append(expected_calibration_error(yi, p["candidate"][i]) - expected_calibration_error(yi, p["champion"][i]))
+        for a, (codes, _) in groups.items():
+            gc = _rate_gaps(codes[i], yi, flagged["candidate"][i], elig[a])
+            gh = _rate_gaps(codes[i], yi, flagged["champion"][i], elig[a])
+            for r in ("tpr", "fpr"):
+                gap_draws[(a, r)].append(gc[r] - max(gates.max_fairness_gap, gh[r] + gates.fairness_tolerance))
+
     gain = fig["candidate"]["auc"] - fig["champion"]["auc"]
     c = boot["candidate"]
-    checks = [dict(gate="auc", passed=gain >= gates.min_auc_gain, value=round(gain, 6), threshold=gates.min_auc_gain,
-                   ci=[c.get("delta_ci_low"), c.get("delta_ci_high")],
-                   reason=f"AUC {fig['candidate']['auc']:.4f} against the champion's {fig['champion']['auc']:.4f} "
-                          f"(gain {gain:+.4f}; needed {gates.min_auc_gain:+.4f})")]
+    lo, hi = c.get("delta_ci_low", float("nan")), c.get("delta_ci_high", float("nan"))
+    resolvable = (hi - lo) / 2
+    auc_ok = gain >= gates.min_auc_gain and lo > 0
+    checks = [dict(gate="auc", passed=bool(auc_ok), value=round(gain, 6), threshold=gates.min_auc_gain, ci=[lo, hi],
+                   reason=f"AUC {fig['candidate']['auc']:.4f} against the champion's {fig['champion']['auc']:.4f}: gain "
+                          f"{gain:+.4f} (95% interval {lo:+.4f} to {hi:+.4f}); needed {gates.min_auc_gain:+.4f} and an "
+                          f"interval above zero. This hold-out of {len(y):,} rows resolves gains of about "
+                          f"{resolvable:.4f}" + ("" if auc_ok or lo > 0 else
+                                                  ": the difference is within the noise, land more rows to judge it"))]
     ce, he = fig["candidate"]["ece"], fig["champion"]["ece"]
-    checks.append(dict(gate="calibration", passed=ce <= max(gates.max_ece, he), value=round(ce, 6), threshold=max(gates.max_ece, he),
-                       reason=f"expected calibration error {ce:.4f} (champion {he:.4f}; limit {max(gates.max_ece, he):.4f}: "
-                              f"retrain.max_ece {gates.max_ece} or the champion's, the larger)"))
-    for attr, gap in fig["candidate"]["tpr_gaps"].items():
-        old = fig["champion"]["tpr_gaps"].get(attr)
-        if gap is None:
-            checks.append(dict(gate=f"fairness:{attr}", passed=True, value=None, threshold=None,
-                               reason=f"{attr}: fewer than two groups with {gates.min_group_positives} positives; not judged"))
-            continue
-        limit = max(gates.max_fairness_gap, (old if old is not None else 0) + gates.fairness_tolerance)
-        # a champion that declines everyone (or no one) has no gap, and no merit: say so
-        degenerate = fig["champion"]["declined_rate"] in (0.0, 1.0)
-        checks.append(dict(gate=f"fairness:{attr}", passed=gap <= limit, value=round(gap, 6), threshold=round(limit, 6),
-                           reason=f"{attr}: true-positive-rate gap between groups {gap:.3f} "
-                                  f"(champion {'n/a' if old is None else f'{old:.3f}'}"
-                                  f"{', which declines ' + ('everyone' if fig['champion']['declined_rate'] else 'no one') if degenerate else ''}"
-                                  f"; limit {limit:.3f})"))
+    d_lo, d_hi = _interval(ece_diff)
+    worse = ce > max(gates.max_ece, he) and d_lo > 0
+    checks.append(dict(gate="calibration", passed=not worse, value=round(ce, 6), threshold=gates.max_ece,
+                       ci=[d_lo, d_hi],
+                       reason=f"expected calibration error {ce:.4f} (champion {he:.4f}; limit retrain.max_ece "
+                              f"{gates.max_ece}); candidate minus champion {ce - he:+.4f}, 95% interval "
+                              f"{d_lo:+.4f} to {d_hi:+.4f}" + (": worse beyond the noise" if worse else "")))
+    degenerate = fig["champion"]["declined_rate"] in (0.0, 1.0)  # a champion that flags everyone (or no one) has no gap, and no merit
+    for a in groups:
+        for r, what in (("tpr", "true-positive rate (risk events flagged)"), ("fpr", "false-positive rate (good customers flagged)")):
+            gap, old = fig["candidate"]["gaps"][a][r], fig["champion"]["gaps"][a][r]
+            name = f"fairness:{a}:{r}"
+            if gap is None:
+                checks.append(dict(gate=name, passed=True, value=None, threshold=None,
+                                   reason=f"{a} {r.upper()}: fewer than two groups with {gates.min_group_positives} "
+                                          f"{'positives' if r == 'tpr' else 'negatives'}; not judged"))
+                continue
+            limit = max(gates.max_fairness_gap, (old if old is not None else 0) + gates.fairness_tolerance)
+            x_lo, x_hi = _interval(gap_draws[(a, r)])
+            over = gap > limit and x_lo > 0
+            checks.append(dict(gate=name, passed=not over, value=round(gap, 6), threshold=round(limit, 6),
+                               ci=[x_lo, x_hi],
+                               reason=f"{a}: {what} gap between groups {gap:.3f} (champion "
+                                      f"{'n/a' if old is None else f'{old:.3f}'}"
+                                      f"{', which declines ' + ('everyone' if fig['champion']['declined_rate'] else 'no one') if degenerate else ''}"
+                                      f"; limit {limit:.3f}); excess over the limit, 95% interval {x_lo:+.3f} to {x_hi:+.3f}"
+                                      + (": over the limit beyond the noise" if over else "")))
     promote = all(c["passed"] for c in checks)
     failed = [c["reason"] for c in checks if not c["passed"]]
     return dict(promote=promote, holdout_rows=int(len(y)), holdout_positive_rate=float(y.mean()),
                 champion=fig["champion"], candidate=fig["candidate"], checks=checks, bootstrap=boot,
                 summary=("promote: every gate passed" if promote else "keep the champion: " + "; ".join(failed)))
 
-# %% ../nbs/09a_retrain.ipynb #e72c0cc8
+# %% ../nbs/09a_retrain.ipynb #14db73ff
 def split_new_data(new_file, schema: Schema, work, gates: RetrainGates, validate_params: dict | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     "Validate `new_file`; return `(rest, holdout)` of its accepted rows (typed, with `_line`)."
     from flex_ml.validate import run_validate
@@ -154,7 +216,7 @@ def train_candidate(raw_file, schema_path, work, params: dict) -> Path:
     run_export(w / "train", w / "evaluate", w / "validate", w / "split", schema_path, raw_file, w / "model", p)
     return w / "model"
 
-# %% ../nbs/09a_retrain.ipynb #14db73ff
+# %% ../nbs/09a_retrain.ipynb #efab89c5
 def champion_dir(registry, default) -> Path:
     "The champion's export: the registry's `champion.json` when there is one, else `default`."
     c = Path(registry) / "champion.json"
@@ -224,7 +286,7 @@ def _commit(decision: dict, reg: Path, version: str) -> dict:
     if add.returncode: out["add_error"] = add.stderr.strip()
     return out
 
-# %% ../nbs/09a_retrain.ipynb #efab89c5
+# %% ../nbs/09a_retrain.ipynb #00fc6a3c
 def _holdout_scores(model_dir, frame: pd.DataFrame, schema: Schema) -> dict:
     from flex_ml.features import to_model_inputs
     from flex_ml.serve import ServingModel

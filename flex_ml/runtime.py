@@ -42,8 +42,12 @@ def _unsupported(config: dict) -> list[str]:
     "What in a functional config the NumPy runtime cannot evaluate: layer classes and dense activations."
     layers = config["layers"]
     out = {l["class_name"] for l in layers} - SUPPORTED
-    out |= {f"Dense activation {l['config'].get('activation')!r}" for l in layers
-            if l["class_name"] == "Dense" and l["config"].get("activation", "linear") not in ACTIVATIONS}
+    for l in layers:
+        act = l["config"].get("activation", "linear") if l["class_name"] == "Dense" else "linear"
+        if not (isinstance(act, str) and act in ACTIVATIONS):
+            # a custom function or a layer object is saved as a dict: name it by its class or function
+            name = act.get("config", {}).get("name") or act.get("class_name") if isinstance(act, dict) else act
+            out.add(f"Dense activation {name!r}")
     return sorted(out)
 
 def save_runtime(model, path) -> list[str]:

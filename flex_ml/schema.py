@@ -203,11 +203,12 @@ class Schema:
                               f"the target's categories {t.vocabulary}")
         if not self.features: raise FlexMLError(f"schema {self.name!r} has no feature columns")
         d = self.decisions
-        if (set(d) != {"at_or_above", "below"} or not all(isinstance(v, str) and v.strip() for v in d.values())
-                or d["at_or_above"] == d["below"]):
+        if (set(d) != {"at_or_above", "below"} or not all(isinstance(v, str) and re.fullmatch(r"[\w.-]+( [\w.-]+)*", v) for v in d.values())
+                or d["at_or_above"].lower() == d["below"].lower()):
             raise FlexMLError(f"schema {self.name!r}: `decisions` must name two different decisions, as "
                               f"`{{at_or_above: decline, below: accept}}`; it is {d!r}",
-                              "at_or_above: the decision for a score at or above the threshold; below: under it")
+                              "at_or_above: the decision for a score at or above the threshold; below: under it "
+                              "(words, digits, '-', '.', '_' and single spaces: they appear in responses and tables)")
         known = set(Derived.__dataclass_fields__)
         for d in self.derived:
             if isinstance(d, dict) and (set(d) - known or not {"name", "ratio"} <= set(d)):

@@ -672,11 +672,17 @@ def create_app(model_dir, settings: ServeSettings | None = None):
     @app.post("/v1/admin/reload", dependencies=[Depends(require_key)],
               summary="Load an export (default: the current path again) and switch to it")
     async def admin_reload(request: Request, path: Optional[str] = Body(None, embed=True)):
+        raw = await request.body()
+        # FastAPI reads a body that is not declared JSON as no body at all: `curl -d '{"path": B}'` (a form
+        # content type) would reload the current export and answer 200. Refuse it, as /v1/predict does
+        if raw.strip() and not _is_json(request.headers.get("content-type", "").encode("latin-1")):
+            return JSONResponse({"error": "unsupported media type", "detail": "the body must be JSON (content-type: "
+                                 f"application/json), not {request.headers.get('content-type', 'none')!r}"}, status_code=415)
         # `{"path": a, "path": b}` would reload b while a log or gateway shows a: refuse it, as /v1/predict does
-        seen = []
-        try: json.loads(await request.body() or b"{}", object_pairs_hook=lambda kv: seen.extend(k for k, _ in kv) or dict(kv))
+        objects = []  # the hook sees nested objects first and the request's own object last
+        try: json.loads(raw or b"{}", object_pairs_hook=lambda kv: objects.append([k for k, _ in kv]) or dict(kv))
         except (ValueError, RecursionError): pass  # FastAPI has answered those already
-        if seen.count("path") > 1:
+        if objects and objects[-1].count("path") > 1:
             return JSONResponse(_invalid_body([{"record": None, "field": "path", "rule": "duplicate_key", "value": None,
                                                 "message": "'path' is given more than once: send it once"}]), status_code=422)
         new = await reload(path)
@@ -689,6 +695,21 @@ def create_app(model_dir, settings: ServeSettings | None = None):
         spec = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
         js = adapter.json_schema(ref_template="#/components/schemas/{model}")
         spec.setdefault("components", {}).setdefault("schemas", {}).update(js.pop("$defs", {}) | {"PredictRequest": js})
+        d = schema.decisions
+        spec["components"]["schemas"]["PredictResponse"] = {"type": "object", "properties": {
+            "model_version": {"type": "string"}, "threshold": {"type": "number"},
+            "predictions": {"type": "array", "items": {"type": "object", "properties": {
+                "score": {"type": "number", "minimum": 0, "maximum": 1},
+                "decision": {"type": "string", "enum": [d["at_or_above"], d["below"]],
+                             "description": f"{d['at_or_above']!r} when the score is at or above the threshold, else {d['below']!r} (the contract's `decisions`)"},
+                **({"id": {"description": f"the record's {schema.id.name}, echoed"}} if schema.id else {}),
+                "reasons": {"type": "array", "items": {"type": "object"}}}}}}}
+        spec["paths"]["/v1/predict"]["post"]["responses"]["200"]["content"] = {
+            "application/json": {"schema": {"$ref": "#/components/schemas/PredictResponse"}}}
+        if settings.api_keys:  # the API page's "Authorize" button, and clients generated from the document, send the key
+            spec["components"]["securitySchemes"] = {"ApiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"}}
+            for route in ("/v1/predict", "/v1/admin/reload"):
+                spec["paths"][route]["post"]["security"] = [{"ApiKey": []}]
         app.openapi_schema = spec
         return spec
     app.openapi = openapi

@@ -67,6 +67,18 @@ def test_no_drift_stays_quiet_and_false_alarms_are_measured(project, scored_test
     assert "OK on 6,000 rows" in r.stdout
 
 
+def test_a_shift_between_status_codes_is_seen(project, scored_test, tmp_path):
+    """PAY_0's codes -2 ("no consumption") and -1 ("paid in full") are different states: a feature with
+    few values gets a bin per value, so moving every -2 to -1 is a drift, not a PSI of 0.002."""
+    ref = json.loads((project / "artifacts" / "model" / "reference.json").read_text())
+    assert -2 in ref["spec"]["features"]["PAY_0"]["edges"] and -1 in ref["spec"]["features"]["PAY_0"]["edges"]
+    moved = scored_test.assign(PAY_0=scored_test["PAY_0"].replace(-2, -1))
+    moved.to_parquet(tmp_path / "moved.parquet")
+    monitor(project, "--input", tmp_path / "moved.parquet", "--window", "rows:6000", "--out", tmp_path / "out")
+    s = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert s["features"]["PAY_0"]["status"] != "ok" and s["features"]["PAY_0"]["psi"] > 0.1, s["features"]["PAY_0"]
+
+
 def test_monitor_reads_the_services_sqlite_log_with_late_labels(project, scored_test, tmp_path):
     "A real server logs real requests to SQLite; the monitor reads the log and joins labels that came later."
     model = project / "artifacts" / "model"

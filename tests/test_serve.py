@@ -241,6 +241,10 @@ def test_health_ready_model_metrics_openapi(server):
     record = spec["components"]["schemas"]["CreditDefaultRecord"]
     assert record["properties"]["AGE"]["maximum"] == 100 and record["properties"]["AGE"]["examples"]
     assert "SEX" not in record["properties"] and record["additionalProperties"] is False
+    answer = spec["paths"]["/v1/predict"]["post"]["responses"]["200"]["content"]["application/json"]["schema"]["$ref"]
+    decision = spec["components"]["schemas"][answer.split("/")[-1]]["properties"]["predictions"]["items"]["properties"]["decision"]
+    assert decision["enum"] == ["decline", "accept"]  # the contract's words
+    assert "securitySchemes" not in spec["components"]  # no keys configured: nothing to send
 
 
 def test_api_page_renders_offline_in_chromium(server, browser):
@@ -273,6 +277,10 @@ def test_api_key_auth(export, golden):
         # the FastAPI route (admin reload) and the plain-ASGI fast path answer 401 with the same body shape
         for r in (s.client.post("/v1/predict", json=body), s.client.post("/v1/admin/reload", json={})):
             assert r.status_code == 401 and r.json()["error"] == "unauthorized" and "X-API-Key" in r.json()["detail"], r.text
+        # the OpenAPI document declares the key, so the API page's "Authorize" button and generated clients send it
+        spec = s.client.get("/openapi.json").json()
+        assert spec["components"]["securitySchemes"]["ApiKey"] == {"type": "apiKey", "in": "header", "name": "X-API-Key"}
+        assert spec["paths"]["/v1/predict"]["post"]["security"] == [{"ApiKey": []}]
     finally:
         s.stop()
     assert "k-two-secret" not in s.output() and "k-one" not in s.output()
@@ -306,6 +314,11 @@ def test_hot_reload_under_load_has_no_failed_request(server, golden, export):
                                headers={"content-type": "application/json"})
     assert twice.status_code == 422 and twice.json()["problems"][0]["rule"] == "duplicate_key"
     assert 'flex_ml_model_reloads_total{outcome="ok"} 2.0' in server.client.get("/metrics").text  # nothing reloaded
+    # `curl -d '{"path": ...}'` sends a form content type, which FastAPI would read as no body: refused, not the current export reloaded
+    form = server.client.post("/v1/admin/reload", content=f'{{"path": "/elsewhere"}}', headers={"content-type": "application/x-www-form-urlencoded"})
+    assert form.status_code == 415 and form.json()["error"] == "unsupported media type"
+    nested = server.client.post("/v1/admin/reload", json={"path": str(export), "note": {"path": "x"}})
+    assert nested.status_code == 200  # only the request's own keys count as repeated
 
 
 def test_bounded_load_has_zero_errors(server, golden):
