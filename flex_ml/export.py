@@ -173,7 +173,9 @@ def _model_section(params: dict) -> str:
         f"L2 {mp.get('l2')}" + (f", the mean of {towers} towers trained side by side" if towers > 1 else ""),
         "- numbers imputed, transformed and standardised" + (f", plus up to {bins} piecewise-linear bins each (quantiles of train)" if bins else ""),
         f"- Adam, learning rate {mp.get('learning_rate')}, batch {tp.get('batch_size')}, up to {tp.get('epochs')} epochs, "
-        f"early stopping on validation AUC (patience {tp.get('patience')}), seed {tp.get('seed')}, class weights {tp.get('class_weight', 'none')}"])
+        f"early stopping on validation AUC (patience {tp.get('patience')}), seed {tp.get('seed')}, class weights {tp.get('class_weight', 'none')}",
+        "- " + ("Platt-recalibrated on the validation split (folded into the output layer)" if tp.get("calibration", "platt") == "platt"
+                else "scores as trained (no recalibration)")])
 
 def _comparison_lines(comparison: dict) -> str:
     "The paired bootstrap comparisons in words: a difference whose interval holds 0 is not one."

@@ -78,7 +78,7 @@ PARAMS_CONTRACT = {
     "model": {"hidden": Rule("int_list", 1), "dropout": Number(0, 1, high_open=True), "l2": Number(0),
               "learning_rate": Number(0, low_open=True), "numeric_bins": Int(0, 1024), "towers": Int(1, 64)},
     "train": {"epochs": Int(1), "batch_size": Int(1), "patience": Int(0), "seed": Int(0),
-              "class_weight": OneOf("none", "balanced")},
+              "class_weight": OneOf("none", "balanced"), "calibration": OneOf("platt", "none")},
     "baselines": {"seed": Int(0), "logistic_C": Number(0, low_open=True),
                   "gbdt": {"learning_rate": Number(0, 1, low_open=True), "max_iter": Int(1), "max_leaf_nodes": Int(2),
                            "min_samples_leaf": Int(1), "l2_regularization": Number(0), "patience": Int(1)}},

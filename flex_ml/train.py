@@ -17,7 +17,7 @@ from .schema import FlexMLError, Schema, load_schema
 from .split import labels
 
 # %% auto #0
-__all__ = ['make_dataset', 'train_model', 'run_train']
+__all__ = ['make_dataset', 'platt_recalibrate', 'train_model', 'run_train']
 
 # %% ../nbs/05_train.ipynb #e7d35e36
 def make_dataset(df: pd.DataFrame, schema: Schema, batch_size: int, shuffle_seed: int | None = None,
@@ -34,10 +34,43 @@ def make_dataset(df: pd.DataFrame, schema: Schema, batch_size: int, shuffle_seed
     return ds.batch(batch_size).prefetch(2)
 
 # %% ../nbs/05_train.ipynb #f37d906e
+def _output_layers(model) -> list:
+    "The sigmoid output layer of each tower (one for a single MLP)."
+    import keras
+    return [l for l in model.layers if isinstance(l, keras.layers.Dense) and l.get_config().get("activation") == "sigmoid"]
+
+def platt_recalibrate(model, valid: pd.DataFrame, schema: Schema) -> dict:
+    "Fit Platt scaling on `valid` and fold it into `model`'s output layers, in place; returns the figures."
+    import keras
+    from scipy.optimize import minimize
+    from flex_ml.model import as_tensors
+    outs = _output_layers(model)
+    hidden = keras.Model(model.input, [l.input for l in outs])
+    h = hidden.predict(as_tensors(to_model_inputs(valid, schema)), batch_size=4096, verbose=0)
+    h = h if isinstance(h, list) else [h]
+    weights = [l.get_weights() for l in outs]
+    z = np.column_stack([np.asarray(x, np.float64) @ w[0].astype(np.float64) + w[1].astype(np.float64) for x, w in zip(h, weights)])
+    y = labels(valid, schema).astype(np.float64)
+    def loss(ab):
+        p = np.clip((1 / (1 + np.exp(-(ab[0] * z + ab[1])))).mean(axis=1), 1e-12, 1 - 1e-12)
+        return -np.mean(y * np.log(p) + (1 - y) * np.log(1 - p))
+    before = float(loss([1.0, 0.0]))
+    fit = minimize(loss, [1.0, 0.0], method="L-BFGS-B", bounds=[(1e-3, None), (None, None)])
+    a, b = (float(v) for v in fit.x)
+    if not fit.success or fit.fun > before:  # never make it worse: keep the network as trained
+        return dict(method="none", reason=f"Platt fit did not improve the validation log loss ({fit.message})")
+    for l, (k, c) in zip(outs, weights): l.set_weights([(k * a).astype(k.dtype), (c * a + b).astype(c.dtype)])
+    p0 = (1 / (1 + np.exp(-z))).mean(axis=1)
+    p1 = (1 / (1 + np.exp(-(a * z + b)))).mean(axis=1)
+    return dict(method="platt", a=round(a, 6), b=round(b, 6), valid_log_loss_before=round(before, 6),
+                valid_log_loss_after=round(float(fit.fun), 6), valid_mean_score_before=round(float(p0.mean()), 6),
+                valid_mean_score_after=round(float(p1.mean()), 6), valid_positive_rate=round(float(y.mean()), 6))
+
+# %% ../nbs/05_train.ipynb #6f755a9e
 def train_model(train: pd.DataFrame, valid: pd.DataFrame, schema: Schema, model_params: dict | None = None,
                 epochs: int = 30, batch_size: int = 512, patience: int = 5, seed: int = 42,
-                class_weight: str = "none", live=None, verbose: int = 2):
-    "Fit the Keras model; returns `(model, stats, summary)`."
+                class_weight: str = "none", live=None, verbose: int = 2, calibration: str = "platt"):
+    "Fit the Keras model (then recalibrate it on valid, unless `calibration` is `none`); returns `(model, stats, summary)`."
     import keras, tensorflow as tf
     from flex_ml.model import build_model, tower_count, training_model
     keras.utils.set_random_seed(seed)
@@ -74,12 +107,17 @@ def train_model(train: pd.DataFrame, valid: pd.DataFrame, schema: Schema, model_
     # no wall time in the summary: it is a committed metrics file, and a time would make every re-run a
     # change to review (`dvc metrics diff`, git); stage times are benchmarks/pipeline.py's job
     if verbose: print(f"trained in {time.perf_counter() - t0:.1f} s: {len(aucs)} epochs, best {best + 1}", flush=True)
+    if calibration not in ("platt", "none"): raise FlexMLError(f"unknown train.calibration {calibration!r}", "use platt or none")
+    cal = platt_recalibrate(model, valid, schema) if calibration == "platt" else dict(method="none")
+    if verbose and cal["method"] == "platt":
+        print(f"recalibrated on valid (Platt a={cal['a']:.3f}, b={cal['b']:+.3f}): mean score "
+              f"{cal['valid_mean_score_before']:.4f} -> {cal['valid_mean_score_after']:.4f}, observed {cal['valid_positive_rate']:.4f}", flush=True)
     summary = dict(epochs_run=len(aucs), best_epoch=best + 1, best_val_auc=round(float(aucs[best]), 6),
                    n_train=len(train), n_valid=len(valid),
-                   n_parameters=int(model.count_params()), towers=towers, numeric_bins=bins)
+                   n_parameters=int(model.count_params()), towers=towers, numeric_bins=bins, calibration=cal)
     return model, stats, summary
 
-# %% ../nbs/05_train.ipynb #6f755a9e
+# %% ../nbs/05_train.ipynb #71b088f5
 def run_train(split_dir, schema, out_dir, params: dict) -> dict:
     "The `train` stage; `params` holds the `train` and `model` sections of params.yaml."
     from dvclive import Live
@@ -94,7 +132,7 @@ def run_train(split_dir, schema, out_dir, params: dict) -> dict:
         model, stats, summary = train_model(
             train, valid, schema, params.get("model", {}), epochs=tp.get("epochs", 30),
             batch_size=tp.get("batch_size", 512), patience=tp.get("patience", 5), seed=tp.get("seed", 42),
-            class_weight=tp.get("class_weight", "none"), live=live)
+            class_weight=tp.get("class_weight", "none"), live=live, calibration=tp.get("calibration", "platt"))
     save_model(model, out / "model.keras")  # same weights, same bytes: DVC sees no change
     (out / "feature_stats.json").write_text(json.dumps(stats, indent=1) + "\n")
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")

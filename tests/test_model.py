@@ -147,3 +147,15 @@ def test_numpy_runtime_follows_another_activation_or_says_it_cannot(trained, cre
     assert save_runtime(with_activation("mish"), tmp_path / "mish") == ["Dense activation 'mish'"]
     with pytest.raises(FlexMLError, match="Dense activation 'mish'"): NumpyModel(tmp_path / "mish")
 
+
+
+def test_scores_are_recalibrated_on_valid_inside_the_network(trained, credit_schema):
+    "Platt scaling is fitted on valid and folded into the output layer: the saved network itself is calibrated."
+    from flex_ml.model import predict_scores
+    from flex_ml.split import labels
+    model, _, summary, s = trained
+    cal = summary["calibration"]
+    assert cal["method"] == "platt" and cal["a"] > 0 and cal["valid_log_loss_after"] <= cal["valid_log_loss_before"]
+    p = predict_scores(model, s["valid"], credit_schema)
+    assert abs(p.mean() - cal["valid_mean_score_after"]) < 1e-4  # what serving computes, not a side table
+    assert abs(p.mean() - labels(s["valid"], credit_schema).mean()) < abs(cal["valid_mean_score_before"] - cal["valid_positive_rate"]) + 1e-3
