@@ -92,9 +92,19 @@ def binary_metrics(y, p, threshold: float) -> dict:
     return {k: float(v) if k == "threshold" else round(float(v), 6) for k, v in out.items()}
 
 # %% ../nbs/06_evaluate.ipynb #ba9556fc
-def choose_threshold(y, p, objective: str = "f1") -> float:
-    "The threshold in [0, 1] that maximises `objective` (`f1` or `youden`) for labels `y`, scores `p`."
+def choose_threshold(y, p, objective: str = "f1", cost_false_positive: float = 1.0, cost_false_negative: float = 1.0) -> float:
+    "The threshold in [0, 1] that maximises `objective` (`f1`, `youden`) or minimises the error cost (`cost`)."
     from sklearn.metrics import precision_recall_curve, roc_curve
+    if objective == "cost":
+        y, p = np.asarray(y), np.asarray(p, float)
+        order = np.argsort(-p, kind="stable")
+        ps, ys = p[order], y[order]
+        last = np.r_[np.flatnonzero(np.diff(ps) != 0), len(ps) - 1]  # flag every score >= ps[i]: cut after each distinct score
+        tp = np.cumsum(ys == 1)[last]; fp = np.cumsum(ys == 0)[last]
+        cost = cost_false_positive * fp + cost_false_negative * ((ys == 1).sum() - tp)
+        flag_none = cost_false_negative * (ys == 1).sum()
+        best = np.flatnonzero(cost == cost.min())[0]  # ties: the higher threshold (fewer flagged)
+        return float(ps[last[best]]) if cost[best] < flag_none else float(np.nextafter(ps[0], np.inf))
     if objective == "f1":
         prec, rec, thr = precision_recall_curve(y, p)
         f1 = 2 * prec[:-1] * rec[:-1] / np.maximum(prec[:-1] + rec[:-1], 1e-12)
@@ -104,7 +114,7 @@ def choose_threshold(y, p, objective: str = "f1") -> float:
         fpr, tpr, thr = roc_curve(y, p)
         j = tpr - fpr
         return float(min(thr[np.flatnonzero(j == j.max())[0]], 1.0))
-    raise FlexMLError(f"unknown evaluate.threshold_objective {objective!r}", "use f1 or youden")
+    raise FlexMLError(f"unknown evaluate.threshold_objective {objective!r}", "use f1, youden or cost")
 
 # %% ../nbs/06_evaluate.ipynb #852eab29
 def slice_groups(df: pd.DataFrame, col) -> pd.Series:
@@ -227,7 +237,13 @@ def run_evaluate(split_dir, train_dir, schema, out_dir, params: dict | None = No
     for name, est in fit_baselines(train, valid, schema, stats, params.get("baselines")).items():
         scores[name] = tuple(est.predict_proba(d)[:, 1] for d in (valid, test))
     objective = ep.get("threshold_objective", "f1")
-    thresholds = {name: choose_threshold(yv, pv, objective) for name, (pv, _) in scores.items()}
+    costs = dict(cost_false_positive=ep.get("cost_false_positive", 1.0), cost_false_negative=ep.get("cost_false_negative", 1.0))
+    thresholds = {name: choose_threshold(yv, pv, objective, **costs) for name, (pv, _) in scores.items()}
+    # how firmly valid pins the threshold: the same choice on resamples of valid
+    rng = np.random.default_rng(ep.get("seed", 0))
+    draws = [rng.integers(0, len(yv), len(yv)) for _ in range(ep.get("bootstrap_resamples", 300))]
+    threshold_ci = {name: np.quantile([choose_threshold(yv[i], pv[i], objective, **costs) for i in draws if 0 < yv[i].sum() < len(i)],
+                                      [0.025, 0.975]) for name, (pv, _) in scores.items()}
     metrics = {"test": {}, "valid": {}}
     with Live(str(out / "live"), dvcyaml=False, save_dvc_exp=False) as live:
         for name, (pv, pt) in scores.items():
@@ -247,6 +263,9 @@ def run_evaluate(split_dir, train_dir, schema, out_dir, params: dict | None = No
                            n=ep.get("bootstrap_resamples", 300), seed=ep.get("seed", 0))
         for name, r in ci.items():
             metrics["test"][name].update({k: v for k, v in r.items() if k.startswith("auc_ci")})
+            lo, hi = threshold_ci[name]
+            metrics["valid"][name].update(threshold_ci_low=round(float(lo), 6), threshold_ci_high=round(float(hi), 6))
+            for k in ("threshold_ci_low", "threshold_ci_high"): live.log_metric(f"valid/{name}/{k}", metrics["valid"][name][k], plot=False)
             for k in ("auc_ci_low", "auc_ci_high"): live.log_metric(f"test/{name}/{k}", r[k], plot=False)
         for k in ("delta", "delta_ci_low", "delta_ci_high"):
             live.log_metric(f"comparison/test_auc_model_minus_gbdt/{k}", ci["model"][k], plot=False)

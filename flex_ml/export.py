@@ -222,6 +222,13 @@ def _gap_lines(slices: dict, min_events: int = 30) -> str:
             "tolerance) beyond the noise is not promoted; gaps of this model above that limit are for its reviewers "
             "to accept or act on.")
 
+def _threshold_interval(meta: dict) -> str:
+    "How firmly the validation split pins the threshold, from the evaluate stage's resamples."
+    v = ((meta["metrics"].get("valid") or {}).get("model") or {})
+    if "threshold_ci_low" not in v: return ""
+    return (f"; over resamples of the validation split it ranges {v['threshold_ci_low']:.3f}-{v['threshold_ci_high']:.3f} "
+            "(95%), so decisions near it are a policy choice as much as a measurement")
+
 def _calibration_line(slices: dict) -> str:
     "Mean score against the observed rate over the whole test split (from any attribute's groups)."
     if not slices: return ""
@@ -256,7 +263,7 @@ def model_card(meta: dict) -> str:
 ## Intended use
 Scores the probability of the risk event `{s['target']}` = {s['target_positive']!r}, to support
 decisions (a score at or above the threshold is `{s.get('decisions', {}).get('at_or_above', 'decline')}`, below it `{s.get('decisions', {}).get('below', 'accept')}`) under a human-reviewed policy. The decision threshold {meta['threshold']:.4f}
-was chosen on the validation split ({meta['threshold_objective']}). Scores are probabilities: the
+was chosen on the validation split ({meta['threshold_objective']}){_threshold_interval(meta)}. Scores are probabilities: the
 calibration table in the evaluation report shows how far to trust them.{_calibration_line(meta['slices']['model'])}
 
 ## Not intended for
