@@ -270,7 +270,7 @@ class MonitorThresholds:
     score_psi_alert: float = 0.25
     auc_drop: float = 0.05              # below the model card's test AUC
     calibration_error: float = 0.05     # expected calibration error on labelled traffic
-    label_p_value: float = 0.05         # significance of those two: one test each per window, not one per feature
+    label_p_value: float = 0.01         # significance of those two: one test each per window, not one per feature
 
     @classmethod
     def from_params(cls, params: dict | None) -> "MonitorThresholds":

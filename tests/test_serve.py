@@ -309,7 +309,7 @@ def test_hot_reload_under_load_has_no_failed_request(server, golden, export):
     assert not failures and done[0] > 50
     assert 'flex_ml_model_reloads_total{outcome="ok"} 2.0' in server.client.get("/metrics").text
     bad = server.client.post("/v1/admin/reload", json={"path": "/nonexistent"})
-    assert bad.status_code == 409 and "not a flex_ml export" in bad.json()["detail"]
+    assert bad.status_code == 409 and "there is no export at /nonexistent" in bad.json()["detail"]
     twice = server.client.post("/v1/admin/reload", content=f'{{"path": "{export}", "path": "/elsewhere"}}',
                                headers={"content-type": "application/json"})
     assert twice.status_code == 422 and twice.json()["problems"][0]["rule"] == "duplicate_key"
