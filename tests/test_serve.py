@@ -227,8 +227,9 @@ def test_numpy_runtime_equals_the_savedmodel_and_tensorflow_remains_available(ex
         s.stop()
 
 
-def test_health_ready_model_metrics_openapi(server):
+def test_health_ready_model_metrics_openapi(server, golden):
     c = server.client
+    assert c.post("/v1/predict", json={"records": [golden[0]["record"]]}).status_code == 200  # so the metrics have a request
     assert c.get("/v1/health").json() == {"status": "ok"}
     ready = c.get("/v1/ready").json()
     info = c.get("/v1/model").json()
