@@ -296,6 +296,10 @@ def main(argv: list[str] | None = None):
         typer.echo(f"flex-ml: error: {e.filename or e} does not exist", err=True)
         typer.echo("  hint: check the path, or run the stage that writes it (`make repro`)", err=True)
         sys.exit(2)
+    except json.JSONDecodeError as e:  # an intermediate file (a stage's JSON output) edited or truncated
+        typer.echo(f"flex-ml: error: a JSON file this verb reads is not valid JSON ({e.msg}, line {e.lineno} column {e.colno})", err=True)
+        typer.echo("  hint: re-create it with the stage that writes it (`dvc repro -f STAGE`, or `make repro`)", err=True)
+        sys.exit(2)
     except (IsADirectoryError, NotADirectoryError, FileExistsError, PermissionError) as e:  # a path of the wrong kind
         typer.echo(f"flex-ml: error: {e.filename}: {e.strerror}", err=True)
         typer.echo("  hint: a file is expected where a folder was given, or the other way round (or no permission)", err=True)

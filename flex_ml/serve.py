@@ -743,7 +743,9 @@ def _add_api_docs(app) -> None:
 
     @app.get("/docs/assets/{name}", include_in_schema=False)
     async def api_docs_asset(name: str):
-        if name not in _DOCS_ASSETS: return Response(status_code=404)
+        if name not in _DOCS_ASSETS:  # the same error shape as every other answer
+            return Response(_json_bytes({"error": "not found", "detail": f"no API page asset {name!r}"}), status_code=404,
+                            media_type="application/json")
         if name not in cache: cache[name] = (files / name).read_bytes()
         return Response(cache[name], media_type=_DOCS_ASSETS[name], headers={"Cache-Control": "max-age=86400"})
 

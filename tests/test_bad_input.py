@@ -293,3 +293,13 @@ def test_fetch_does_not_record_a_users_file_in_data_dvc(tmp_path):
     r = run(["flex-ml", "fetch", "--timeout", "5"], p)
     assert "data/ holds files no schema fetches: data/new_applications.csv" in r.stderr, r.stderr
     assert (p / "data.dvc").read_text() == recorded
+
+
+def test_a_corrupted_stage_output_is_a_clear_error(tmp_path):
+    "A stage's JSON output edited or truncated by hand: one message naming the problem and the cure, no traceback."
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "reference.json").write_text("{broken")
+    (tmp_path / "in.csv").write_text("a,b\n1,2\n")
+    r = subprocess.run([str(BIN / "flex-ml"), "monitor", "--input", str(tmp_path / "in.csv"), "--model", str(tmp_path / "model"),
+                        "--out", str(tmp_path / "out"), "--no-progress"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "is not valid JSON" in r.stderr and "dvc repro -f" in r.stderr and "Traceback" not in r.stderr, r.stderr

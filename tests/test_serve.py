@@ -263,7 +263,8 @@ def test_api_page_renders_offline_in_chromium(server, browser):
         assert not outside and not errors, (outside, errors)
     finally:
         ctx.close()
-    assert server.client.get("/docs/assets/nothing.js").status_code == 404
+    missing = server.client.get("/docs/assets/nothing.js")
+    assert missing.status_code == 404 and missing.json()["error"] == "not found"
     assert server.client.get("/redoc").status_code == 404  # FastAPI's ReDoc page needs a CDN: not served
 
 
