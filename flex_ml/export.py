@@ -156,9 +156,11 @@ def id_hashes(ids) -> np.ndarray:
     "Sorted unique hashes of ids (`id_hash_each`): what an export keeps of the ids it saw."
     return np.unique(id_hash_each(ids))
 
-def model_version(model, stats: dict) -> str:
-    "A content hash of the weights and preprocessing statistics: same model, same version."
-    h = hashlib.sha256(json.dumps(stats, sort_keys=True).encode())
+def model_version(model, stats: dict, policy: dict | None = None) -> str:
+    """A content hash of the weights, the preprocessing statistics and the decision `policy` (threshold
+    and decision words): same version, same scores and same decisions. A logged or returned decision
+    is read through its version, so a new threshold alone must make a new version."""
+    h = hashlib.sha256(json.dumps([stats, policy], sort_keys=True).encode())
     for w in model.get_weights(): h.update(np.ascontiguousarray(w).tobytes())
     return h.hexdigest()[:12]
 
@@ -356,7 +358,8 @@ def _assemble_export(train_dir, eval_dir, validate_dir, split_dir, schema_path, 
     metrics = json.loads((eval_dir / "live" / "metrics.json").read_text())
     slices = json.loads((eval_dir / "slices.json").read_text())
     meta = dict(
-        version=model_version(model, stats), created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        version=model_version(model, stats, dict(threshold=metrics["test"]["model"]["threshold"], decisions=schema.decisions)),
+        created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         schema=dict(name=schema.name, description=schema.description, target=schema.target.name,
                     target_positive=schema.target_positive, decisions=schema.decisions,
                     features=[c.name for c in schema.features],

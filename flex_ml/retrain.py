@@ -52,6 +52,11 @@ def _group_codes(frame: pd.DataFrame, schema: Schema) -> dict:
             out[col.name] = (codes.astype(np.int64), list(names))
     return out
 
+def _eligible_groups(codes, y, min_count: int) -> dict:
+    "`{tpr, fpr}`: the group codes with at least `min_count` positives (TPR) or negatives (FPR) among `y`."
+    return {r: [i for i in range(int(codes.max()) + 1) if ((codes == i) & (y == c)).sum() >= min_count]
+            for r, c in (("tpr", 1), ("fpr", 0))}
+
 def _rate_gaps(codes, y, flagged, eligible: dict) -> dict:
     "`{tpr, fpr}`: max - min rate over the `eligible` groups (per rate); NaN with fewer than two."
     k = int(codes.max()) + 1
@@ -72,8 +77,7 @@ def error_rate_gaps(frame: pd.DataFrame, y, scores, threshold: float, schema: Sc
     y, flagged = np.asarray(y), (np.asarray(scores) >= threshold).astype(float)
     out = {}
     for attr, (codes, _) in _group_codes(frame, schema).items():
-        elig = {r: [i for i in range(codes.max() + 1) if ((codes == i) & (y == c)).sum() >= min_count]
-                for r, c in (("tpr", 1), ("fpr", 0))}
+        elig = _eligible_groups(codes, y, min_count)
         out[attr] = {r: (None if np.isnan(v) else v) for r, v in _rate_gaps(codes, y, flagged, elig).items()}
     return out
 
@@ -107,8 +111,7 @@ def judge(frame: pd.DataFrame, y, champion: dict, candidate: dict, schema: Schem
 
     # paired resamples for calibration and the group gaps: both models on the same rows each time
     groups = _group_codes(frame, schema)
-    elig = {a: {r: [i for i in range(codes.max() + 1) if ((codes == i) & (y == c)).sum() >= gates.min_group_positives]
-                for r, c in (("tpr", 1), ("fpr", 0))} for a, (codes, _) in groups.items()}
+    elig = {a: _eligible_groups(codes, y, gates.min_group_positives) for a, (codes, _) in groups.items()}
     rng = np.random.default_rng(gates.seed + 1)
     ece_diff, gap_draws = [], {(a, r): [] for a in groups for r in ("tpr", "fpr")}
     for _ in range(gates.bootstrap_resamples):
@@ -329,8 +332,8 @@ def _check_holdout_unseen(hold: pd.DataFrame, schema: Schema, models: dict) -> l
     if schema.id is None: return sorted(models)
     from flex_ml.export import id_hash_each
     from flex_ml.schema import canonical_str
-    ids = hold[schema.id.name].map(canonical_str)
-    hashed = id_hash_each(ids)
+    ids = hold[schema.id.name].map(canonical_str)  # as the message shows them; hashing canonicalises on its own
+    hashed = id_hash_each(hold[schema.id.name])
     unchecked = []
     for role, d in models.items():
         f = Path(d) / "seen_ids.npy"
