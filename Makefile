@@ -12,7 +12,7 @@ FLEX_ML_DATA_MIRROR ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data)
 export FLEX_ML_DATA_MIRROR
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: install system-deps data repro test test-fast export lab serve bench readme docs plots help
+.PHONY: install system-deps data repro test test-fast export lab tune serve bench readme docs plots help
 help:
 	@grep -E '^#   make' Makefile | sed 's/^#   //'
 
@@ -62,6 +62,11 @@ export: $(STAMP)
 #   make lab       JupyterLab with the project's kernel
 lab: install
 	$(BIN)/jupyter lab --notebook-dir=nbs
+
+#   make tune      search params.yaml tune.space on the valid split (minutes); proposes, never changes params.yaml
+tune: install
+	$(BIN)/dvc repro split
+	$(BIN)/flex-ml tune
 
 #   make serve     the prediction service on 127.0.0.1:8000 (after make repro)
 serve: $(STAMP)

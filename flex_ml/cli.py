@@ -27,7 +27,8 @@ app.add_typer(params_app, name="params")
 
 # %% auto #0
 __all__ = ['app', 'schema_app', 'params_app', 'PARAMS', 'dataset_paths', 'fetch', 'schema_infer', 'schema_check', 'params_check',
-           'validate', 'split', 'train', 'evaluate', 'export', 'report', 'serve', 'score', 'monitor', 'retrain', 'main']
+           'validate', 'split', 'train', 'tune', 'evaluate', 'export', 'report', 'serve', 'score', 'monitor', 'retrain',
+           'main']
 
 # %% ../nbs/10_cli.ipynb #831b1a3f
 def dataset_paths(params: dict) -> tuple[str, str]:
@@ -153,6 +154,46 @@ def train(split_dir: Path = typer.Option("artifacts/split", help="Folder with th
     p = load_params(params); sp, _ = dataset_paths(p)
     _require("train", {split_dir / f"{n}.parquet": "flex-ml split" for n in ("train", "valid")})
     _echo_json(run_train(split_dir, sp, out, {"train": p.get("train", {}), "model": p.get("model", {})}))
+
+@app.command()
+def tune(split_dir: Path = typer.Option("artifacts/split", help="Folder with the splits (test is not read)."),
+         out: Path = typer.Option("artifacts/tune", help="Output folder: tune.json, trials.csv, tune.png."),
+         trials: Optional[int] = typer.Option(None, help="Override tune.trials."),
+         seeds: Optional[int] = typer.Option(None, help="Override tune.seeds (training seeds per trial)."),
+         apply: bool = typer.Option(False, "--apply", help="Write the best trial into the parameter file, if it beats it beyond the noise."),
+         params: Path = PARAMS):
+    """Search the model and train parameters of params.yaml `tune.space` on the valid split, beside
+    params.yaml's own values (trial 0); report the best trial's gain against the seed noise."""
+    from flex_ml.params import check_params
+    from flex_ml.tune import adopt_command, apply_overrides, run_tune
+    p = load_params(params); sp, _ = dataset_paths(p)
+    tu = dict(p.get("tune") or {})
+    if trials is not None: tu["trials"] = trials
+    if seeds is not None: tu["seeds"] = seeds
+    p = check_params({**p, "tune": tu}, f"{params} with the command's options")
+    _require("tune", {split_dir / f"{n}.parquet": "flex-ml split" for n in ("train", "valid")})
+    r = run_tune(split_dir, sp, out, p)
+    ok = sorted((t for t in r["trials"] if t["valid_auc"] is not None), key=lambda t: -t["valid_auc"])
+    typer.echo(f"tune: {len(r['trials'])} trials x {r['seeds']} seed(s) on {r['n_train']:,} train / {r['n_valid']:,} valid rows")
+    for t in ok[:10]:
+        typer.echo(f"  {t['valid_auc']:.4f}  " + " ".join(f"{a:.4f}" for a in t["valid_auc_by_seed"]) + f"  trial {t['trial']}: {t['label']}")
+    for t in r["trials"]:
+        if t["failed"]: typer.echo(f"  failed  trial {t['trial']}: {t['label']}: {t['failed']}")
+    best, v = r["best"], r["verdict"]
+    if best["trial"] == 0:
+        typer.echo("best: params.yaml as it stands; nothing to adopt")
+    else:
+        typer.echo(f"best: trial {best['trial']} ({best['label']}): {v['words']}")
+        typer.echo(f"  try it through the whole pipeline: {adopt_command(best['overrides'])}")
+    typer.echo(f"results: {out / 'trials.csv'}, {out / 'tune.png'}")
+    if apply:
+        if best["trial"] == 0: typer.echo(f"--apply: {params} unchanged (it is the best trial)")
+        elif not v["beyond_noise"]:
+            typer.echo(f"--apply: {params} unchanged: the gain is " + ("within the seed noise" if v["beyond_noise"] is False
+                       else "of unknown noise (tune.seeds 1)") + "; adopt it by hand if you have other reasons")
+        else:
+            apply_overrides(params, best["overrides"])
+            typer.echo(f"--apply: wrote {best['label']} into {params}; `make repro` to rebuild the model with it")
 
 @app.command()
 def evaluate(split_dir: Path = typer.Option("artifacts/split"), train_dir: Path = typer.Option("artifacts/train"),

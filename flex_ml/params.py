@@ -15,14 +15,14 @@ import yaml
 from .schema import FlexMLError
 
 # %% auto #0
-__all__ = ['FRACTION', 'PARAMS_CONTRACT', 'REQUIRED', 'Rule', 'Int', 'Number', 'OneOf', 'Text', 'params_problems', 'check_params',
-           'load_params']
+__all__ = ['FRACTION', 'PARAMS_CONTRACT', 'REQUIRED', 'TUNABLE', 'Rule', 'Int', 'Number', 'OneOf', 'Text', 'space_problems',
+           'params_problems', 'check_params', 'load_params']
 
 # %% ../nbs/00a_params.ipynb #d53067f2
 @dataclass(frozen=True)
 class Rule:
     "What one parameter may hold; `problem(value)` says what is wrong with a value (None: nothing)."
-    kind: str                        # int, number, choice, int_list, text
+    kind: str                        # int, number, choice, int_list, text, space (tune.space: see below)
     low: float | None = None
     high: float | None = None
     low_open: bool = False           # low itself is not allowed
@@ -94,10 +94,32 @@ PARAMS_CONTRACT = {
     "retrain": {"holdout_fraction": Number(**FRACTION), "min_holdout_rows": Int(1), "min_auc_gain": Number(-1, 1),
                 "max_ece": Number(0, 1), "max_fairness_gap": Number(0, 1), "fairness_tolerance": Number(0, 1),
                 "min_group_positives": Int(1), "bootstrap_resamples": Int(10), "seed": Int(0)},
+    "tune": {"trials": Int(1), "seeds": Int(1, 20), "seed": Int(0), "space": Rule("space")},
 }
 REQUIRED = {("dataset", "schema"), ("dataset", "raw")}
+TUNABLE = ("model", "train")  # the sections `tune.space` may search
 
 # %% ../nbs/00a_params.ipynb #8e837530
+def space_problems(space, name: str = "tune.space") -> list[str]:
+    "Every way `space` (`{section.key: [values to try]}`) breaks the contract, one line each."
+    if not isinstance(space, dict) or not space:
+        return [f"{name} = {space!r}: must be a mapping of dotted keys (model.dropout) to lists of values to try"]
+    out = []
+    for key, values in space.items():
+        section, _, sub = str(key).partition(".")
+        if section not in TUNABLE or sub not in PARAMS_CONTRACT[section]:
+            known = [f"{s}.{k}" for s in TUNABLE for k in PARAMS_CONTRACT[s]]
+            out.append(f"{name}.{key}: not a tunable key{_suggest(str(key), known)}; tunable: {', '.join(known)}")
+            continue
+        if not isinstance(values, list) or not values:
+            out.append(f"{name}.{key} = {values!r}: must be a non-empty list of values to try"); continue
+        rule = PARAMS_CONTRACT[section][sub]
+        for i, v in enumerate(values):
+            if (why := rule.problem(v)) is not None: out.append(f"{name}.{key}[{i}] = {v!r}: {why}")
+        if len({repr(v) for v in values}) < len(values): out.append(f"{name}.{key}: a value is listed twice")
+    return out
+
+# %% ../nbs/00a_params.ipynb #abdc8249
 def _cross_problems(p: dict) -> list[str]:
     section = lambda name: p.get(name) if isinstance(p.get(name), dict) else {}  # a non-mapping is reported elsewhere
     out, sp, mo = [], section("split"), section("monitor")
@@ -109,7 +131,7 @@ def _cross_problems(p: dict) -> list[str]:
         out.append(f"monitor.psi_warn = {w:g} is above monitor.psi_alert = {a:g}: a warning must come before an alert")
     return out
 
-# %% ../nbs/00a_params.ipynb #abdc8249
+# %% ../nbs/00a_params.ipynb #00f8bf11
 def _suggest(key: str, known) -> str:
     close = difflib.get_close_matches(key, list(known), n=1, cutoff=0.75)
     return f" (did you mean {close[0]!r}?)" if close else ""
@@ -120,6 +142,7 @@ def _walk(section: dict, contract: dict, prefix: str, out: list):
         rule = contract.get(key)
         if rule is None:
             out.append(f"{name}: unknown key{_suggest(str(key), contract)}; known: {', '.join(contract)}")
+        elif isinstance(rule, Rule) and rule.kind == "space": out.extend(space_problems(value, name))
         elif isinstance(rule, dict):
             if isinstance(value, dict): _walk(value, rule, name, out)
             else: out.append(f"{name} = {value!r}: must be a section with keys {', '.join(rule)}")

@@ -87,7 +87,7 @@ def train_model(train: pd.DataFrame, valid: pd.DataFrame, schema: Schema, model_
     if class_weight == "balanced": cw = {0: len(y) / (2 * (y == 0).sum()), 1: len(y) / (2 * (y == 1).sum())}
     elif class_weight != "none": raise FlexMLError(f"unknown train.class_weight {class_weight!r}", "use none or balanced")
     callbacks = [keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=patience,
-                                               restore_best_weights=True, verbose=1)]
+                                               restore_best_weights=True, verbose=1 if verbose else 0)]
     if live is not None:
         from dvclive.keras import DVCLiveCallback
         callbacks.append(DVCLiveCallback(live=live))

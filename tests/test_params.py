@@ -90,3 +90,25 @@ def test_cli_stops_on_bad_params_with_a_message_not_a_traceback(tmp_path):
     assert ok.returncode == 0 and "params.yaml: ok" in ok.stdout
     bad = subprocess.run([FLEX_ML, "params", "check", str(f)], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "train.epochs = 'ten'" in bad.stderr
+
+
+def test_a_tuning_space_is_checked_against_the_keys_own_rules(tmp_path):
+    "`tune.space` can only name model/train keys, and every value to try must pass that key's rule."
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["tune"]["space"] = {"model.dropuot": [0.1], "model.dropout": [0.1, 1.5], "evaluate.seed": [1], "train.epochs": 5}
+    f = tmp_path / "params.yaml"; f.write_text(yaml.safe_dump(params))
+    r = subprocess.run([FLEX_ML, "params", "check", str(f)], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "has 4 problems" in r.stderr, r.stderr
+    for line in ("tune.space.model.dropuot: not a tunable key (did you mean 'model.dropout'?)",
+                 "tune.space.model.dropout[1] = 1.5: must be a number in [0, 1)",
+                 "tune.space.evaluate.seed: not a tunable key",
+                 "tune.space.train.epochs = 5: must be a non-empty list of values to try"):
+        assert line in r.stderr, r.stderr
+    # the command's own overrides are checked too, and a missing split is named with the verb that writes it
+    r = subprocess.run([FLEX_ML, "tune", "--seeds", "0"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "tune.seeds = 0: must be an integer in [1, 20]" in r.stderr, r.stderr
+    r = subprocess.run([FLEX_ML, "tune", "--split-dir", str(tmp_path / "nowhere")], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "written by `flex-ml split`" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    del params["tune"]; f.write_text(yaml.safe_dump(params))
+    r = subprocess.run([FLEX_ML, "tune", "--params", str(f)], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "no tune.space" in r.stderr, r.stderr

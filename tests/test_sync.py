@@ -33,7 +33,7 @@ def test_library_imports_without_tensorflow():
     "Modules that do not need TensorFlow must not import it (it costs seconds)."
     code = ("import sys, flex_ml.schema, flex_ml.data, flex_ml.validate, flex_ml.split, flex_ml.features, "
             "flex_ml.evaluate, flex_ml.train, flex_ml.export, flex_ml.cli, flex_ml.report, flex_ml.monitor, "
-            "flex_ml.retrain, flex_ml.score, flex_ml.runtime, flex_ml.serve; "
+            "flex_ml.retrain, flex_ml.score, flex_ml.runtime, flex_ml.serve, flex_ml.tune; "
             "print('tensorflow' in sys.modules, 'keras' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["False", "False"]

@@ -1,0 +1,59 @@
+"""flex-ml tune on the real split: trials beside the baseline, the test split never read, results a
+person can read, and --apply that only writes a gain beyond the seed noise into params.yaml."""
+import json
+import shutil
+
+import pytest
+import yaml
+
+from conftest import run
+
+pytestmark = pytest.mark.slow
+
+
+def _small(p, tmp_path, **tune):
+    "params.yaml of the project, made quick (a few epochs), with the given tune section."
+    params = yaml.safe_load((p / "params.yaml").read_text())
+    params["train"].update(epochs=3, patience=1)
+    params["model"].update(hidden=[16])
+    params["tune"] = tune
+    f = tmp_path / "params.yaml"
+    f.write_text("# the team's comment stays\n" + yaml.safe_dump(params, sort_keys=False))
+    return f
+
+
+def test_tune_compares_trials_with_the_baseline_on_valid_only(credit_project, tmp_path):
+    p, _ = credit_project
+    split = tmp_path / "split"; split.mkdir()
+    for n in ("train", "valid"): shutil.copy(p / "artifacts/split" / f"{n}.parquet", split)  # no test.parquet
+    f = _small(p, tmp_path, trials=2, seeds=2, seed=0, space={"model.dropout": [0.1, 0.3], "model.hidden": [[16], [32, 16]]})
+    r = run(["flex-ml", "tune", "--params", f, "--split-dir", split, "--out", tmp_path / "tune"], p)
+    res = json.loads((tmp_path / "tune/tune.json").read_text())
+    trials = res["trials"]
+    assert len(trials) == 3 and trials[0]["overrides"] == {} and trials[0]["label"] == "params.yaml"
+    assert all(len(t["valid_auc_by_seed"]) == 2 and 0.65 < t["valid_auc"] < 0.85 and not t["failed"] for t in trials)
+    assert res["seed_noise_sd"] > 0 and res["verdict"]["standard_error"] > 0
+    assert trials[1]["overrides"] != trials[2]["overrides"] and all(t["overrides"] for t in trials[1:])
+    assert res["n_valid"] == 6000 and "tune: 3 trials x 2 seed(s)" in r.stdout
+    assert (tmp_path / "tune/tune.png").stat().st_size > 10_000
+    assert len((tmp_path / "tune/trials.csv").read_text().splitlines()) == 4
+    assert ("nothing to adopt" in r.stdout) == (res["best"]["trial"] == 0)
+    if res["best"]["trial"]: assert "dvc exp run -S" in r.stdout
+
+
+def test_apply_writes_only_a_gain_beyond_the_noise(credit_project, tmp_path):
+    p, _ = credit_project
+    # a baseline that cannot learn in 3 epochs (learning rate 1e-6) against ones that can
+    f = _small(p, tmp_path, trials=2, seeds=2, seed=0, space={"model.learning_rate": [0.003, 0.01]})
+    params = yaml.safe_load(f.read_text()); params["model"]["learning_rate"] = 1e-6
+    f.write_text("# the team's comment stays\n" + yaml.safe_dump(params, sort_keys=False))
+    r = run(["flex-ml", "tune", "--params", f, "--out", tmp_path / "tune", "--apply"], p)
+    res = json.loads((tmp_path / "tune/tune.json").read_text())
+    assert res["best"]["trial"] != 0 and res["verdict"]["beyond_noise"], r.stdout
+    after = f.read_text()
+    assert after.startswith("# the team's comment stays") and f"--apply: wrote {res['best']['label']}" in r.stdout
+    assert yaml.safe_load(after)["model"]["learning_rate"] == res["best"]["overrides"]["model.learning_rate"]
+    # one seed: the noise is unknown, so --apply leaves the file alone and says why
+    before = f.read_text()
+    r = run(["flex-ml", "tune", "--params", f, "--out", tmp_path / "tune1", "--apply", "--seeds", "1", "--trials", "1"], p)
+    assert f.read_text() == before and ("unknown noise" in r.stdout or "it is the best trial" in r.stdout), r.stdout
