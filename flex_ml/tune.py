@@ -123,8 +123,13 @@ def tune_figure(result: dict):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import textwrap
     ok = sorted((r for r in result["trials"] if r["valid_auc"] is not None), key=lambda r: r["valid_auc"])
-    fig, ax = plt.subplots(figsize=(9, 0.45 * len(ok) + 1.6))
+    names = [f"{r['trial']}: " + textwrap.fill(" ".join(f"{k.split('.', 1)[1]}={json.dumps(v)}" for k, v in r["overrides"].items())
+                                                  or "params.yaml", 56) for r in ok]
+    lines = sum(n.count("\n") + 1 for n in names)
+    fig, ax = plt.subplots(figsize=(11, 0.28 * lines + 0.25 * len(ok) + 1.8))
+    fig.subplots_adjust(left=0.4, right=0.97, top=1 - 0.6 / fig.get_figheight(), bottom=1.1 / fig.get_figheight())
     for y, r in enumerate(ok):
         base = r["trial"] == 0
         ax.barh(y, r["valid_auc"], color="tab:red" if base else "tab:blue", alpha=0.35, height=0.6)
@@ -132,12 +137,12 @@ def tune_figure(result: dict):
     b, se = result["baseline"]["valid_auc"], result["verdict"]["standard_error"]
     if se: ax.axvspan(b - 2 * se, b + 2 * se, color="tab:red", alpha=0.1, label="baseline ± 2 SE of a difference")
     ax.axvline(b, color="tab:red", lw=1, label="baseline (params.yaml)")
-    ax.set_yticks(range(len(ok)), [r["label"] for r in ok], fontsize=8)
+    ax.set_yticks(range(len(ok)), names, fontsize=7)
     aucs = [a for r in ok for a in r["valid_auc_by_seed"]]
     ax.set_xlim(min(aucs) - 0.003, max(aucs) + 0.003)
-    ax.set_xlabel(f"validation AUC ({result['seeds']} seed{'s' if result['seeds'] > 1 else ''} each; bar: mean)")
-    ax.set_title("flex-ml tune: trials in rank order"); ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
+    ax.set_xlabel(f"validation AUC ({result['seeds']} seed{'s' if result['seeds'] > 1 else ''} each: dots; bar: their mean)")
+    ax.set_title("flex-ml tune: trials in rank order (trial: what it changes)", fontsize=10)
+    ax.legend(loc="upper left", bbox_to_anchor=(0, -0.9 / fig.get_figheight()), ncol=2, fontsize=8, frameon=False)
     return fig
 
 def adopt_command(overrides: dict) -> str:
