@@ -72,13 +72,14 @@ tune: install
 serve: $(STAMP)
 	$(BIN)/flex-ml serve --model artifacts/model --host 127.0.0.1 --port 8000
 
-#   make bench     pipeline, serving, monitoring, seed-, split- and retrain-gate studies, JSON
+#   make bench     pipeline, serving, monitoring, seed-, split-, cross-fit and retrain-gate studies, JSON
 bench: install
 	$(BIN)/python benchmarks/pipeline.py
 	$(BIN)/python benchmarks/serving.py
 	$(BIN)/python benchmarks/monitor.py
 	$(BIN)/python benchmarks/seeds.py
 	$(BIN)/python benchmarks/splits.py
+	$(BIN)/python benchmarks/crossfit.py
 	$(BIN)/python benchmarks/retrain_gates.py
 
 #   make plots     dvc plots show into dvc_plots/, drawn with local vega (DVC's own page needs a CDN)
