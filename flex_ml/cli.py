@@ -16,7 +16,7 @@ import typer
 import yaml
 
 from .params import load_params
-from .schema import FlexMLError
+from .schema import FlexMLError, read_yaml
 
 app = typer.Typer(help="flex_ml: data to validated, evaluated, exported risk models.",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
@@ -160,36 +160,44 @@ def tune(split_dir: Path = typer.Option("artifacts/split", help="Folder with the
          out: Path = typer.Option("artifacts/tune", help="Output folder: tune.json, trials.csv, tune.png."),
          trials: Optional[int] = typer.Option(None, help="Override tune.trials."),
          seeds: Optional[int] = typer.Option(None, help="Override tune.seeds (training seeds per trial)."),
-         apply: bool = typer.Option(False, "--apply", help="Write the best trial into the parameter file, if it beats it beyond the noise."),
+         apply: bool = typer.Option(False, "--apply", help="Write the best trial into the parameter file, if its confirmed gain is beyond the noise."),
          params: Path = PARAMS):
     """Search the model and train parameters of params.yaml `tune.space` on the valid split, beside
-    params.yaml's own values (trial 0); report the best trial's gain against the seed noise."""
+    params.yaml's own values (trial 0); confirm the best trial on fresh seeds and judge its gain
+    against the noise of seeds and validation rows."""
     from flex_ml.params import check_params
     from flex_ml.tune import adopt_command, apply_overrides, run_tune
     p = load_params(params); sp, _ = dataset_paths(p)
-    tu = dict(p.get("tune") or {})
-    if trials is not None: tu["trials"] = trials
-    if seeds is not None: tu["seeds"] = seeds
-    p = check_params({**p, "tune": tu}, f"{params} with the command's options")
+    if trials is not None or seeds is not None:
+        tu = {**(p.get("tune") or {}), **({"trials": trials} if trials is not None else {}), **({"seeds": seeds} if seeds is not None else {})}
+        p = check_params({**p, "tune": tu}, "--trials / --seeds")
     _require("tune", {split_dir / f"{n}.parquet": "flex-ml split" for n in ("train", "valid")})
     r = run_tune(split_dir, sp, out, p)
-    ok = sorted((t for t in r["trials"] if t["valid_auc"] is not None), key=lambda t: -t["valid_auc"])
-    typer.echo(f"tune: {len(r['trials'])} trials x {r['seeds']} seed(s) on {r['n_train']:,} train / {r['n_valid']:,} valid rows")
-    for t in ok[:10]:
+    done = [t for t in r["trials"] if t["valid_auc"] is not None]
+    typer.echo(f"tune: {len(r['trials'])} trials x {r['seeds']} seed(s) on {r['n_train']:,} train / {r['n_valid']:,} valid rows"
+               + (f"; {r['failed']} failed" if r["failed"] else ""))
+    for t in sorted(done, key=lambda t: -t["valid_auc"])[:10]:
         typer.echo(f"  {t['valid_auc']:.4f}  " + " ".join(f"{a:.4f}" for a in t["valid_auc_by_seed"]) + f"  trial {t['trial']}: {t['label']}")
     for t in r["trials"]:
         if t["failed"]: typer.echo(f"  failed  trial {t['trial']}: {t['label']}: {t['failed']}")
-    best, v = r["best"], r["verdict"]
+    if r["interrupted"]:
+        typer.echo(f"interrupted after {len(r['trials'])} trial(s); the results so far are in {out}", err=True)
+        raise typer.Exit(130)
+    best, c = r["best"], r["confirmation"]
     if best["trial"] == 0:
         typer.echo("best: params.yaml as it stands; nothing to adopt")
     else:
-        typer.echo(f"best: trial {best['trial']} ({best['label']}): {v['words']}")
+        typer.echo(f"best in the search: trial {best['trial']} ({best['label']}), {r['search_verdict']['gain']:+.4f} "
+                   "(flattered by being chosen from many)")
+        typer.echo(f"confirmed on fresh seeds {c['seeds']}: {c['best']['valid_auc']:.4f} against params.yaml's "
+                   f"{c['baseline']['valid_auc']:.4f}: {c['verdict']['words']}")
         typer.echo(f"  try it through the whole pipeline: {adopt_command(best['overrides'])}")
     typer.echo(f"results: {out / 'trials.csv'}, {out / 'tune.png'}")
     if apply:
+        v = r["verdict"]
         if best["trial"] == 0: typer.echo(f"--apply: {params} unchanged (it is the best trial)")
         elif not v["beyond_noise"]:
-            typer.echo(f"--apply: {params} unchanged: the gain is " + ("within the seed noise" if v["beyond_noise"] is False
+            typer.echo(f"--apply: {params} unchanged: the confirmed gain is " + ("within the noise" if v["beyond_noise"] is False
                        else "of unknown noise (tune.seeds 1)") + "; adopt it by hand if you have other reasons")
         else:
             apply_overrides(params, best["overrides"])
@@ -231,7 +239,7 @@ def report(notebook: Path = typer.Option("nbs/reports/evaluation.ipynb", help="P
     for item in parameter or []:
         if "=" not in item: raise FlexMLError(f"-p {item!r}: expected NAME=VALUE")
         k, v = item.split("=", 1)
-        try: kv[k] = yaml.safe_load(v)
+        try: kv[k] = read_yaml(v)
         except yaml.YAMLError as e: raise FlexMLError(f"-p {item!r}: the value is not valid YAML ({e.problem})",
                                                       "quote text values, e.g. -p name='a b'") from None
     kv.setdefault("params_path", str(params))
@@ -345,7 +353,7 @@ def main(argv: list[str] | None = None):
         typer.echo(f"flex-ml: error: {e.filename}: {e.strerror}", err=True)
         typer.echo("  hint: a file is expected where a folder was given, or the other way round (or no permission)", err=True)
         sys.exit(2)
-    except typer.Abort:
+    except (typer.Abort, KeyboardInterrupt):
         typer.echo("aborted", err=True); sys.exit(130)
     except Exception as e:
         # usage errors (bad option, missing argument): typer >= 0.2x raises its own vendored copy of

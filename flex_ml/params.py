@@ -12,11 +12,11 @@ from pathlib import Path
 
 import yaml
 
-from .schema import FlexMLError
+from .schema import FlexMLError, read_yaml
 
 # %% auto #0
-__all__ = ['FRACTION', 'PARAMS_CONTRACT', 'REQUIRED', 'TUNABLE', 'Rule', 'Int', 'Number', 'OneOf', 'Text', 'space_problems',
-           'params_problems', 'check_params', 'load_params']
+__all__ = ['FRACTION', 'PARAMS_CONTRACT', 'REQUIRED', 'TUNABLE', 'NOT_TUNABLE', 'Rule', 'Int', 'Number', 'OneOf', 'Text',
+           'space_problems', 'params_problems', 'check_params', 'load_params']
 
 # %% ../nbs/00a_params.ipynb #d53067f2
 @dataclass(frozen=True)
@@ -97,7 +97,9 @@ PARAMS_CONTRACT = {
     "tune": {"trials": Int(1), "seeds": Int(1, 20), "seed": Int(0), "space": Rule("space")},
 }
 REQUIRED = {("dataset", "schema"), ("dataset", "raw")}
-TUNABLE = ("model", "train")  # the sections `tune.space` may search
+TUNABLE = ("model", "train")  # the sections `tune.space` may search, less these keys:
+NOT_TUNABLE = {"train.seed": "the search trains every trial with seeds train.seed, train.seed + 1, ...: picking a seed is picking noise",
+               "train.calibration": "Platt scaling is monotone, so it cannot change the validation AUC the search compares"}
 
 # %% ../nbs/00a_params.ipynb #8e837530
 def space_problems(space, name: str = "tune.space") -> list[str]:
@@ -105,10 +107,14 @@ def space_problems(space, name: str = "tune.space") -> list[str]:
     if not isinstance(space, dict) or not space:
         return [f"{name} = {space!r}: must be a mapping of dotted keys (model.dropout) to lists of values to try"]
     out = []
+    known = [f"{s}.{k}" for s in TUNABLE for k in PARAMS_CONTRACT[s] if f"{s}.{k}" not in NOT_TUNABLE]
     for key, values in space.items():
         section, _, sub = str(key).partition(".")
+        if key in NOT_TUNABLE:
+            out.append(f"{name}.{key}: not tunable: {NOT_TUNABLE[key]}"); continue
+        if section in TUNABLE and not sub and isinstance(values, dict):
+            out.append(f"{name}.{key}: write dotted keys, e.g. `{key}.{next(iter(values), 'dropout')}: [...]`, not a nested section"); continue
         if section not in TUNABLE or sub not in PARAMS_CONTRACT[section]:
-            known = [f"{s}.{k}" for s in TUNABLE for k in PARAMS_CONTRACT[s]]
             out.append(f"{name}.{key}: not a tunable key{_suggest(str(key), known)}; tunable: {', '.join(known)}")
             continue
         if not isinstance(values, list) or not values:
@@ -116,7 +122,8 @@ def space_problems(space, name: str = "tune.space") -> list[str]:
         rule = PARAMS_CONTRACT[section][sub]
         for i, v in enumerate(values):
             if (why := rule.problem(v)) is not None: out.append(f"{name}.{key}[{i}] = {v!r}: {why}")
-        if len({repr(v) for v in values}) < len(values): out.append(f"{name}.{key}: a value is listed twice")
+        if any(v == w for i, v in enumerate(values) for w in values[:i]):  # by value: 0 and 0.0 are one value
+            out.append(f"{name}.{key}: a value is listed twice")
     return out
 
 # %% ../nbs/00a_params.ipynb #abdc8249
@@ -183,6 +190,6 @@ def load_params(path="params.yaml") -> dict:
     "The parameters in the YAML file at `path`, checked against `PARAMS_CONTRACT`."
     p = Path(path)
     if not p.exists(): raise FlexMLError(f"parameter file {p} not found", "run from the project root or pass --params")
-    try: params = yaml.safe_load(p.read_text()) or {}
+    try: params = read_yaml(p.read_text()) or {}
     except yaml.YAMLError as e: raise FlexMLError(f"{p} is not valid YAML: {e}") from None
     return check_params(params, str(p))

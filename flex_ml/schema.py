@@ -15,7 +15,7 @@ import yaml
 # %% auto #0
 __all__ = ['TYPES', 'ROLES', 'TRANSFORMS', 'ENCODINGS', 'UNKNOWN_POLICIES', 'FIELD_KINDS', 'COLUMN_FIELDS', 'SCHEMA_FIELDS',
            'DERIVED_FIELDS', 'MISSING_TOKENS', 'FlexMLError', 'Column', 'canonical_str', 'parse_timestamps', 'Derived',
-           'Schema', 'load_schema', 'save_schema', 'infer_schema']
+           'Schema', 'read_yaml', 'load_schema', 'save_schema', 'infer_schema']
 
 # %% ../nbs/00_schema.ipynb #e8bfae93
 class FlexMLError(Exception):
@@ -278,13 +278,24 @@ class Schema:
         return cls(columns=cols, **{k: v for k, v in d.items() if k != "columns"})
 
 # %% ../nbs/00_schema.ipynb #b93ad347
+class _Yaml12Floats(yaml.SafeLoader):
+    "PyYAML's safe loader, plus YAML 1.2 floats written without a dot (`1e-05`, `2E3`)."
+
+_Yaml12Floats.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)[eE][-+]?[0-9]+$"),
+                                    list("-+0123456789."))
+
+def read_yaml(text: str):
+    "Parse YAML `text` as DVC does (YAML 1.2 floats), with PyYAML's safe loader."
+    return yaml.load(text, Loader=_Yaml12Floats)
+
+# %% ../nbs/00_schema.ipynb #60297927
 def load_schema(path) -> Schema:
     "Read and check the schema at `path`."
     path = Path(path)
     if not path.exists(): raise FlexMLError(f"schema file {path} does not exist",
                                             "check the path (`dataset.schema` in params.yaml names the project's)")
     if path.is_dir(): raise FlexMLError(f"schema file {path} is a folder", "pass the schema's .yaml file")
-    try: d = yaml.safe_load(path.read_text(encoding="utf-8"))
+    try: d = read_yaml(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError: raise FlexMLError(f"schema file {path} is not text", "pass the schema's .yaml file, not data") from None
     except yaml.YAMLError as e: raise FlexMLError(f"schema file {path} is not valid YAML: {e}") from None
     return Schema.from_dict(d, origin=str(path))
@@ -295,7 +306,7 @@ def save_schema(schema: Schema, path) -> Path:
     path.write_text(yaml.safe_dump(schema.to_dict(), sort_keys=False, allow_unicode=True, width=110))
     return path
 
-# %% ../nbs/00_schema.ipynb #60297927
+# %% ../nbs/00_schema.ipynb #1cf70765
 def _sniff_delimiter(path, default=","):
     with open(path, newline="", encoding="utf-8-sig") as f: head = f.readline()
     counts = {d: head.count(d) for d in (",", ";", "\t", "|")}
@@ -337,10 +348,10 @@ def _read_sample(path: Path, delimiter: str | None, rows: int):
     except pd.errors.ParserError as e:
         raise FlexMLError(f"{path} cannot be read as delimited text: {e}", "check that it is delimited text with one header line and balanced quotes") from None
 
-# %% ../nbs/00_schema.ipynb #edf06ebf
+# %% ../nbs/00_schema.ipynb #7c1a41ab
 MISSING_TOKENS = ("", "na", "n/a", "nan", "null", "none")
 
-# %% ../nbs/00_schema.ipynb #6b2ab5e3
+# %% ../nbs/00_schema.ipynb #f2672dff
 def _parses(s, fmt) -> bool:
     import pandas as pd
     # ISO 8601 as a family (dates and date-times mixed), not the one format pandas guesses from the first value
@@ -364,7 +375,7 @@ def _date_format(s) -> tuple[str | None, str] | None:
     example = s[first > 12].iloc[0] if ok[0].startswith("%d") else s[second > 12].iloc[0]
     return ok[0], f"{'day' if ok[0].startswith('%d') else 'month'} first: the sample has {example!r}"
 
-# %% ../nbs/00_schema.ipynb #f2672dff
+# %% ../nbs/00_schema.ipynb #8bfd28bd
 def _kind(values) -> tuple[str, object, tuple | None]:
     "(type, numbers, date format and note) of a series of non-missing cell texts."
     import pandas as pd
@@ -376,13 +387,13 @@ def _kind(values) -> tuple[str, object, tuple | None]:
     date = _date_format(s)
     return ("timestamp", None, date) if date else ("string", None, None)
 
-# %% ../nbs/00_schema.ipynb #8bfd28bd
+# %% ../nbs/00_schema.ipynb #e7ff8941
 def _looks_like_id(name: str) -> bool:
     "Whether a column name reads like an identifier (`ID`, `client id`, `customerID`, `loan_no`)."
     words = re.findall(r"[a-z0-9]+", re.sub(r"([a-z0-9])([A-Z])", r"\1 \2", name).lower())
     return bool(words) and (bool({"id", "uuid", "guid", "key"} & set(words)) or words[-1] in ("no", "nr", "num", "number"))
 
-# %% ../nbs/00_schema.ipynb #e7ff8941
+# %% ../nbs/00_schema.ipynb #67e2da4e
 _POSITIVE_PAIRS = (("1", "0"), ("true", "false"), ("yes", "no"), ("y", "n"), ("t", "f"))
 
 def _positive_class(counts: dict) -> tuple[str, str]:
@@ -394,12 +405,12 @@ def _positive_class(counts: dict) -> tuple[str, str]:
     why = "the classes are equally frequent: check" if counts[rare] == counts[common] else "the rarer class"
     return rare, why
 
-# %% ../nbs/00_schema.ipynb #67e2da4e
+# %% ../nbs/00_schema.ipynb #91c3d803
 def _natural_min(num) -> float | None:
     lo, hi = float(num.min()), float(num.max())
     return 0 if lo >= 0 and lo <= 0.1 * hi else None
 
-# %% ../nbs/00_schema.ipynb #91c3d803
+# %% ../nbs/00_schema.ipynb #7cc5cb06
 def infer_schema(path, name: str | None = None, target: str | None = None, id: str | None = None,
                  max_categories: int = 20, sample_rows: int = 100_000, delimiter: str | None = None,
                  log=print) -> Schema:

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .params import PARAMS_CONTRACT, check_params
+from .params import check_params
 from .schema import FlexMLError, Schema, load_schema
 from .split import labels
 
@@ -45,12 +45,16 @@ def search_grid(space: dict) -> list[dict]:
 def draw_trials(space: dict, trials: int, seed: int, params: dict) -> list[dict]:
     "`[{}, overrides, ...]`: the baseline, then up to `trials` distinct grid points that change something."
     grid = [g for g in search_grid(space) if any(get_dotted(params, k) != v for k, v in g.items())]
+    if not grid:
+        raise FlexMLError("every point of tune.space repeats params.yaml's own values: there is nothing to compare",
+                          "list other values to try in tune.space")
     order = np.random.default_rng(seed).permutation(len(grid))
     return [{}] + [grid[i] for i in order[:trials]]
 
-def trial_label(overrides: dict) -> str:
-    "How a trial is named in tables: its overrides, or `params.yaml` for the baseline."
-    return " ".join(f"{k}={json.dumps(v)}" for k, v in overrides.items()) or "params.yaml"
+def trial_label(overrides: dict, params: dict | None = None) -> str:
+    "How a trial is named: the overrides that change `params` (all of them without), or `params.yaml`."
+    changed = {k: v for k, v in overrides.items() if params is None or get_dotted(params, k) != v}
+    return " ".join(f"{k}={json.dumps(v)}" for k, v in changed.items()) or "params.yaml"
 
 # %% ../nbs/05a_tune.ipynb #2513cde3
 def seed_noise(rows: list[list[float]]) -> float | None:
@@ -59,37 +63,65 @@ def seed_noise(rows: list[list[float]]) -> float | None:
     dof = sum(len(r) - 1 for r in rows if len(r) > 1)
     return float(math.sqrt(sum(dev) / dof)) if dof else None
 
-def verdict(baseline: float, best: float, noise: float | None, seeds: int) -> dict:
-    "The best trial's gain over the baseline and whether it is beyond twice the standard error of a difference."
+def verdict(baseline: float, best: float, noise: float | None, seeds: int, rows_se: float = 0.0) -> dict:
+    """The gain `best - baseline` and whether it is beyond twice the standard error of a difference:
+    seed noise (`noise`, per seed) and the validation rows' sampling error (`rows_se`) together."""
     gain = best - baseline
     if noise is None:
         return dict(gain=gain, standard_error=None, beyond_noise=None,
                     words=f"gain {gain:+.4f} in validation AUC; the noise is unknown with one seed per trial (set tune.seeds >= 2)")
-    se = noise * math.sqrt(2 / seeds)
+    se = math.sqrt(noise ** 2 * 2 / seeds + rows_se ** 2)
     beyond = bool(gain > 2 * se)
     return dict(gain=gain, standard_error=se, beyond_noise=beyond,
-                words=f"gain {gain:+.4f} in validation AUC, {'beyond' if beyond else 'within'} the seed noise "
-                      f"(2 standard errors of a difference: {2 * se:.4f})")
+                words=f"gain {gain:+.4f} in validation AUC, {'beyond' if beyond else 'within'} the noise "
+                      f"(2 standard errors of a difference, seeds and validation rows: {2 * se:.4f})")
 
 # %% ../nbs/05a_tune.ipynb #34292544
-def _run_trial(train, valid, schema: Schema, params: dict, seeds: list[int]) -> dict:
+def _run_trial(train, valid, schema: Schema, params: dict, seeds: list[int]) -> tuple[dict, np.ndarray]:
+    "Train `params` with each seed; the figures, and the seed-averaged validation scores."
+    import logging, warnings
     from sklearn.metrics import roc_auc_score
     from flex_ml.model import predict_scores
     from flex_ml.train import train_model
     tp, yv = params.get("train", {}), labels(valid, schema)
-    aucs, epochs, t0 = [], [], time.perf_counter()
+    aucs, epochs, scores, t0 = [], [], [], time.perf_counter()
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)  # retracing notes, once per trial: noise beside the progress bar
     for s in seeds:
-        model, _, summary = train_model(train, valid, schema, params.get("model", {}), epochs=tp.get("epochs", 30),
-                                        batch_size=tp.get("batch_size", 512), patience=tp.get("patience", 5), seed=s,
-                                        class_weight=tp.get("class_weight", "none"), verbose=0, calibration="none")
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*shuffle.*", category=UserWarning)
+            model, _, summary = train_model(train, valid, schema, params.get("model", {}), epochs=tp.get("epochs", 30),
+                                            batch_size=tp.get("batch_size", 512), patience=tp.get("patience", 5), seed=s,
+                                            class_weight=tp.get("class_weight", "none"), verbose=0, calibration="none")
         p = predict_scores(model, valid, schema)
         if not np.isfinite(p).all(): raise FlexMLError("the network's scores are not finite (the loss diverged)")
-        aucs.append(float(roc_auc_score(yv, p))); epochs.append(summary["best_epoch"])
-    return dict(valid_auc=float(np.mean(aucs)), valid_auc_by_seed=aucs, best_epochs=epochs,
-                seconds=round(time.perf_counter() - t0, 1))
+        aucs.append(float(roc_auc_score(yv, p))); epochs.append(summary["best_epoch"]); scores.append(p)
+    return (dict(valid_auc=float(np.mean(aucs)), valid_auc_by_seed=aucs, seeds=list(seeds), best_epochs=epochs,
+                 seconds=round(time.perf_counter() - t0, 1)), np.mean(scores, axis=0))
 
-def tune(train: pd.DataFrame, valid: pd.DataFrame, schema: Schema, params: dict, progress: bool = True) -> dict:
-    "Run the search of `params['tune']` on `train` and `valid`; returns the trials and the verdict."
+def _confirm(train, valid, schema: Schema, params: dict, best: dict, seeds: list[int], noise, tu: dict) -> dict:
+    "Train the baseline and `best` again on fresh `seeds`; their gain, judged against seeds and rows."
+    from flex_ml.evaluate import bootstrap_auc
+    base, p_base = _run_trial(train, valid, schema, params, seeds)
+    cand, p_cand = _run_trial(train, valid, schema, with_overrides(params, best["overrides"]), seeds)
+    boot = bootstrap_auc(labels(valid, schema), {"best": p_cand, "baseline": p_base}, reference="baseline",
+                         n=300, seed=tu.get("seed", 0))["best"]
+    rows_se = (boot["delta_ci_high"] - boot["delta_ci_low"]) / (2 * 1.96)
+    return dict(seeds=list(seeds), baseline=base, best=cand, rows_se=rows_se,
+                verdict=verdict(base["valid_auc"], cand["valid_auc"], noise, len(seeds), rows_se))
+
+def _result(rows, params, n_seeds, train, valid, interrupted=False) -> dict:
+    ok = [r for r in rows if r["valid_auc"] is not None]
+    best = max(ok, key=lambda r: r["valid_auc"]) if ok else None
+    noise = seed_noise([r["valid_auc_by_seed"] for r in ok])
+    search = (verdict(rows[0]["valid_auc"], best["valid_auc"], noise, n_seeds)
+              if best is not None and rows[0]["valid_auc"] is not None else None)
+    return dict(trials=rows, baseline=rows[0] if rows else None, best=best, seeds=n_seeds, seed_noise_sd=noise,
+                search_verdict=search, verdict=None, confirmation=None, interrupted=interrupted,
+                failed=sum(r["valid_auc"] is None for r in rows), n_train=len(train), n_valid=len(valid))
+
+def tune(train: pd.DataFrame, valid: pd.DataFrame, schema: Schema, params: dict, progress: bool = True,
+         on_trial=None) -> dict:
+    "Run the search of `params['tune']` on `train` and `valid`, then confirm the best trial; returns all of it."
     from tqdm.auto import tqdm
     tu = params.get("tune") or {}
     if "space" not in tu:
@@ -97,25 +129,34 @@ def tune(train: pd.DataFrame, valid: pd.DataFrame, schema: Schema, params: dict,
                           "add a `tune` section to params.yaml, e.g. tune: {space: {model.dropout: [0.1, 0.2, 0.3]}}")
     n_seeds = tu.get("seeds", 2)
     points = draw_trials(tu["space"], tu.get("trials", 12), tu.get("seed", 0), params)
-    rows, best = [], None
+    seed0 = params.get("train", {}).get("seed", 42)
+    rows, interrupted = [], False
     bar = tqdm(points, desc="tuning", unit="trial", disable=not progress)
-    for i, ov in enumerate(bar):
-        p = check_params(with_overrides(params, ov), f"params.yaml with trial {i} ({trial_label(ov)})")
-        base_seed = p.get("train", {}).get("seed", 42)
-        row = dict(trial=i, label=trial_label(ov), overrides=ov)
-        try: row.update(_run_trial(train, valid, schema, p, [base_seed + k for k in range(n_seeds)]), failed=None)
-        except Exception as e:  # one bad point of the space must not lose the other trials' hours
-            row.update(valid_auc=None, failed=f"{type(e).__name__}: {getattr(e, 'what', e)}")
-        rows.append(row)
-        if row["valid_auc"] is not None and (best is None or row["valid_auc"] > best["valid_auc"]): best = row
-        if best: bar.set_postfix_str(f"best {best['valid_auc']:.4f} (trial {best['trial']})")
-    if rows[0]["valid_auc"] is None:
+    try:
+        for i, ov in enumerate(bar):
+            p = check_params(with_overrides(params, ov), f"params.yaml with trial {i} ({trial_label(ov)})")
+            row = dict(trial=i, label=trial_label(ov, params), overrides=ov)
+            try: row.update(_run_trial(train, valid, schema, p, [seed0 + k for k in range(n_seeds)])[0], failed=None)
+            except Exception as e:  # one bad point of the space must not lose the other trials' hours
+                row.update(valid_auc=None, failed=f"{type(e).__name__}: {getattr(e, 'what', e)}")
+            rows.append(row)
+            r = _result(rows, params, n_seeds, train, valid)
+            if r["best"]: bar.set_postfix_str(f"best {r['best']['valid_auc']:.4f} (trial {r['best']['trial']})")
+            if on_trial: on_trial(r)
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        bar.close()
+    r = _result(rows, params, n_seeds, train, valid, interrupted)
+    if rows and rows[0]["valid_auc"] is None:
         raise FlexMLError(f"the baseline (params.yaml as it stands) failed to train: {rows[0]['failed']}",
                           "fix params.yaml first: `flex-ml train` shows the whole error")
-    noise = seed_noise([r["valid_auc_by_seed"] for r in rows if r["valid_auc"] is not None])
-    v = verdict(rows[0]["valid_auc"], best["valid_auc"], noise, n_seeds)
-    return dict(trials=rows, baseline=rows[0], best=best, seeds=n_seeds, seed_noise_sd=noise, verdict=v,
-                failed=sum(r["valid_auc"] is None for r in rows), n_train=len(train), n_valid=len(valid))
+    if not interrupted and r["best"] is not None and r["best"]["trial"] != 0:
+        fresh = [seed0 + n_seeds + k for k in range(n_seeds)]
+        if progress: print(f"confirming trial {r['best']['trial']} against params.yaml on fresh seeds {fresh}", flush=True)
+        r["confirmation"] = _confirm(train, valid, schema, params, r["best"], fresh, r["seed_noise_sd"], tu)
+        r["verdict"] = r["confirmation"]["verdict"]
+    return r
 
 # %% ../nbs/05a_tune.ipynb #1f3e26fb
 def tune_figure(result: dict):
@@ -125,23 +166,28 @@ def tune_figure(result: dict):
     import matplotlib.pyplot as plt
     import textwrap
     ok = sorted((r for r in result["trials"] if r["valid_auc"] is not None), key=lambda r: r["valid_auc"])
-    names = [f"{r['trial']}: " + textwrap.fill(" ".join(f"{k.split('.', 1)[1]}={json.dumps(v)}" for k, v in r["overrides"].items())
-                                                  or "params.yaml", 56) for r in ok]
+    names = [f"{r['trial']}: " + textwrap.fill(r["label"].replace("model.", "").replace("train.", ""), 56) for r in ok]
     lines = sum(n.count("\n") + 1 for n in names)
-    fig, ax = plt.subplots(figsize=(11, 0.28 * lines + 0.25 * len(ok) + 1.8))
-    fig.subplots_adjust(left=0.4, right=0.97, top=1 - 0.6 / fig.get_figheight(), bottom=1.1 / fig.get_figheight())
+    fig, ax = plt.subplots(figsize=(11, 0.28 * lines + 0.25 * len(ok) + 2.0))
+    fig.subplots_adjust(left=0.4, right=0.97, top=1 - 0.8 / fig.get_figheight(), bottom=1.1 / fig.get_figheight())
     for y, r in enumerate(ok):
-        base = r["trial"] == 0
-        ax.barh(y, r["valid_auc"], color="tab:red" if base else "tab:blue", alpha=0.35, height=0.6)
-        ax.plot(r["valid_auc_by_seed"], [y] * len(r["valid_auc_by_seed"]), "o", color="tab:red" if base else "tab:blue", ms=4)
-    b, se = result["baseline"]["valid_auc"], result["verdict"]["standard_error"]
-    if se: ax.axvspan(b - 2 * se, b + 2 * se, color="tab:red", alpha=0.1, label="baseline ± 2 SE of a difference")
+        colour = "tab:red" if r["trial"] == 0 else "tab:blue"
+        ax.barh(y, r["valid_auc"], color=colour, alpha=0.35, height=0.6)
+        ax.plot(r["valid_auc_by_seed"], [y] * len(r["valid_auc_by_seed"]), "o", color=colour, ms=4)
+    b, v = result["baseline"]["valid_auc"], result.get("search_verdict") or {}
+    if v.get("standard_error"): ax.axvspan(b - 2 * v["standard_error"], b + 2 * v["standard_error"], color="tab:red",
+                                           alpha=0.1, label="baseline ± 2 SE of a difference (seed noise)")
     ax.axvline(b, color="tab:red", lw=1, label="baseline (params.yaml)")
     ax.set_yticks(range(len(ok)), names, fontsize=7)
     aucs = [a for r in ok for a in r["valid_auc_by_seed"]]
-    ax.set_xlim(min(aucs) - 0.003, max(aucs) + 0.003)
+    pad = 0.08 * (max(aucs) - min(aucs)) + 0.001
+    ax.set_xlim(min(aucs) - pad, max(aucs) + pad)
     ax.set_xlabel(f"validation AUC ({result['seeds']} seed{'s' if result['seeds'] > 1 else ''} each: dots; bar: their mean)")
-    ax.set_title("flex-ml tune: trials in rank order (trial: what it changes)", fontsize=10)
+    failed = f"; {result['failed']} failed (see trials.csv)" if result.get("failed") else ""
+    conf = result.get("confirmation")
+    said = (f"confirmed on fresh seeds: trial {result['best']['trial']} {conf['verdict']['words']}" if conf
+            else "params.yaml is the best trial" if result["best"]["trial"] == 0 else "not confirmed (interrupted)")
+    ax.set_title(f"flex-ml tune: trials in rank order (trial: what it changes){failed}\n{said}", fontsize=9)
     ax.legend(loc="upper left", bbox_to_anchor=(0, -0.9 / fig.get_figheight()), ncol=2, fontsize=8, frameon=False)
     return fig
 
@@ -149,24 +195,45 @@ def adopt_command(overrides: dict) -> str:
     "The `dvc exp run` command that runs the whole pipeline with `overrides`."
     return "dvc exp run " + " ".join(f"-S '{k}={json.dumps(v)}'" for k, v in overrides.items())
 
-def write_results(result: dict, out_dir) -> Path:
-    "Write `tune.json`, `trials.csv` and `tune.png` to `out_dir`; returns the folder."
+def _cell(v): return v if isinstance(v, (str, int, float)) or v is None else json.dumps(v)
+
+def write_results(result: dict, out_dir, params: dict | None = None, figure: bool = True) -> Path:
+    "Write `tune.json`, `trials.csv` and (with `figure`) `tune.png` to `out_dir`; returns the folder."
     out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
     (out / "tune.json").write_text(json.dumps(result, indent=1) + "\n")
-    table = pd.DataFrame([{"trial": r["trial"], "valid_auc": r["valid_auc"], **{k: json.dumps(v) for k, v in r["overrides"].items()},
+    keys = list(((params or {}).get("tune") or {}).get("space", {})) or sorted({k for r in result["trials"] for k in r["overrides"]})
+    table = pd.DataFrame([{"trial": r["trial"], "label": r["label"], "valid_auc": r["valid_auc"],
+                           **{k: _cell(r["overrides"].get(k, get_dotted(params or {}, k))) for k in keys},
                            "valid_auc_by_seed": json.dumps([round(a, 6) for a in r.get("valid_auc_by_seed", [])]),
                            "best_epochs": json.dumps(r.get("best_epochs", [])), "seconds": r.get("seconds"),
                            "failed": r["failed"] or ""} for r in result["trials"]])
     table.to_csv(out / "trials.csv", index=False)
-    fig = tune_figure(result); fig.savefig(out / "tune.png", dpi=110)
-    import matplotlib.pyplot as plt; plt.close(fig)
+    if figure and result.get("best"):
+        import matplotlib.pyplot as plt
+        fig = tune_figure(result); fig.savefig(out / "tune.png", dpi=110); plt.close(fig)
     return out
 
 # %% ../nbs/05a_tune.ipynb #fad46bcc
+def _add_key(section, key: str, value) -> None:
+    "Append `key` to a ruamel mapping; what followed its last key (comment tail, blank lines) follows the new one."
+    from ruamel.yaml.error import CommentMark
+    from ruamel.yaml.tokens import CommentToken
+    last = list(section.keys())[-1] if len(section) else None
+    c = section.ca.items.get(last) if last is not None else None
+    section[key] = value
+    if c and c[2] is not None:
+        head, _, rest = c[2].value.partition("\n")
+        if head.strip():  # the last key keeps its own end-of-line comment
+            c[2].value = head + "\n"
+            if rest: section.ca.items[key] = [None, None, CommentToken("\n" + rest, CommentMark(0), None), None]
+        else: section.ca.items[key] = [None, None, section.ca.items.pop(last)[2], None]
+
 def apply_overrides(path, overrides: dict) -> None:
     "Set each `section.key` of `overrides` in the YAML file at `path`, keeping its comments."
+    import io
     from ruamel.yaml import YAML
     from ruamel.yaml.comments import CommentedMap, CommentedSeq
+    from flex_ml.schema import read_yaml
     yml = YAML(); yml.preserve_quotes = True; yml.width = 120
     p = Path(path)
     doc = yml.load(p.read_text())
@@ -175,18 +242,19 @@ def apply_overrides(path, overrides: dict) -> None:
         if section not in doc or doc[section] is None: doc[section] = CommentedMap()
         if isinstance(value, list):
             value = CommentedSeq(value); value.fa.set_flow_style()
-        doc[section][sub] = value
-    import io
+        if sub in doc[section]: doc[section][sub] = value
+        else: _add_key(doc[section], sub, value)
     buf = io.StringIO(); yml.dump(doc, buf)
-    import yaml
-    check_params(yaml.safe_load(buf.getvalue()), f"{p} with {trial_label(overrides)}")
+    check_params(read_yaml(buf.getvalue()), f"the trial's values ({trial_label(overrides)}) in {p}")
     p.write_text(buf.getvalue())
 
 # %% ../nbs/05a_tune.ipynb #51b1a4a3
 def run_tune(split_dir, schema, out_dir, params: dict, progress: bool = True) -> dict:
     "Search `params['tune']` on the splits in `split_dir`; writes `out_dir`; returns the result."
     schema = load_schema(schema) if not isinstance(schema, Schema) else schema
+    out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)  # a bad --out fails now, not after the search
     train, valid = (pd.read_parquet(Path(split_dir) / f"{n}.parquet") for n in ("train", "valid"))
-    result = tune(train, valid, schema, params, progress=progress)
-    write_results(result, out_dir)
+    result = tune(train, valid, schema, params, progress=progress,
+                  on_trial=lambda r: write_results(r, out, params, figure=False))
+    write_results(result, out, params)
     return result

@@ -38,13 +38,17 @@ def test_tune_compares_trials_with_the_baseline_on_valid_only(credit_project, tm
     assert (tmp_path / "tune/tune.png").stat().st_size > 10_000
     assert len((tmp_path / "tune/trials.csv").read_text().splitlines()) == 4
     assert ("nothing to adopt" in r.stdout) == (res["best"]["trial"] == 0)
-    if res["best"]["trial"]: assert "dvc exp run -S" in r.stdout
+    if res["best"]["trial"]:  # the verdict is the confirmation's, on seeds the search did not use
+        c = res["confirmation"]
+        assert "dvc exp run -S" in r.stdout and "confirmed on fresh seeds" in r.stdout
+        assert c["seeds"] == [44, 45] and c["rows_se"] > 0 and res["verdict"] == c["verdict"]
+        assert all(t["seeds"] == [42, 43] for t in trials)
 
 
 def test_apply_writes_only_a_gain_beyond_the_noise(credit_project, tmp_path):
     p, _ = credit_project
     # a baseline that cannot learn in 3 epochs (learning rate 1e-6) against ones that can
-    f = _small(p, tmp_path, trials=2, seeds=2, seed=0, space={"model.learning_rate": [0.003, 0.01]})
+    f = _small(p, tmp_path, trials=2, seeds=2, seed=0, space={"model.learning_rate": [0.003, 0.01], "model.l2": [1e-05]})
     params = yaml.safe_load(f.read_text()); params["model"]["learning_rate"] = 1e-6
     f.write_text("# the team's comment stays\n" + yaml.safe_dump(params, sort_keys=False))
     r = run(["flex-ml", "tune", "--params", f, "--out", tmp_path / "tune", "--apply"], p)
@@ -52,8 +56,30 @@ def test_apply_writes_only_a_gain_beyond_the_noise(credit_project, tmp_path):
     assert res["best"]["trial"] != 0 and res["verdict"]["beyond_noise"], r.stdout
     after = f.read_text()
     assert after.startswith("# the team's comment stays") and f"--apply: wrote {res['best']['label']}" in r.stdout
-    assert yaml.safe_load(after)["model"]["learning_rate"] == res["best"]["overrides"]["model.learning_rate"]
+    from flex_ml.params import load_params
+    applied = load_params(f)["model"]  # as the stages and DVC read it: `l2: 1e-05` is a number
+    assert applied["learning_rate"] == res["best"]["overrides"]["model.learning_rate"] and applied["l2"] == 1e-05
+    assert run(["flex-ml", "params", "check", f], p).returncode == 0
     # one seed: the noise is unknown, so --apply leaves the file alone and says why
     before = f.read_text()
     r = run(["flex-ml", "tune", "--params", f, "--out", tmp_path / "tune1", "--apply", "--seeds", "1", "--trials", "1"], p)
     assert f.read_text() == before and ("unknown noise" in r.stdout or "it is the best trial" in r.stdout), r.stdout
+
+
+def test_an_interrupted_search_keeps_the_trials_it_finished(credit_project, tmp_path):
+    import os, signal, subprocess, sys, time
+    from conftest import BIN, mirror_dir
+    p, _ = credit_project
+    f = _small(p, tmp_path, trials=3, seeds=1, seed=0, space={"model.dropout": [0.0, 0.1, 0.2]})
+    env = dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}", FLEX_ML_DATA_MIRROR=str(mirror_dir()))
+    proc = subprocess.Popen(["flex-ml", "tune", "--params", str(f), "--out", str(tmp_path / "tune")], cwd=p, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while not (tmp_path / "tune/tune.json").exists() and time.time() < deadline and proc.poll() is None: time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, (out, err[-2000:])
+    res = json.loads((tmp_path / "tune/tune.json").read_text())
+    assert len(res["trials"]) >= 1 and res["trials"][0]["valid_auc"] > 0.6 and "Traceback" not in err
+    assert "interrupted after" in err or "aborted" in err
+    assert (tmp_path / "tune/trials.csv").exists()
