@@ -185,8 +185,12 @@ def tune_figure(result: dict):
     ax.set_xlabel(f"validation AUC ({result['seeds']} seed{'s' if result['seeds'] > 1 else ''} each: dots; bar: their mean)")
     failed = f"; {result['failed']} failed (see trials.csv)" if result.get("failed") else ""
     conf = result.get("confirmation")
-    said = (f"confirmed on fresh seeds: trial {result['best']['trial']} {conf['verdict']['words']}" if conf
-            else "params.yaml is the best trial" if result["best"]["trial"] == 0 else "not confirmed (interrupted)")
+    if conf:
+        v = conf["verdict"]
+        said = (f"confirmed on fresh seeds: trial {result['best']['trial']} {v['gain']:+.4f} against params.yaml, " +
+                (f"{'beyond' if v['beyond_noise'] else 'within'} the noise (2 SE {2 * v['standard_error']:.4f})"
+                 if v["standard_error"] else "noise unknown (one seed)"))
+    else: said = "params.yaml is the best trial" if result["best"]["trial"] == 0 else "not confirmed (interrupted)"
     ax.set_title(f"flex-ml tune: trials in rank order (trial: what it changes){failed}\n{said}", fontsize=9)
     ax.legend(loc="upper left", bbox_to_anchor=(0, -0.9 / fig.get_figheight()), ncol=2, fontsize=8, frameon=False)
     return fig
