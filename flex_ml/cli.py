@@ -41,15 +41,16 @@ def dataset_paths(params: dict) -> tuple[str, str]:
 
 def _echo_json(d): typer.echo(json.dumps(d, indent=2, default=str))
 
-def _require(stage: str, inputs: dict):
-    "Stop `stage` with one message when inputs (`{path: the verb that writes it}`) are missing."
+def _require(stage: str, inputs: dict, upto: str | None = None):
+    """Stop `stage` with one message when inputs (`{path: the verb that writes it}`) are missing;
+    `upto` names the pipeline stage to run for a verb that is not a stage itself."""
     missing = {}
     for p, by in inputs.items():
         if not Path(p).exists(): missing.setdefault(by, []).append(str(p))
     if missing:
         raise FlexMLError(f"{stage}: missing input{'s' if sum(map(len, missing.values())) > 1 else ''}: "
                           + "; ".join(f"{', '.join(ps)} (written by `{by}`)" for by, ps in missing.items()),
-                          f"run the pipeline up to this stage (`make repro`, or `dvc repro {stage}`), "
+                          f"run the pipeline up to this stage (`make repro`, or `dvc repro {upto or stage}`), "
                           "or point the folder options at existing outputs")
 
 PARAMS = typer.Option("params.yaml", "--params", help="Parameter file.")
@@ -166,12 +167,13 @@ def tune(split_dir: Path = typer.Option("artifacts/split", help="Folder with the
     params.yaml's own values (trial 0); confirm the best trial on fresh seeds and judge its gain
     against the noise of seeds and validation rows."""
     from flex_ml.params import check_params
-    from flex_ml.tune import adopt_command, apply_overrides, run_tune
+    from flex_ml.tune import adopt_command, apply_overrides, run_tune, tune_section
     p = load_params(params); sp, _ = dataset_paths(p)
+    tu = tune_section(p)  # a file with nothing to search says so before anything else
     if trials is not None or seeds is not None:
-        tu = {**(p.get("tune") or {}), **({"trials": trials} if trials is not None else {}), **({"seeds": seeds} if seeds is not None else {})}
+        tu = {**tu, **({"trials": trials} if trials is not None else {}), **({"seeds": seeds} if seeds is not None else {})}
         p = check_params({**p, "tune": tu}, "--trials / --seeds")
-    _require("tune", {split_dir / f"{n}.parquet": "flex-ml split" for n in ("train", "valid")})
+    _require("tune", {split_dir / f"{n}.parquet": "flex-ml split" for n in ("train", "valid")}, upto="split")
     r = run_tune(split_dir, sp, out, p)
     done = [t for t in r["trials"] if t["valid_auc"] is not None]
     typer.echo(f"tune: {len(r['trials'])} trials x {r['seeds']} seed(s) on {r['n_train']:,} train / {r['n_valid']:,} valid rows"

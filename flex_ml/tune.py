@@ -20,8 +20,8 @@ from .schema import FlexMLError, Schema, load_schema
 from .split import labels
 
 # %% auto #0
-__all__ = ['get_dotted', 'with_overrides', 'search_grid', 'draw_trials', 'trial_label', 'seed_noise', 'verdict', 'tune',
-           'tune_figure', 'adopt_command', 'write_results', 'apply_overrides', 'run_tune']
+__all__ = ['get_dotted', 'with_overrides', 'search_grid', 'draw_trials', 'trial_label', 'seed_noise', 'verdict', 'tune_section',
+           'tune', 'tune_figure', 'adopt_command', 'write_results', 'apply_overrides', 'run_tune']
 
 # %% ../nbs/05a_tune.ipynb #0f0ec021
 def get_dotted(params: dict, key: str):
@@ -119,14 +119,19 @@ def _result(rows, params, n_seeds, train, valid, interrupted=False) -> dict:
                 search_verdict=search, verdict=None, confirmation=None, interrupted=interrupted,
                 failed=sum(r["valid_auc"] is None for r in rows), n_train=len(train), n_valid=len(valid))
 
-def tune(train: pd.DataFrame, valid: pd.DataFrame, schema: Schema, params: dict, progress: bool = True,
-         on_trial=None) -> dict:
-    "Run the search of `params['tune']` on `train` and `valid`, then confirm the best trial; returns all of it."
-    from tqdm.auto import tqdm
+def tune_section(params: dict) -> dict:
+    "`params['tune']`, or a clear error when it has no `space` to search."
     tu = params.get("tune") or {}
     if "space" not in tu:
         raise FlexMLError("params has no tune.space: nothing to search",
                           "add a `tune` section to params.yaml, e.g. tune: {space: {model.dropout: [0.1, 0.2, 0.3]}}")
+    return tu
+
+def tune(train: pd.DataFrame, valid: pd.DataFrame, schema: Schema, params: dict, progress: bool = True,
+         on_trial=None) -> dict:
+    "Run the search of `params['tune']` on `train` and `valid`, then confirm the best trial; returns all of it."
+    from tqdm.auto import tqdm
+    tu = tune_section(params)
     n_seeds = tu.get("seeds", 2)
     points = draw_trials(tu["space"], tu.get("trials", 12), tu.get("seed", 0), params)
     seed0 = params.get("train", {}).get("seed", 42)

@@ -109,6 +109,7 @@ def test_a_tuning_space_is_checked_against_the_keys_own_rules(tmp_path):
     assert r.returncode == 2 and "tune.seeds = 0: must be an integer in [1, 20]" in r.stderr, r.stderr
     r = subprocess.run([FLEX_ML, "tune", "--split-dir", str(tmp_path / "nowhere")], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "written by `flex-ml split`" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert "`dvc repro split`" in r.stderr, r.stderr  # tune is not a stage: the hint names the one that writes its input
     del params["tune"]; f.write_text(yaml.safe_dump(params))
     r = subprocess.run([FLEX_ML, "tune", "--params", str(f)], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "no tune.space" in r.stderr, r.stderr
