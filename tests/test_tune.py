@@ -72,8 +72,11 @@ def test_an_interrupted_search_keeps_the_trials_it_finished(credit_project, tmp_
     p, _ = credit_project
     f = _small(p, tmp_path, trials=3, seeds=1, seed=0, space={"model.dropout": [0.0, 0.1, 0.2]})
     env = dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}", FLEX_ML_DATA_MIRROR=str(mirror_dir()))
+    # as from a terminal: a test run in the background (CI) inherits SIGINT ignored, and Python then
+    # never raises KeyboardInterrupt; the child gets the default disposition back
     proc = subprocess.Popen(["flex-ml", "tune", "--params", str(f), "--out", str(tmp_path / "tune")], cwd=p, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 300
     while not (tmp_path / "tune/tune.json").exists() and time.time() < deadline and proc.poll() is None: time.sleep(0.5)
     proc.send_signal(signal.SIGINT)
