@@ -241,9 +241,11 @@ def _calibration_line(slices: dict) -> str:
             + (": scores run high." if score - rate > 0.005 else ": scores run low." if rate - score > 0.005 else "."))
 
 def _derived_line(s: dict) -> str:
-    "The card's line for the derived features (ratios computed inside the model), if any."
+    "The card's line for the derived features (computed inside the model from the raw fields), if any."
     d = s.get("derived") or {}
-    return ("\n- derived inside the model: " + ", ".join(f"{n} = {a} / {b}" for n, (a, b) in d.items())) if d else ""
+    # an export from before the other operations recorded each ratio as [numerator, denominator]
+    return ("\n- derived inside the model: " + ", ".join(f"{n} = {f if isinstance(f, str) else ' / '.join(f)}"
+                                                         for n, f in d.items())) if d else ""
 
 def model_card(meta: dict) -> str:
     "The model card as Markdown, from the export's metadata."
@@ -363,7 +365,7 @@ def _assemble_export(train_dir, eval_dir, validate_dir, split_dir, schema_path, 
         schema=dict(name=schema.name, description=schema.description, target=schema.target.name,
                     target_positive=schema.target_positive, decisions=schema.decisions,
                     features=[c.name for c in schema.features],
-                    derived={d.name: d.ratio for d in schema.derived},
+                    derived={d.name: d.formula for d in schema.derived},
                     protected=[c.name for c in schema.protected]),
         signature=dict(name="serve", inputs={c.key: ("float32" if is_numeric_feature(c) else "string")
                                              for c in schema.features}, output="score"),

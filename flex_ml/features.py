@@ -11,8 +11,8 @@ import pandas as pd
 from .schema import Column, FlexMLError, Schema, canonical_str, parse_timestamps
 
 # %% auto #0
-__all__ = ['signed_log1p', 'is_numeric_feature', 'to_model_inputs', 'derived_values', 'piecewise_edges', 'piecewise_linear',
-           'fit_feature_stats', 'design_matrix']
+__all__ = ['signed_log1p', 'is_numeric_feature', 'to_model_inputs', 'derived_op', 'derived_values', 'derive_all',
+           'piecewise_edges', 'piecewise_linear', 'fit_feature_stats', 'design_matrix']
 
 # %% ../nbs/03_features.ipynb #2626d74e
 def signed_log1p(x):
@@ -60,14 +60,37 @@ def to_model_inputs(data, schema: Schema) -> dict[str, np.ndarray]:
     return out
 
 # %% ../nbs/03_features.ipynb #6be49eef
-def derived_values(x: dict, d, schema: Schema) -> np.ndarray:
-    "Values of the derived feature `d` from model inputs `x` (NaN where the denominator is 0 or missing)."
-    num, den = (x[schema[n].key] for n in d.ratio)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        r = np.where(den == 0, np.nan, num / np.where(den == 0, 1, den)).astype(np.float32)
-    return np.clip(r, *d.clip) if d.clip else r
+def derived_op(op: str, m: np.ndarray, above=None) -> np.ndarray:
+    "One operation over the columns of `m` (rows x inputs, NaN missing) in `m`'s precision, as `flex_ml.model.Aggregate` computes it."
+    nan = np.isnan(m)
+    if op == "ratio":
+        num, den = m[:, 0], m[:, 1]
+        with np.errstate(divide="ignore", invalid="ignore"): return np.where(den == 0, np.nan, num / np.where(den == 0, 1, den))
+    if op == "difference": return m[:, 0] - m[:, 1]
+    none = nan.all(axis=1)  # every input missing: the value is missing too
+    if op in ("sum", "mean"):
+        total = np.where(nan, 0, m).sum(axis=1)
+        v = total if op == "sum" else total / np.maximum((~nan).sum(axis=1).astype(m.dtype), 1)
+    elif op == "min": v = np.where(nan, np.inf, m).min(axis=1)
+    elif op == "max": v = np.where(nan, -np.inf, m).max(axis=1)
+    elif op == "count": v = ((m > above) & ~nan).sum(axis=1).astype(m.dtype)
+    else: raise ValueError(f"unknown derived operation {op!r}")
+    return np.where(none, np.nan, v)
 
-# %% ../nbs/03_features.ipynb #fa3bcfbe
+def derived_values(x: dict, d, schema: Schema, earlier: dict | None = None) -> np.ndarray:
+    "Values of the derived feature `d` from model inputs `x` and the `earlier` derived values (NaN: missing)."
+    earlier = earlier or {}
+    m = np.stack([np.asarray(earlier[n] if n in earlier else x[schema[n].key], dtype=np.float32) for n in d.inputs], axis=1)
+    v = derived_op(d.op, m, d.above).astype(np.float32)
+    return np.clip(v, *d.clip) if d.clip else v
+
+def derive_all(x: dict, schema: Schema) -> dict[str, np.ndarray]:
+    "Every derived feature of the contract, by name, computed in order."
+    out = {}
+    for d in schema.derived: out[d.name] = derived_values(x, d, schema, out)
+    return out
+
+# %% ../nbs/03_features.ipynb #a3c9f6d6
 def piecewise_edges(z: np.ndarray, bins: int) -> list[float] | None:
     "Quantile edges of `z` for `bins` bins, duplicates removed; None when fewer than two bins remain."
     edges = np.unique(np.quantile(z, np.linspace(0, 1, bins + 1)))
@@ -78,7 +101,7 @@ def piecewise_linear(z: np.ndarray, edges: list[float]) -> np.ndarray:
     lo, hi = np.asarray(edges[:-1])[None], np.asarray(edges[1:])[None]
     return np.clip((np.asarray(z).reshape(-1, 1) - lo) / (hi - lo), 0.0, 1.0)
 
-# %% ../nbs/03_features.ipynb #5119cd76
+# %% ../nbs/03_features.ipynb #b46ddaff
 def fit_feature_stats(schema: Schema, train: pd.DataFrame, max_one_hot: int = 50, min_count: int = 5,
                       bins: int = 0) -> dict:
     "Per-feature preprocessing statistics from the training rows only; `bins` > 0 adds piecewise-linear edges."
@@ -113,25 +136,26 @@ def fit_feature_stats(schema: Schema, train: pd.DataFrame, max_one_hot: int = 50
             counts = pd.Series(v[v != ""]).value_counts()
             stats[col.name] = dict(kind="category", key=col.key, vocabulary=vocab,
                                    mode=str(counts.index[0]) if len(counts) else "")
-    for d in schema.derived:
-        v = derived_values(x, d, schema).astype(np.float64)
+    for d, v in zip(schema.derived, derive_all(x, schema).values()):
+        v = v.astype(np.float64)
         present = v[~np.isnan(v)]
         median = float(np.median(present)) if len(present) else 0.0
         t = np.where(np.isnan(v), median, v)
-        stats[d.name] = dict(kind="derived", key=d.key, ratio=list(d.ratio), clip=d.clip, median=median,
-                             mean=float(t.mean()), std=float(t.std()) or 1.0, transform=None,
+        if d.transform == "signed_log1p": t = signed_log1p(t)
+        stats[d.name] = dict(kind="derived", key=d.key, formula=d.formula, clip=d.clip, median=median,
+                             mean=float(t.mean()), std=float(t.std()) or 1.0, transform=d.transform,
                              indicator=bool(np.isnan(v).any()), one_hot=None)
         stats[d.name]["bins"] = piecewise_edges((t - stats[d.name]["mean"]) / stats[d.name]["std"], bins) if bins else None
     return stats
 
-# %% ../nbs/03_features.ipynb #0e6e1811
+# %% ../nbs/03_features.ipynb #02d88fdd
 def design_matrix(data, schema: Schema, stats: dict) -> np.ndarray:
     "Model inputs as one float matrix, preprocessed like the Keras model's first layers."
     x = to_model_inputs(data, schema)
-    blocks = []
+    derived, blocks = derive_all(x, schema), []
     for name in [c.name for c in schema.features] + [d.name for d in schema.derived]:
         st = stats[name]
-        v = x[st["key"]] if st["kind"] != "derived" else derived_values(x, next(d for d in schema.derived if d.name == name), schema)
+        v = x[st["key"]] if st["kind"] != "derived" else derived[name]
         if st["kind"] in ("numeric", "derived"):
             missing = np.isnan(v)
             imputed = np.where(missing, st["median"], v).astype(np.float64)

@@ -14,8 +14,8 @@ from keras import layers, ops
 from .schema import Schema
 
 # %% auto #0
-__all__ = ['NumericEncoder', 'Ratio', 'preprocessing_block', 'build_model', 'EnsembleAUC', 'tower_count', 'training_model',
-           'as_tensors', 'predict_scores', 'save_model']
+__all__ = ['NumericEncoder', 'Ratio', 'Aggregate', 'preprocessing_block', 'build_model', 'EnsembleAUC', 'tower_count',
+           'training_model', 'as_tensors', 'predict_scores', 'save_model']
 
 # %% ../nbs/04_model.ipynb #795a4bf9
 @keras.saving.register_keras_serializable(package="flex_ml")
@@ -64,6 +64,36 @@ class Ratio(layers.Layer):
     def get_config(self): return {**super().get_config(), "clip": self.clip}
 
 # %% ../nbs/04_model.ipynb #a3277f39
+@keras.saving.register_keras_serializable(package="flex_ml")
+class Aggregate(layers.Layer):
+    "One derived operation over several numeric inputs (NaN: missing), optionally clipped."
+    def __init__(self, op: str, above: float | None = None, clip: list | None = None, **kwargs):
+        super().__init__(**kwargs)
+        if op not in ("difference", "sum", "mean", "min", "max", "count"): raise ValueError(f"unknown operation {op!r}")
+        self.op, self.above, self.clip = op, None if above is None else float(above), list(clip) if clip else None
+
+    def call(self, inputs):
+        m = ops.concatenate([ops.cast(t, "float32") for t in inputs], axis=-1)
+        nan = ops.isnan(m)
+        if self.op == "difference":
+            v = m[:, :1] - m[:, 1:2]
+            missing = ops.any(nan, axis=-1, keepdims=True)
+        else:
+            present = ops.cast(ops.logical_not(nan), "float32")
+            n = ops.sum(present, axis=-1, keepdims=True)
+            missing = ops.equal(n, 0.0)
+            zeroed = ops.where(nan, 0.0, m)
+            if self.op == "sum": v = ops.sum(zeroed, axis=-1, keepdims=True)
+            elif self.op == "mean": v = ops.sum(zeroed, axis=-1, keepdims=True) / ops.maximum(n, 1.0)
+            elif self.op == "min": v = ops.min(ops.where(nan, float("inf"), m), axis=-1, keepdims=True)
+            elif self.op == "max": v = ops.max(ops.where(nan, float("-inf"), m), axis=-1, keepdims=True)
+            else: v = ops.sum(ops.cast(ops.greater(zeroed, self.above), "float32") * present, axis=-1, keepdims=True)
+        if self.clip: v = ops.clip(v, self.clip[0], self.clip[1])
+        return ops.where(missing, float("nan"), v)
+
+    def get_config(self): return {**super().get_config(), "op": self.op, "above": self.above, "clip": self.clip}
+
+# %% ../nbs/04_model.ipynb #89b2b624
 def preprocessing_block(schema: Schema, stats: dict):
     "Inputs (one per feature) and the concatenated, encoded tensor."
     inputs, encoded = {}, []
@@ -81,11 +111,14 @@ def preprocessing_block(schema: Schema, stats: dict):
             x = inputs[col.key] = keras.Input(shape=(1,), dtype="string", name=col.key)
             encoded.append(layers.StringLookup(vocabulary=st["vocabulary"], output_mode="one_hot",
                                                name=f"lookup_{col.key}")(x))
+    derived = {}  # name -> tensor: a derived feature may read one listed before it
     for d in schema.derived:
         st = stats[d.name]
-        r = Ratio(d.clip, name=f"ratio_{d.key}")([inputs[schema[n].key] for n in d.ratio])
-        encoded.append(NumericEncoder(st["median"], st["mean"], st["std"], None, st["indicator"], bins=st.get("bins"),
-                                      name=f"scale_{d.key}")(r))
+        args = [derived[n] if n in derived else inputs[schema[n].key] for n in d.inputs]
+        r = derived[d.name] = (Ratio(d.clip, name=f"ratio_{d.key}") if d.op == "ratio" else
+                               Aggregate(d.op, d.above, d.clip, name=f"{d.op}_{d.key}"))(args)
+        encoded.append(NumericEncoder(st["median"], st["mean"], st["std"], st.get("transform"), st["indicator"],
+                                      bins=st.get("bins"), name=f"scale_{d.key}")(r))
     return inputs, layers.Concatenate(name="features")(encoded)
 
 def _mlp(x, hidden, dropout: float, l2: float, bias: float, prefix: str = "", out_name: str = "score"):
@@ -107,7 +140,7 @@ def build_model(schema: Schema, stats: dict, hidden: list[int] = (128, 64), drop
                   metrics=[keras.metrics.AUC(name="auc"), keras.metrics.AUC(curve="PR", name="pr_auc")])
     return model
 
-# %% ../nbs/04_model.ipynb #aee6bc23
+# %% ../nbs/04_model.ipynb #0224268f
 @keras.saving.register_keras_serializable(package="flex_ml")
 class EnsembleAUC(keras.metrics.AUC):
     "AUC (or PR-AUC) of the mean of the towers' scores, against the first label column."
@@ -127,7 +160,7 @@ def training_model(model: keras.Model, learning_rate: float) -> keras.Model:
                     metrics=[EnsembleAUC(name="auc"), EnsembleAUC(curve="PR", name="pr_auc")])
     return trainer
 
-# %% ../nbs/04_model.ipynb #733c3b0a
+# %% ../nbs/04_model.ipynb #6219d2f1
 def as_tensors(inputs: dict) -> dict:
     "`{key: array}` from `to_model_inputs` as `(n, 1)` TensorFlow tensors."
     import tensorflow as tf
@@ -140,7 +173,7 @@ def predict_scores(model: keras.Model, data, schema: Schema, batch_size: int = 4
     return np.asarray(model.predict(as_tensors(to_model_inputs(data, schema)), batch_size=batch_size,
                                     verbose=0)).reshape(-1).astype("float64")
 
-# %% ../nbs/04_model.ipynb #ee1eedb7
+# %% ../nbs/04_model.ipynb #5f1f9612
 def _renumber_shared_objects(config):
     "Replace `shared_object_id`s (Python `id()`s, so memory addresses) by 1, 2, ... in order of appearance."
     ids = {}

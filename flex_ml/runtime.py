@@ -16,7 +16,7 @@ from .schema import FlexMLError
 __all__ = ['SUPPORTED', 'ACTIVATIONS', 'save_runtime', 'NumpyModel']
 
 # %% ../nbs/07b_runtime.ipynb #e6425b68
-SUPPORTED = {"InputLayer", "NumericEncoder", "Ratio", "StringLookup", "IntegerLookup", "Concatenate", "Dense", "Dropout",
+SUPPORTED = {"InputLayer", "NumericEncoder", "Ratio", "Aggregate", "StringLookup", "IntegerLookup", "Concatenate", "Dense", "Dropout",
              "Average"}
 
 def _sigmoid(y):
@@ -120,6 +120,11 @@ class NumpyModel:
             parts = [x, missing.astype(np.float32)] if c.get("indicator") else [x]
             if c.get("bins"): parts.append(_bins(x, np.asarray(c["bins"], np.float32)))
             return np.concatenate(parts, axis=-1)
+        if kind == "Aggregate":
+            from .features import derived_op  # one definition of the operations (pandas loads only for such a model)
+            v = derived_op(c["op"], np.concatenate(args, axis=-1).astype(np.float32), c.get("above")).astype(np.float32)
+            if c.get("clip"): v = np.clip(v, np.float32(c["clip"][0]), np.float32(c["clip"][1]))
+            return v.reshape(-1, 1)
         if kind == "Ratio":
             num, den = (a.astype(np.float32) for a in args)
             zero = den == 0
@@ -186,15 +191,24 @@ def _fused_plan(m: NumpyModel):
         dense.append((kernel, np.concatenate([t_[depth][1] for t_ in towers]), towers[0][depth][2]))
     average = len(towers) > 1
     scaled, ratios, index_lookups, string_lookups, width = [], [], [], [], 0
+    derived_steps, derived_out = {}, []  # derived layers evaluated one by one; (feature slot, layer) of each used
     for piece in concat[0][3]:
         kind, c, src, _ = by[piece]
         if kind == "NumericEncoder" and c.get("mode", "scaled") == "scaled":
             w = (2 if c.get("indicator") else 1) + (len(c["bins"]) - 1 if c.get("bins") else 0)
             origin = src[0]
-            if origin in by:  # a derived ratio
+            if origin in by:  # a derived feature
                 rk, rc, rsrc, _ = by[origin]
-                if rk != "Ratio" or any(x_ not in m.inputs for x_ in rsrc): return None
-                ratios.append((len(scaled), rsrc, rc.get("clip")))
+                if rk not in ("Ratio", "Aggregate"): return None
+                if rk == "Ratio" and all(x_ in m.inputs for x_ in rsrc): ratios.append((len(scaled), rsrc, rc.get("clip")))
+                else:  # another operation, or one over derived features: its steps run in graph order
+                    todo = [origin]
+                    while todo:
+                        d_ = todo.pop()
+                        if d_ in m.inputs or d_ in derived_steps: continue
+                        if d_ not in by or by[d_][0] not in ("Ratio", "Aggregate"): return None
+                        derived_steps[d_] = None; todo += by[d_][2]
+                    derived_out.append((len(scaled), origin))
             elif origin not in m.inputs: return None
             scaled.append((width, origin, c)); width += w
         elif kind == "IntegerLookup":
@@ -234,7 +248,10 @@ def _fused_plan(m: NumpyModel):
     dense[0] = (dense[0][0][keep], dense[0][1], dense[0][2])
 
     # every kind of encoder runs once for all its features: NumPy calls cost microseconds each here
-    direct = [(j, o) for j, (_, o, _) in enumerate(scaled) if j not in {r[0] for r in ratios}]
+    derived_steps = [(k_, n_, c_, src_) for k_, n_, c_, src_, _ in m.steps if n_ in derived_steps]  # graph order
+    derived_in = [x_ for *_, src_ in derived_steps for x_ in src_ if x_ in m.inputs]
+    derived_j = np.array([j for j, _ in derived_out], np.int64)
+    direct = [(j, o) for j, (_, o, _) in enumerate(scaled) if j not in {r[0] for r in ratios} | {j_ for j_, _ in derived_out}]
     direct_j, direct_in = np.array([j for j, _ in direct], np.int64), [o for _, o in direct]
     ratio_j = np.array([j for j, _, _ in ratios], np.int64)
     ratio_num, ratio_den = [src_[0] for _, src_, _ in ratios], [src_[1] for _, src_, _ in ratios]
@@ -252,7 +269,7 @@ def _fused_plan(m: NumpyModel):
 
     # every numeric input once, as the columns of one matrix: a caller that has the records can build
     # it in one call (`NumpyModel.score_matrix`), and each encoder picks its columns from it
-    numeric_in = list(dict.fromkeys(direct_in + ratio_num + ratio_den + idx_in))
+    numeric_in = list(dict.fromkeys(direct_in + ratio_num + ratio_den + idx_in + derived_in))
     column = {k: i for i, k in enumerate(numeric_in)}
     direct_c, num_c, den_c, idx_c = (np.array([column[o] for o in ks], np.int64) for ks in (direct_in, ratio_num, ratio_den, idx_in))
 
@@ -272,6 +289,11 @@ def _fused_plan(m: NumpyModel):
             r = np.minimum(np.maximum(r, lo), hi)
             r[bad] = np.nan
             X[:, ratio_j] = r
+        if len(derived_j):
+            dv = {}
+            for kind, name, c, src in derived_steps:
+                dv[name] = m._layer(kind, name, c, [dv[x_] if x_ in dv else Z[:, column[x_]][:, None] for x_ in src], [])
+            X[:, derived_j] = np.concatenate([dv[o] for _, o in derived_out], axis=1)
         miss = np.isnan(X)
         X = np.where(miss, med, X)
         if len(logs):  # sign(x) * log1p(|x|), bit for bit: the sign only flips the result's sign bit

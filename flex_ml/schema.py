@@ -13,9 +13,9 @@ from pathlib import Path
 import yaml
 
 # %% auto #0
-__all__ = ['TYPES', 'ROLES', 'TRANSFORMS', 'ENCODINGS', 'UNKNOWN_POLICIES', 'FIELD_KINDS', 'COLUMN_FIELDS', 'SCHEMA_FIELDS',
-           'DERIVED_FIELDS', 'MISSING_TOKENS', 'FlexMLError', 'Column', 'canonical_str', 'parse_timestamps', 'Derived',
-           'Schema', 'read_yaml', 'load_schema', 'save_schema', 'infer_schema']
+__all__ = ['TYPES', 'ROLES', 'TRANSFORMS', 'ENCODINGS', 'UNKNOWN_POLICIES', 'DERIVED_OPS', 'FIELD_KINDS', 'COLUMN_FIELDS',
+           'SCHEMA_FIELDS', 'DERIVED_FIELDS', 'MISSING_TOKENS', 'FlexMLError', 'Column', 'canonical_str',
+           'parse_timestamps', 'Derived', 'Schema', 'read_yaml', 'load_schema', 'save_schema', 'infer_schema']
 
 # %% ../nbs/00_schema.ipynb #e8bfae93
 class FlexMLError(Exception):
@@ -107,31 +107,81 @@ def parse_timestamps(values, col: Column):
     return pd.to_datetime(s, format=col.format or "ISO8601", errors="coerce", utc=True).dt.tz_localize(None)
 
 # %% ../nbs/00_schema.ipynb #f9bf22dc
+DERIVED_OPS = ("ratio", "difference", "sum", "mean", "min", "max", "count")
+
 @dataclass
 class Derived:
-    "A feature computed in the model from raw numeric features."
+    "A feature computed in the model from numeric features (and earlier derived ones) by one operation."
     name: str
-    ratio: list[str]
+    ratio: list[str] | None = None
+    difference: list[str] | None = None
+    sum: list[str] | None = None
+    mean: list[str] | None = None
+    min: list[str] | None = None
+    max: list[str] | None = None
+    count: list[str] | None = None
+    above: float | None = None       # count: how many inputs are above this value
     clip: list[float] | None = None
+    transform: str | None = None     # signed_log1p, as for columns
     description: str = ""
 
     @property
     def key(self) -> str: return _identifier(self.name)
 
-    def check(self, columns: dict):
+    @property
+    def op(self) -> str:
+        "The operation's name (`ratio`, `sum`, ...)."
+        return next(k for k in DERIVED_OPS if getattr(self, k) is not None)
+
+    @property
+    def inputs(self) -> list[str]:
+        "The names the operation reads: columns, or derived features defined before this one."
+        return getattr(self, self.op)
+
+    @property
+    def formula(self) -> str:
+        "The operation in words a reviewer reads: `BILL_AMT1 / LIMIT_BAL`, `count(PAY_0, PAY_2 > 0)`."
+        a = self.inputs
+        if self.op == "ratio": f = f"{a[0]} / {a[1]}"
+        elif self.op == "difference": f = f"{a[0]} - {a[1]}"
+        elif self.op == "count": f = f"count({', '.join(a)} > {self.above:g})"
+        else: f = f"{self.op}({', '.join(a)})"
+        if self.transform: f = f"{self.transform}({f})"
+        return f + (f" clipped to [{self.clip[0]:g}, {self.clip[1]:g}]" if self.clip else "")
+
+    def check(self, columns: dict, earlier: tuple = ()):
+        "Raise `FlexMLError` unless the entry is one well-formed operation over numeric features or `earlier` derived names."
         where = f"derived feature {self.name!r}"
-        if not isinstance(self.ratio, list) or len(self.ratio) != 2:
-            raise FlexMLError(f"{where}: `ratio` must list two columns [numerator, denominator]")
-        for n in self.ratio:
+        given = [k for k in DERIVED_OPS if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise FlexMLError(f"{where}: give exactly one operation of {', '.join(DERIVED_OPS)}; it has "
+                              f"{', '.join(given) if given else 'none'}", "one entry per operation; derive from an earlier entry to chain them")
+        op, names = self.op, self.inputs
+        two = op in ("ratio", "difference")
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names) or (len(names) != 2 if two else len(names) < 2):
+            raise FlexMLError(f"{where}: `{op}` must list " + ("two names [first, second]" if two else "two or more names"),
+                              f"it is {names!r}")
+        if len(set(names)) != len(names): raise FlexMLError(f"{where}: `{op}` lists a name twice: {names}")
+        for n in names:
+            if n in earlier: continue
             c = columns.get(n)
-            if c is None: raise FlexMLError(f"{where}: column {n!r} is not in the schema")
+            if c is None:
+                raise FlexMLError(f"{where}: {n!r} is neither a column of the schema nor a derived feature listed before it",
+                                  "check the spelling; a derived feature can only use those above it")
             if not (c.is_numeric and c.role == "feature"):
                 raise FlexMLError(f"{where}: column {n!r} must be a numeric feature (it is {c.type}, role {c.role})")
+        if (self.above is not None) != (op == "count"):
+            raise FlexMLError(f"{where}: " + ("`count` needs `above`, the value an input must exceed to count" if op == "count"
+                                             else "`above` only applies to `count`"))
+        if self.above is not None and (isinstance(self.above, bool) or not isinstance(self.above, (int, float))):
+            raise FlexMLError(f"{where}: `above` must be a number, not {self.above!r}")
         if self.clip is not None and (len(self.clip) != 2 or self.clip[0] >= self.clip[1]):
             raise FlexMLError(f"{where}: `clip` must be [low, high] with low < high")
+        if self.transform not in (None, "signed_log1p"):
+            raise FlexMLError(f"{where}: unknown transform {self.transform!r}", "use signed_log1p or leave it out")
         return self
 
-# %% ../nbs/00_schema.ipynb #7abfa49f
+# %% ../nbs/00_schema.ipynb #1a576410
 def _is_number(v) -> bool: return isinstance(v, (int, float)) and not isinstance(v, bool)
 def _is_scalar(v) -> bool: return isinstance(v, (str, int, float, bool))
 
@@ -157,7 +207,8 @@ COLUMN_FIELDS = dict(name="name", type="text", role="text", description="text", 
 SCHEMA_FIELDS = dict(name="name", columns="list", description="text", target_positive="scalar", delimiter="delimiter",
                      missing_values="texts", extra_columns="text", ordered="bool", source="mapping", derived="list",
                      decisions="mapping")
-DERIVED_FIELDS = dict(name="name", ratio="texts", clip="numbers?", description="text")
+DERIVED_FIELDS = dict(name="name", **{op: "texts" for op in DERIVED_OPS}, above="number?", clip="numbers?",
+                      transform="text?", description="text")
 
 def _check_fields(d: dict, kinds: dict, where: str):
     for key, value in d.items():
@@ -211,14 +262,18 @@ class Schema:
                               "(words, digits, '-', '.', '_' and single spaces: they appear in responses and tables)")
         known = set(Derived.__dataclass_fields__)
         for d in self.derived:
-            if isinstance(d, dict) and (set(d) - known or not {"name", "ratio"} <= set(d)):
-                raise FlexMLError(f"schema {self.name!r}: derived feature {d.get('name')!r} needs `name` and `ratio` "
-                                  f"and may have only {sorted(known)}; it has {sorted(d)}")
+            if isinstance(d, dict) and (set(d) - known or "name" not in d):
+                raise FlexMLError(f"schema {self.name!r}: derived feature {d.get('name')!r} " +
+                                  (f"has unknown fields {sorted(set(d) - known)}" if set(d) - known else "needs a `name`"),
+                                  f"an entry is a `name` and one operation ({', '.join(DERIVED_OPS)}); "
+                                  f"known fields: {', '.join(sorted(known))}")
         self.derived = [Derived(**d) if isinstance(d, dict) else d for d in self.derived]
-        by_name = {c.name: c for c in self.columns}
+        by_name, earlier = {c.name: c for c in self.columns}, []
         for d in self.derived:
             if d.name in by_name: raise FlexMLError(f"derived feature {d.name!r} has the name of a column")
-            d.check(by_name)
+            if d.name in earlier: raise FlexMLError(f"derived feature {d.name!r} is defined twice")
+            d.check(by_name, tuple(earlier))
+            earlier.append(d.name)
 
     def __getitem__(self, name) -> Column:
         for c in self.columns:
@@ -273,11 +328,11 @@ class Schema:
                                         f"known fields: {', '.join(sorted(known))}")
             cols.append(Column(**c))
         for i, x in enumerate(d.get("derived") or []):
-            if not isinstance(x, dict): raise FlexMLError(f"{origin}: derived feature #{i + 1} must be a mapping with `name` and `ratio`")
+            if not isinstance(x, dict): raise FlexMLError(f"{origin}: derived feature #{i + 1} must be a mapping with a `name` and one operation")
             _check_fields(x, DERIVED_FIELDS, f"{origin}: derived feature #{i + 1}")
         return cls(columns=cols, **{k: v for k, v in d.items() if k != "columns"})
 
-# %% ../nbs/00_schema.ipynb #b93ad347
+# %% ../nbs/00_schema.ipynb #903be4ad
 class _Yaml12Floats(yaml.SafeLoader):
     "PyYAML's safe loader, plus YAML 1.2 floats written without a dot (`1e-05`, `2E3`)."
 
@@ -288,7 +343,7 @@ def read_yaml(text: str):
     "Parse YAML `text` as DVC does (YAML 1.2 floats), with PyYAML's safe loader."
     return yaml.load(text, Loader=_Yaml12Floats)
 
-# %% ../nbs/00_schema.ipynb #60297927
+# %% ../nbs/00_schema.ipynb #dc293c97
 def load_schema(path) -> Schema:
     "Read and check the schema at `path`."
     path = Path(path)
@@ -306,7 +361,7 @@ def save_schema(schema: Schema, path) -> Path:
     path.write_text(yaml.safe_dump(schema.to_dict(), sort_keys=False, allow_unicode=True, width=110))
     return path
 
-# %% ../nbs/00_schema.ipynb #1cf70765
+# %% ../nbs/00_schema.ipynb #6b2ab5e3
 def _sniff_delimiter(path, default=","):
     with open(path, newline="", encoding="utf-8-sig") as f: head = f.readline()
     counts = {d: head.count(d) for d in (",", ";", "\t", "|")}
@@ -348,10 +403,10 @@ def _read_sample(path: Path, delimiter: str | None, rows: int):
     except pd.errors.ParserError as e:
         raise FlexMLError(f"{path} cannot be read as delimited text: {e}", "check that it is delimited text with one header line and balanced quotes") from None
 
-# %% ../nbs/00_schema.ipynb #7c1a41ab
+# %% ../nbs/00_schema.ipynb #8f9c51b5
 MISSING_TOKENS = ("", "na", "n/a", "nan", "null", "none")
 
-# %% ../nbs/00_schema.ipynb #f2672dff
+# %% ../nbs/00_schema.ipynb #ee95de8b
 def _parses(s, fmt) -> bool:
     import pandas as pd
     # ISO 8601 as a family (dates and date-times mixed), not the one format pandas guesses from the first value
@@ -375,7 +430,7 @@ def _date_format(s) -> tuple[str | None, str] | None:
     example = s[first > 12].iloc[0] if ok[0].startswith("%d") else s[second > 12].iloc[0]
     return ok[0], f"{'day' if ok[0].startswith('%d') else 'month'} first: the sample has {example!r}"
 
-# %% ../nbs/00_schema.ipynb #8bfd28bd
+# %% ../nbs/00_schema.ipynb #782389eb
 def _kind(values) -> tuple[str, object, tuple | None]:
     "(type, numbers, date format and note) of a series of non-missing cell texts."
     import pandas as pd
@@ -387,13 +442,13 @@ def _kind(values) -> tuple[str, object, tuple | None]:
     date = _date_format(s)
     return ("timestamp", None, date) if date else ("string", None, None)
 
-# %% ../nbs/00_schema.ipynb #e7ff8941
+# %% ../nbs/00_schema.ipynb #8e773edb
 def _looks_like_id(name: str) -> bool:
     "Whether a column name reads like an identifier (`ID`, `client id`, `customerID`, `loan_no`)."
     words = re.findall(r"[a-z0-9]+", re.sub(r"([a-z0-9])([A-Z])", r"\1 \2", name).lower())
     return bool(words) and (bool({"id", "uuid", "guid", "key"} & set(words)) or words[-1] in ("no", "nr", "num", "number"))
 
-# %% ../nbs/00_schema.ipynb #67e2da4e
+# %% ../nbs/00_schema.ipynb #b6782721
 _POSITIVE_PAIRS = (("1", "0"), ("true", "false"), ("yes", "no"), ("y", "n"), ("t", "f"))
 
 def _positive_class(counts: dict) -> tuple[str, str]:
@@ -405,12 +460,12 @@ def _positive_class(counts: dict) -> tuple[str, str]:
     why = "the classes are equally frequent: check" if counts[rare] == counts[common] else "the rarer class"
     return rare, why
 
-# %% ../nbs/00_schema.ipynb #91c3d803
+# %% ../nbs/00_schema.ipynb #abaaf1eb
 def _natural_min(num) -> float | None:
     lo, hi = float(num.min()), float(num.max())
     return 0 if lo >= 0 and lo <= 0.1 * hi else None
 
-# %% ../nbs/00_schema.ipynb #7cc5cb06
+# %% ../nbs/00_schema.ipynb #cd7bbd44
 def infer_schema(path, name: str | None = None, target: str | None = None, id: str | None = None,
                  max_categories: int = 20, sample_rows: int = 100_000, delimiter: str | None = None,
                  log=print) -> Schema:

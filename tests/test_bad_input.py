@@ -273,6 +273,25 @@ def test_a_schema_field_of_the_wrong_type_names_column_and_field(tmp_path, field
     assert r.returncode == 2 and expected in r.stderr and "column #2" in r.stderr, r.stderr
 
 
+@pytest.mark.parametrize("entry,expected", [
+    ({"name": "LATE", "count": ["PAY_0", "PAY_9"], "above": 0}, "'PAY_9' is neither a column of the schema nor a derived feature listed before it"),
+    ({"name": "LATE", "count": ["PAY_0", "PAY_2"]}, "`count` needs `above`"),
+    ({"name": "X", "sum": ["PAY_0", "PAY_2"], "avg": 1}, "derived feature 'X' has unknown fields ['avg']"),
+    ({"name": "X", "sum": "PAY_0"}, "derived feature #7: `sum` must be a list of texts"),
+    ({"name": "X", "max": ["PAY_0", "LATER"]}, "'LATER' is neither a column"),  # defined below: order matters
+    ({"name": "X", "sum": ["PAY_0", "SEX"]}, "column 'SEX' must be a numeric feature (it is category, role ignored)"),
+    ({"name": "X", "ratio": ["PAY_0", "PAY_2"], "mean": ["PAY_0", "PAY_2"]}, "give exactly one operation"),
+    ({"name": "UTIL1", "mean": ["PAY_0", "PAY_2"]}, "derived feature 'UTIL1' is defined twice"),
+])
+def test_a_bad_derived_feature_names_the_entry_and_the_rule(tmp_path, entry, expected):
+    import yaml
+    d = yaml.safe_load((ROOT / "schemas/credit_default.yaml").read_text())
+    d["derived"] += [entry, {"name": "LATER", "mean": ["PAY_0", "PAY_2"]}]
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(d))
+    r = _cli("schema", "check", tmp_path / "s.yaml")
+    assert r.returncode == 2 and expected in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
 def test_schema_infer_refuses_what_cannot_be_a_binary_target(tmp_path):
     f = tmp_path / "c.csv"; f.write_text("ID,x,y\n1,5,0\n2,6,1\n3,7,0\n")
     assert "a binary target needs exactly two" in _cli("schema", "infer", f, "--out", tmp_path / "s.yaml", "--target", "ID").stderr
