@@ -161,6 +161,7 @@ def tune(split_dir: Path = typer.Option("artifacts/split", help="Folder with the
          out: Path = typer.Option("artifacts/tune", help="Output folder: tune.json, trials.csv, tune.png."),
          trials: Optional[int] = typer.Option(None, help="Override tune.trials."),
          seeds: Optional[int] = typer.Option(None, help="Override tune.seeds (training seeds per trial)."),
+         halving: Optional[int] = typer.Option(None, help="Override tune.halving (after each seed, the best 1/halving train on; 1: all)."),
          apply: bool = typer.Option(False, "--apply", help="Write the best trial into the parameter file, if its confirmed gain is beyond the noise."),
          params: Path = PARAMS):
     """Search the model and train parameters of params.yaml `tune.space` on the valid split, beside
@@ -170,20 +171,21 @@ def tune(split_dir: Path = typer.Option("artifacts/split", help="Folder with the
     from flex_ml.tune import adopt_command, apply_overrides, run_tune, tune_section
     p = load_params(params); sp, _ = dataset_paths(p)
     tu = tune_section(p)  # a file with nothing to search says so before anything else
-    if trials is not None or seeds is not None:
-        tu = {**tu, **({"trials": trials} if trials is not None else {}), **({"seeds": seeds} if seeds is not None else {})}
-        p = check_params({**p, "tune": tu}, "--trials / --seeds")
+    given = {k: v for k, v in dict(trials=trials, seeds=seeds, halving=halving).items() if v is not None}
+    if given: p = check_params({**p, "tune": {**tu, **given}}, " / ".join(f"--{k}" for k in given))
     _require("tune", {split_dir / f"{n}.parquet": "flex-ml split" for n in ("train", "valid")}, upto="split")
     r = run_tune(split_dir, sp, out, p)
     done = [t for t in r["trials"] if t["valid_auc"] is not None]
     typer.echo(f"tune: {len(r['trials'])} trials x {r['seeds']} seed(s) on {r['n_train']:,} train / {r['n_valid']:,} valid rows"
+               + (f"; {r['dropped']} dropped after fewer seeds (tune.halving {r['halving']}), {r['fits']} fits" if r["dropped"] else "")
                + (f"; {r['failed']} failed" if r["failed"] else ""))
-    for t in sorted(done, key=lambda t: -t["valid_auc"])[:10]:
-        typer.echo(f"  {t['valid_auc']:.4f}  " + " ".join(f"{a:.4f}" for a in t["valid_auc_by_seed"]) + f"  trial {t['trial']}: {t['label']}")
+    for t in sorted(done, key=lambda t: (t["dropped_after"] is not None, -t["valid_auc"]))[:10]:
+        typer.echo(f"  {t['valid_auc']:.4f}  " + " ".join(f"{a:.4f}" for a in t["valid_auc_by_seed"]) + f"  trial {t['trial']}: {t['label']}"
+                   + (f" (dropped after {t['dropped_after']} seed{'s' if t['dropped_after'] > 1 else ''})" if t["dropped_after"] else ""))
     for t in r["trials"]:
         if t["failed"]: typer.echo(f"  failed  trial {t['trial']}: {t['label']}: {t['failed']}")
     if r["interrupted"]:
-        typer.echo(f"interrupted after {len(r['trials'])} trial(s); the results so far are in {out}", err=True)
+        typer.echo(f"interrupted after {r['fits']} fit(s) of {len(r['trials'])} trial(s); the results so far are in {out}", err=True)
         raise typer.Exit(130)
     best, c = r["best"], r["confirmation"]
     if best["trial"] == 0:

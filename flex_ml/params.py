@@ -94,7 +94,7 @@ PARAMS_CONTRACT = {
     "retrain": {"holdout_fraction": Number(**FRACTION), "min_holdout_rows": Int(1), "min_auc_gain": Number(-1, 1),
                 "max_ece": Number(0, 1), "max_fairness_gap": Number(0, 1), "fairness_tolerance": Number(0, 1),
                 "min_group_positives": Int(1), "bootstrap_resamples": Int(10), "seed": Int(0)},
-    "tune": {"trials": Int(1), "seeds": Int(1, 20), "seed": Int(0), "space": Rule("space")},
+    "tune": {"trials": Int(1), "seeds": Int(1, 20), "halving": Int(1, 10), "seed": Int(0), "space": Rule("space")},
 }
 REQUIRED = {("dataset", "schema"), ("dataset", "raw")}
 TUNABLE = ("model", "train")  # the sections `tune.space` may search, less these keys:

@@ -20,8 +20,9 @@ from .schema import FlexMLError, Schema, load_schema
 from .split import labels
 
 # %% auto #0
-__all__ = ['get_dotted', 'with_overrides', 'search_grid', 'draw_trials', 'trial_label', 'seed_noise', 'verdict', 'tune_section',
-           'tune', 'tune_figure', 'adopt_command', 'write_results', 'apply_overrides', 'run_tune']
+__all__ = ['get_dotted', 'with_overrides', 'search_grid', 'draw_trials', 'trial_label', 'seed_noise', 'verdict', 'survivors',
+           'planned_fits', 'tune_section', 'tune', 'tune_figure', 'adopt_command', 'write_results', 'apply_overrides',
+           'run_tune']
 
 # %% ../nbs/05a_tune.ipynb #0f0ec021
 def get_dotted(params: dict, key: str):
@@ -109,16 +110,32 @@ def _confirm(train, valid, schema: Schema, params: dict, best: dict, seeds: list
     return dict(seeds=list(seeds), baseline=base, best=cand, rows_se=rows_se,
                 verdict=verdict(base["valid_auc"], cand["valid_auc"], noise, len(seeds), rows_se))
 
-def _result(rows, params, n_seeds, train, valid, interrupted=False) -> dict:
+def _result(rows, params, n_seeds, train, valid, interrupted=False, halving: int = 1) -> dict:
+    rows = [r for r in rows if r["seeds"] or r["failed"]]  # the trials trained so far
     ok = [r for r in rows if r["valid_auc"] is not None]
-    best = max(ok, key=lambda r: r["valid_auc"]) if ok else None
+    alive = [r for r in ok if r["dropped_after"] is None]  # the best is one that ran every round
+    best = max(alive, key=lambda r: r["valid_auc"]) if alive else None
     noise = seed_noise([r["valid_auc_by_seed"] for r in ok])
     search = (verdict(rows[0]["valid_auc"], best["valid_auc"], noise, n_seeds)
               if best is not None and rows[0]["valid_auc"] is not None else None)
-    return dict(trials=rows, baseline=rows[0] if rows else None, best=best, seeds=n_seeds, seed_noise_sd=noise,
-                search_verdict=search, verdict=None, confirmation=None, interrupted=interrupted,
-                failed=sum(r["valid_auc"] is None for r in rows), n_train=len(train), n_valid=len(valid))
+    return dict(trials=rows, baseline=rows[0] if rows else None, best=best, seeds=n_seeds, halving=halving,
+                dropped=sum(r["dropped_after"] is not None for r in rows), fits=sum(len(r["seeds"]) for r in rows),
+                seed_noise_sd=noise, search_verdict=search, verdict=None, confirmation=None, interrupted=interrupted,
+                failed=sum(r["failed"] is not None for r in rows), n_train=len(train), n_valid=len(valid))
 
+def survivors(rows: list[dict], halving: int) -> list[int]:
+    "The trials that train on with the next seed: params.yaml's, and the best `1 / halving` of the others."
+    others = sorted((r for r in rows if r["trial"] != 0 and r["valid_auc"] is not None), key=lambda r: -r["valid_auc"])
+    return [0] + sorted(r["trial"] for r in others[:math.ceil(len(others) / halving)])
+
+def planned_fits(trials: int, seeds: int, halving: int) -> int:
+    "How many networks a search trains (without failures): `trials` includes params.yaml's."
+    total, n = 0, trials
+    for _ in range(seeds):
+        total += n; n = 1 + math.ceil((n - 1) / halving)
+    return total
+
+# %% ../nbs/05a_tune.ipynb #1f3e26fb
 def tune_section(params: dict) -> dict:
     "`params['tune']`, or a clear error when it has no `space` to search."
     tu = params.get("tune") or {}
@@ -132,30 +149,44 @@ def tune(train: pd.DataFrame, valid: pd.DataFrame, schema: Schema, params: dict,
     "Run the search of `params['tune']` on `train` and `valid`, then confirm the best trial; returns all of it."
     from tqdm.auto import tqdm
     tu = tune_section(params)
-    n_seeds = tu.get("seeds", 2)
+    n_seeds, halving = tu.get("seeds", 2), tu.get("halving", 1)
     points = draw_trials(tu["space"], tu.get("trials", 12), tu.get("seed", 0), params)
+    checked = [check_params(with_overrides(params, ov), f"params.yaml with trial {i} ({trial_label(ov)})")
+               for i, ov in enumerate(points)]  # every trial's values are checked before the first fit
     seed0 = params.get("train", {}).get("seed", 42)
-    rows, interrupted = [], False
-    bar = tqdm(points, desc="tuning", unit="trial", disable=not progress)
+    rows = [dict(trial=i, label=trial_label(ov, params), overrides=ov, valid_auc=None, valid_auc_by_seed=[], seeds=[],
+                 best_epochs=[], seconds=0.0, failed=None, dropped_after=None) for i, ov in enumerate(points)]
+    alive, interrupted = list(range(len(rows))), False
+    bar = tqdm(total=planned_fits(len(rows), n_seeds, halving), desc="tuning", unit="fit", disable=not progress)
     try:
-        for i, ov in enumerate(bar):
-            p = check_params(with_overrides(params, ov), f"params.yaml with trial {i} ({trial_label(ov)})")
-            row = dict(trial=i, label=trial_label(ov, params), overrides=ov)
-            try: row.update(_run_trial(train, valid, schema, p, [seed0 + k for k in range(n_seeds)])[0], failed=None)
-            except Exception as e:  # one bad point of the space must not lose the other trials' hours
-                row.update(valid_auc=None, failed=f"{type(e).__name__}: {getattr(e, 'what', e)}")
-            rows.append(row)
-            r = _result(rows, params, n_seeds, train, valid)
-            if r["best"]: bar.set_postfix_str(f"best {r['best']['valid_auc']:.4f} (trial {r['best']['trial']})")
-            if on_trial: on_trial(r)
+        for k in range(n_seeds):  # round k: every trial still in the race trains with seed `train.seed + k`
+            for i in alive:
+                row = rows[i]
+                try:
+                    got = _run_trial(train, valid, schema, checked[i], [seed0 + k])[0]
+                    for f in ("valid_auc_by_seed", "seeds", "best_epochs"): row[f] = row[f] + got[f]
+                    row.update(valid_auc=float(np.mean(row["valid_auc_by_seed"])), seconds=round(row["seconds"] + got["seconds"], 1))
+                except Exception as e:  # one bad point of the space must not lose the other trials' hours
+                    row.update(valid_auc=None, failed=f"{type(e).__name__}: {getattr(e, 'what', e)}")
+                bar.update(1)
+                if i == 0 and row["failed"]:
+                    raise FlexMLError(f"the baseline (params.yaml as it stands) failed to train: {row['failed']}",
+                                      "fix params.yaml first: `flex-ml train` shows the whole error")
+                r = _result(rows, params, n_seeds, train, valid, halving=halving)
+                if r["best"]: bar.set_postfix_str(f"best {r['best']['valid_auc']:.4f} (trial {r['best']['trial']})")
+                if on_trial: on_trial(r)
+            alive = [i for i in alive if rows[i]["failed"] is None]
+            if k < n_seeds - 1 and halving > 1:
+                keep = survivors([rows[i] for i in alive], halving)
+                for i in alive:
+                    if i not in keep: rows[i]["dropped_after"] = k + 1
+                alive = keep
+                bar.total = bar.n + len(alive) * (n_seeds - k - 1); bar.refresh()
     except KeyboardInterrupt:
         interrupted = True
     finally:
         bar.close()
-    r = _result(rows, params, n_seeds, train, valid, interrupted)
-    if rows and rows[0]["valid_auc"] is None:
-        raise FlexMLError(f"the baseline (params.yaml as it stands) failed to train: {rows[0]['failed']}",
-                          "fix params.yaml first: `flex-ml train` shows the whole error")
+    r = _result(rows, params, n_seeds, train, valid, interrupted, halving)
     if not interrupted and r["best"] is not None and r["best"]["trial"] != 0:
         fresh = [seed0 + n_seeds + k for k in range(n_seeds)]
         if progress: print(f"confirming trial {r['best']['trial']} against params.yaml on fresh seeds {fresh}", flush=True)
@@ -163,7 +194,7 @@ def tune(train: pd.DataFrame, valid: pd.DataFrame, schema: Schema, params: dict,
         r["verdict"] = r["confirmation"]["verdict"]
     return r
 
-# %% ../nbs/05a_tune.ipynb #1f3e26fb
+# %% ../nbs/05a_tune.ipynb #8c5ed941
 def tune_figure(result: dict):
     "A matplotlib figure of the trials' validation AUCs against the baseline's noise band."
     import matplotlib
@@ -176,7 +207,7 @@ def tune_figure(result: dict):
     fig, ax = plt.subplots(figsize=(11, 0.28 * lines + 0.25 * len(ok) + 2.0))
     fig.subplots_adjust(left=0.4, right=0.97, top=1 - 0.8 / fig.get_figheight(), bottom=1.1 / fig.get_figheight())
     for y, r in enumerate(ok):
-        colour = "tab:red" if r["trial"] == 0 else "tab:blue"
+        colour = "tab:red" if r["trial"] == 0 else "tab:gray" if r.get("dropped_after") else "tab:blue"
         ax.barh(y, r["valid_auc"], color=colour, alpha=0.35, height=0.6)
         ax.plot(r["valid_auc_by_seed"], [y] * len(r["valid_auc_by_seed"]), "o", color=colour, ms=4)
     b, v = result["baseline"]["valid_auc"], result.get("search_verdict") or {}
@@ -197,7 +228,11 @@ def tune_figure(result: dict):
                  if v["standard_error"] else "noise unknown (one seed)"))
     else: said = "params.yaml is the best trial" if result["best"]["trial"] == 0 else "not confirmed (interrupted)"
     ax.set_title(f"flex-ml tune: trials in rank order (trial: what it changes){failed}\n{said}", fontsize=9)
-    ax.legend(loc="upper left", bbox_to_anchor=(0, -0.9 / fig.get_figheight()), ncol=2, fontsize=8, frameon=False)
+    handles, words = ax.get_legend_handles_labels()
+    if result.get("dropped"):
+        from matplotlib.patches import Patch
+        handles.append(Patch(color="tab:gray", alpha=0.35)); words.append(f"dropped after fewer seeds (tune.halving {result['halving']})")
+    ax.legend(handles, words, loc="upper center", bbox_to_anchor=(0.3, -0.9 / fig.get_figheight()), ncol=3, fontsize=8, frameon=False)
     return fig
 
 def adopt_command(overrides: dict) -> str:
@@ -215,14 +250,15 @@ def write_results(result: dict, out_dir, params: dict | None = None, figure: boo
                            **{k: _cell(r["overrides"].get(k, get_dotted(params or {}, k))) for k in keys},
                            "valid_auc_by_seed": json.dumps([round(a, 6) for a in r.get("valid_auc_by_seed", [])]),
                            "best_epochs": json.dumps(r.get("best_epochs", [])), "seconds": r.get("seconds"),
-                           "failed": r["failed"] or ""} for r in result["trials"]])
+                           "dropped_after_seeds": r.get("dropped_after") or "", "failed": r["failed"] or ""}
+                          for r in result["trials"]])
     table.to_csv(out / "trials.csv", index=False)
     if figure and result.get("best"):
         import matplotlib.pyplot as plt
         fig = tune_figure(result); fig.savefig(out / "tune.png", dpi=110); plt.close(fig)
     return out
 
-# %% ../nbs/05a_tune.ipynb #fad46bcc
+# %% ../nbs/05a_tune.ipynb #b215c604
 def _add_key(section, key: str, value) -> None:
     "Append `key` to a ruamel mapping; what followed its last key (comment tail, blank lines) follows the new one."
     from ruamel.yaml.error import CommentMark
@@ -257,7 +293,7 @@ def apply_overrides(path, overrides: dict) -> None:
     check_params(read_yaml(buf.getvalue()), f"the trial's values ({trial_label(overrides)}) in {p}")
     p.write_text(buf.getvalue())
 
-# %% ../nbs/05a_tune.ipynb #51b1a4a3
+# %% ../nbs/05a_tune.ipynb #cbc60961
 def run_tune(split_dir, schema, out_dir, params: dict, progress: bool = True) -> dict:
     "Search `params['tune']` on the splits in `split_dir`; writes `out_dir`; returns the result."
     schema = load_schema(schema) if not isinstance(schema, Schema) else schema

@@ -26,23 +26,32 @@ def test_tune_compares_trials_with_the_baseline_on_valid_only(credit_project, tm
     p, _ = credit_project
     split = tmp_path / "split"; split.mkdir()
     for n in ("train", "valid"): shutil.copy(p / "artifacts/split" / f"{n}.parquet", split)  # no test.parquet
-    f = _small(p, tmp_path, trials=2, seeds=2, seed=0, space={"model.dropout": [0.1, 0.3], "model.hidden": [[16], [32, 16]]})
+    # halving 3: after the first seed, params.yaml and the best third of the other 3 trials train on
+    f = _small(p, tmp_path, trials=3, seeds=2, halving=3, seed=0, space={"model.dropout": [0.1, 0.3], "model.hidden": [[16], [32, 16]]})
     r = run(["flex-ml", "tune", "--params", f, "--split-dir", split, "--out", tmp_path / "tune"], p)
     res = json.loads((tmp_path / "tune/tune.json").read_text())
     trials = res["trials"]
-    assert len(trials) == 3 and trials[0]["overrides"] == {} and trials[0]["label"] == "params.yaml"
-    assert all(len(t["valid_auc_by_seed"]) == 2 and 0.65 < t["valid_auc"] < 0.85 and not t["failed"] for t in trials)
-    assert res["seed_noise_sd"] > 0 and res["verdict"]["standard_error"] > 0
-    assert trials[1]["overrides"] != trials[2]["overrides"] and all(t["overrides"] for t in trials[1:])
-    assert res["n_valid"] == 6000 and "tune: 3 trials x 2 seed(s)" in r.stdout
+    assert len(trials) == 4 and trials[0]["overrides"] == {} and trials[0]["label"] == "params.yaml"
+    assert all(0.65 < t["valid_auc"] < 0.85 and not t["failed"] for t in trials)
+    assert len({json.dumps(t["overrides"], sort_keys=True) for t in trials}) == 4 and all(t["overrides"] for t in trials[1:])
+    raced, dropped = [t for t in trials if not t["dropped_after"]], [t for t in trials if t["dropped_after"]]
+    assert len(raced) == 2 and trials[0] in raced and all(len(t["valid_auc_by_seed"]) == 2 for t in raced)
+    assert len(dropped) == 2 and all(t["dropped_after"] == 1 and len(t["valid_auc_by_seed"]) == 1 for t in dropped)
+    other = next(t for t in raced if t["trial"])  # the one that went on had the best first seed of the three
+    assert all(other["valid_auc_by_seed"][0] >= t["valid_auc_by_seed"][0] for t in dropped)
+    assert res["best"] in raced and res["fits"] == 6
+    assert res["seed_noise_sd"] > 0 and (res["verdict"] is None or res["verdict"]["standard_error"] > 0)
+    assert res["n_valid"] == 6000 and "tune: 4 trials x 2 seed(s)" in r.stdout and "2 dropped after fewer seeds (tune.halving 3), 6 fits" in r.stdout
+    assert "(dropped after 1 seed)" in r.stdout
     assert (tmp_path / "tune/tune.png").stat().st_size > 10_000
-    assert len((tmp_path / "tune/trials.csv").read_text().splitlines()) == 4
+    csv = (tmp_path / "tune/trials.csv").read_text().splitlines()
+    assert len(csv) == 5 and "dropped_after_seeds" in csv[0]
     assert ("nothing to adopt" in r.stdout) == (res["best"]["trial"] == 0)
     if res["best"]["trial"]:  # the verdict is the confirmation's, on seeds the search did not use
         c = res["confirmation"]
         assert "dvc exp run -S" in r.stdout and "confirmed on fresh seeds" in r.stdout
         assert c["seeds"] == [44, 45] and c["rows_se"] > 0 and res["verdict"] == c["verdict"]
-        assert all(t["seeds"] == [42, 43] for t in trials)
+        assert all(t["seeds"] == [42, 43] for t in raced) and all(t["seeds"] == [42] for t in dropped)
 
 
 def test_apply_writes_only_a_gain_beyond_the_noise(credit_project, tmp_path):
