@@ -69,7 +69,9 @@ def derived_op(op: str, m: np.ndarray, above=None) -> np.ndarray:
     if op == "difference": return m[:, 0] - m[:, 1]
     none = nan.all(axis=1)  # every input missing: the value is missing too
     if op in ("sum", "mean"):
-        total = np.where(nan, 0, m).sum(axis=1)
+        z = np.where(nan, 0, m)
+        total = z[:, 0].copy()
+        for j in range(1, m.shape[1]): total += z[:, j]  # left to right, as the model adds: NumPy's own sum pairs terms
         v = total if op == "sum" else total / np.maximum((~nan).sum(axis=1).astype(m.dtype), 1)
     elif op == "min": v = np.where(nan, np.inf, m).min(axis=1)
     elif op == "max": v = np.where(nan, -np.inf, m).max(axis=1)
@@ -142,7 +144,9 @@ def fit_feature_stats(schema: Schema, train: pd.DataFrame, max_one_hot: int = 50
         median = float(np.median(present)) if len(present) else 0.0
         t = np.where(np.isnan(v), median, v)
         if d.transform == "signed_log1p": t = signed_log1p(t)
-        stats[d.name] = dict(kind="derived", key=d.key, formula=d.formula, clip=d.clip, median=median,
+        # a ratio keeps the fields it always had: the same model keeps the same statistics, and version
+        how = dict(ratio=list(d.ratio)) if d.op == "ratio" else dict(op=d.op, inputs=list(d.inputs), above=d.above)
+        stats[d.name] = dict(kind="derived", key=d.key, **how, clip=d.clip, median=median,
                              mean=float(t.mean()), std=float(t.std()) or 1.0, transform=d.transform,
                              indicator=bool(np.isnan(v).any()), one_hot=None)
         stats[d.name]["bins"] = piecewise_edges((t - stats[d.name]["mean"]) / stats[d.name]["std"], bins) if bins else None

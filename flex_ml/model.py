@@ -83,8 +83,10 @@ class Aggregate(layers.Layer):
             n = ops.sum(present, axis=-1, keepdims=True)
             missing = ops.equal(n, 0.0)
             zeroed = ops.where(nan, 0.0, m)
-            if self.op == "sum": v = ops.sum(zeroed, axis=-1, keepdims=True)
-            elif self.op == "mean": v = ops.sum(zeroed, axis=-1, keepdims=True) / ops.maximum(n, 1.0)
+            if self.op in ("sum", "mean"):  # left to right, as NumPy adds in `derived_op`: float32 sums depend on the order
+                v = zeroed[:, :1]
+                for j in range(1, len(inputs)): v = v + zeroed[:, j:j + 1]
+                if self.op == "mean": v = v / ops.maximum(n, 1.0)
             elif self.op == "min": v = ops.min(ops.where(nan, float("inf"), m), axis=-1, keepdims=True)
             elif self.op == "max": v = ops.max(ops.where(nan, float("-inf"), m), axis=-1, keepdims=True)
             else: v = ops.sum(ops.cast(ops.greater(zeroed, self.above), "float32") * present, axis=-1, keepdims=True)

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import functools
+import math
 import re
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
@@ -140,14 +141,16 @@ class Derived:
 
     @property
     def formula(self) -> str:
-        "The operation in words a reviewer reads: `BILL_AMT1 / LIMIT_BAL`, `count(PAY_0, PAY_2 > 0)`."
-        a = self.inputs
+        """The operation in words a reviewer reads: `BILL_AMT1 / LIMIT_BAL`, `count(PAY_0, PAY_2 > 0)`, then
+        the clip and the transform, in the order they apply (a later derived feature reads the clipped value,
+        the transform is the model's encoding of this one)."""
+        a, num = self.inputs, lambda v: str(int(v)) if float(v).is_integer() else repr(float(v))
         if self.op == "ratio": f = f"{a[0]} / {a[1]}"
         elif self.op == "difference": f = f"{a[0]} - {a[1]}"
-        elif self.op == "count": f = f"count({', '.join(a)} > {self.above:g})"
+        elif self.op == "count": f = f"count({', '.join(a)} > {num(self.above)})"
         else: f = f"{self.op}({', '.join(a)})"
-        if self.transform: f = f"{self.transform}({f})"
-        return f + (f" clipped to [{self.clip[0]:g}, {self.clip[1]:g}]" if self.clip else "")
+        if self.clip: f += f" clipped to [{num(self.clip[0])}, {num(self.clip[1])}]"
+        return f + (f", then {self.transform}" if self.transform else "")
 
     def check(self, columns: dict, earlier: tuple = ()):
         "Raise `FlexMLError` unless the entry is one well-formed operation over numeric features or `earlier` derived names."
@@ -173,10 +176,12 @@ class Derived:
         if (self.above is not None) != (op == "count"):
             raise FlexMLError(f"{where}: " + ("`count` needs `above`, the value an input must exceed to count" if op == "count"
                                              else "`above` only applies to `count`"))
-        if self.above is not None and (isinstance(self.above, bool) or not isinstance(self.above, (int, float))):
-            raise FlexMLError(f"{where}: `above` must be a number, not {self.above!r}")
-        if self.clip is not None and (len(self.clip) != 2 or self.clip[0] >= self.clip[1]):
-            raise FlexMLError(f"{where}: `clip` must be [low, high] with low < high")
+        finite = lambda v: not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
+        if self.above is not None and not finite(self.above):
+            raise FlexMLError(f"{where}: `above` must be a finite number, not {self.above!r}")
+        if self.clip is not None and not (isinstance(self.clip, list) and len(self.clip) == 2 and all(map(finite, self.clip))
+                                          and self.clip[0] < self.clip[1]):
+            raise FlexMLError(f"{where}: `clip` must be [low, high], two finite numbers with low < high, not {self.clip!r}")
         if self.transform not in (None, "signed_log1p"):
             raise FlexMLError(f"{where}: unknown transform {self.transform!r}", "use signed_log1p or leave it out")
         return self
@@ -269,10 +274,17 @@ class Schema:
                                   f"known fields: {', '.join(sorted(known))}")
         self.derived = [Derived(**d) if isinstance(d, dict) else d for d in self.derived]
         by_name, earlier = {c.name: c for c in self.columns}, []
+        # the model names its inputs and layers by identifier (`PAY.0` and `PAY_0` are both `PAY_0`)
+        taken = {c.key: f"column {c.name!r}" for c in self.columns}
         for d in self.derived:
             if d.name in by_name: raise FlexMLError(f"derived feature {d.name!r} has the name of a column")
             if d.name in earlier: raise FlexMLError(f"derived feature {d.name!r} is defined twice")
             d.check(by_name, tuple(earlier))
+            for ident in (d.key, f"{d.op}_{d.key}"):  # its encoder's and its operation's layer names
+                if ident in taken:
+                    raise FlexMLError(f"derived feature {d.name!r} needs the identifier {ident!r} in the model, which "
+                                      f"{taken[ident]} already has", "rename the derived feature")
+            taken.update({d.key: f"derived feature {d.name!r}", f"{d.op}_{d.key}": f"derived feature {d.name!r}"})
             earlier.append(d.name)
 
     def __getitem__(self, name) -> Column:
@@ -329,7 +341,7 @@ class Schema:
             cols.append(Column(**c))
         for i, x in enumerate(d.get("derived") or []):
             if not isinstance(x, dict): raise FlexMLError(f"{origin}: derived feature #{i + 1} must be a mapping with a `name` and one operation")
-            _check_fields(x, DERIVED_FIELDS, f"{origin}: derived feature #{i + 1}")
+            _check_fields(x, DERIVED_FIELDS, f"{origin}: derived feature #{i + 1}" + (f" {x['name']!r}" if isinstance(x.get("name"), str) else ""))
         return cls(columns=cols, **{k: v for k, v in d.items() if k != "columns"})
 
 # %% ../nbs/00_schema.ipynb #903be4ad

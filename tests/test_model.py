@@ -186,7 +186,8 @@ def test_derived_operations_agree_in_numpy_keras_savedmodel_and_runtime(trained,
     rows.iloc[40:45, [rows.columns.get_loc(c) for c in pay]] = None  # every input of the PAY aggregates missing
     model, stats, _ = train_model(s["train"], s["valid"], schema, {"hidden": [16], "numeric_bins": 4},
                                   epochs=2, batch_size=512, seed=4, verbose=0)
-    assert stats["PAID"]["transform"] == "signed_log1p" and stats["PAID_SHARE"]["formula"] == "PAID / BILLED clipped to [-1, 3]"
+    assert stats["PAID"]["transform"] == "signed_log1p" and stats["PAID"]["op"] == "sum" and stats["PAID_SHARE"]["ratio"] == ["PAID", "BILLED"]
+    assert schema.derived[-1].formula == "PAID / BILLED clipped to [-1, 3]" and schema.derived[-3].formula.endswith(", then signed_log1p")
     x = to_model_inputs(rows, schema)
     expected = derive_all(x, schema)
     assert np.isnan(expected["MONTHS_LATE"][40:45]).all() and not np.isnan(expected["MONTHS_LATE"][:40]).any()
