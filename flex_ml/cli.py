@@ -160,7 +160,7 @@ def train(split_dir: Path = typer.Option("artifacts/split", help="Folder with th
 def tune(split_dir: Path = typer.Option("artifacts/split", help="Folder with the splits (test is not read)."),
          out: Path = typer.Option("artifacts/tune", help="Output folder: tune.json, trials.csv, tune.png."),
          trials: Optional[int] = typer.Option(None, help="Override tune.trials."),
-         seeds: Optional[int] = typer.Option(None, help="Override tune.seeds (training seeds per trial)."),
+         seeds: Optional[int] = typer.Option(None, help="Override tune.seeds (training seeds per trial, at most: see --halving)."),
          halving: Optional[int] = typer.Option(None, help="Override tune.halving (after each seed, the best 1/halving train on; 1: all)."),
          apply: bool = typer.Option(False, "--apply", help="Write the best trial into the parameter file, if its confirmed gain is beyond the noise."),
          params: Path = PARAMS):
@@ -195,7 +195,7 @@ def tune(split_dir: Path = typer.Option("artifacts/split", help="Folder with the
                    "(flattered by being chosen from many)")
         typer.echo(f"confirmed on fresh seeds {c['seeds']}: {c['best']['valid_auc']:.4f} against params.yaml's "
                    f"{c['baseline']['valid_auc']:.4f}: {c['verdict']['words']}")
-        typer.echo(f"  try it through the whole pipeline: {adopt_command(best['overrides'])}")
+        typer.echo(f"  try it through the whole pipeline: {adopt_command(best['overrides'], p)}")
     typer.echo(f"results: {out / 'trials.csv'}, {out / 'tune.png'}")
     if apply:
         v = r["verdict"]

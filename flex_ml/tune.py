@@ -235,9 +235,10 @@ def tune_figure(result: dict):
     ax.legend(handles, words, loc="upper center", bbox_to_anchor=(0.3, -0.9 / fig.get_figheight()), ncol=3, fontsize=8, frameon=False)
     return fig
 
-def adopt_command(overrides: dict) -> str:
-    "The `dvc exp run` command that runs the whole pipeline with `overrides`."
-    return "dvc exp run " + " ".join(f"-S '{k}={json.dumps(v)}'" for k, v in overrides.items())
+def adopt_command(overrides: dict, params: dict | None = None) -> str:
+    "The `dvc exp run` command that runs the whole pipeline with the `overrides` that change `params`."
+    changed = {k: v for k, v in overrides.items() if params is None or get_dotted(params, k) != v}
+    return "dvc exp run " + " ".join(f"-S '{k}={json.dumps(v)}'" for k, v in changed.items())
 
 def _cell(v): return v if isinstance(v, (str, int, float)) or v is None else json.dumps(v)
 
