@@ -20,9 +20,9 @@ import pandas as pd
 from .schema import Column, FlexMLError, Schema, canonical_str, load_schema, parse_timestamps
 
 # %% auto #0
-__all__ = ['SCORE_BINS', 'column_values', 'Profile', 'build_reference', 'psi', 'ks_from_counts', 'chi2_from_counts',
-           'auc_from_hist', 'calibration_from_hist', 'auc_standard_error', 'MonitorThresholds', 'compare',
-           'window_keys', 'Chunk', 'read_log', 'log_versions', 'read_records', 'labels_of', 'read_labels',
+__all__ = ['SCORE_BINS', 'column_values', 'Profile', 'derived_frame_values', 'build_reference', 'psi', 'ks_from_counts',
+           'chi2_from_counts', 'auc_from_hist', 'calibration_from_hist', 'auc_standard_error', 'MonitorThresholds',
+           'compare', 'window_keys', 'Chunk', 'read_log', 'log_versions', 'read_records', 'labels_of', 'read_labels',
            'load_reference', 'monitor', 'monitor_figures', 'render_monitor_html', 'write_report', 'notify',
            'run_monitor']
 
@@ -115,8 +115,13 @@ class Profile:
         n = len(frame)
         if n == 0: return self
         self.rows += n
+        derived = derived_frame_values(frame, schema) if any(sp.get("derived") for sp in self.spec["features"].values()) else {}
         for name, sp in self.spec["features"].items():
-            acc, col = self.features[name], schema[name]
+            acc = self.features[name]
+            if sp.get("derived"):  # computed from the raw fields as the model computes it; NaN: missing
+                v = np.asarray(derived[name], float) if name in derived else np.full(n, np.nan)
+                self._add_numeric(acc, sp, v, np.isnan(v), np.zeros(n, bool)); continue
+            col = schema[name]
             if name not in frame:  # reported by the caller; counted as missing here
                 acc["missing"] += n; acc["n"] += n; continue
             x, missing, bad = column_values(frame[name], col, schema.missing_values)
@@ -166,6 +171,18 @@ class Profile:
                    score_hist=np.asarray(d.get("score_hist", np.zeros(SCORE_BINS)), np.int64))
 
 # %% ../nbs/09_monitor.ipynb #bbec9221
+def derived_frame_values(frame: pd.DataFrame, schema: Schema) -> dict[str, np.ndarray]:
+    "Each derived feature of `schema`, from the raw fields of `frame` (a field the frame lacks counts as missing)."
+    from flex_ml.features import derive_all
+    used = {n for d in schema.derived for n in d.inputs} & {c.name for c in schema.columns}
+    x = {}
+    for col in schema.features:
+        if col.name not in used: continue
+        x[col.key] = (np.asarray(column_values(frame[col.name], col, schema.missing_values)[0], np.float32)
+                      if col.name in frame else np.full(len(frame), np.nan, np.float32))
+    return derive_all(x, schema)
+
+# %% ../nbs/09_monitor.ipynb #c5c08c81
 def build_reference(train: pd.DataFrame, schema: Schema, test_scores=None, test_labels=None,
                     bins: int = 10, fine_bins: int = 100) -> dict:
     "The training profile `monitor` compares traffic with (saved as `reference.json` by `export`)."
@@ -179,6 +196,10 @@ def build_reference(train: pd.DataFrame, schema: Schema, test_scores=None, test_
         else:
             cats = list(col.vocabulary or pd.Series(x[~missing]).value_counts().index[:100].tolist())
             spec["features"][col.name] = dict(kind="category", categories=[str(c) for c in cats])
+    for d, v in zip(schema.derived, derived_frame_values(train, schema).values()):
+        v = np.asarray(v, float); v = v[~np.isnan(v)]
+        spec["features"][d.name] = dict(kind="numeric", derived=d.formula, edges=_quantile_edges(v, bins),
+                                        fine_edges=_quantile_edges(v, fine_bins))
     if test_scores is not None:
         s = np.asarray(test_scores, float)
         spec["score"] = dict(kind="numeric", edges=_quantile_edges(s, bins), fine_edges=_quantile_edges(s, fine_bins))
@@ -189,7 +210,7 @@ def build_reference(train: pd.DataFrame, schema: Schema, test_scores=None, test_
         ref["test"] = scored.to_dict()
     return ref
 
-# %% ../nbs/09_monitor.ipynb #c5c08c81
+# %% ../nbs/09_monitor.ipynb #f923ce4d
 def psi(expected, actual, smoothing: float = 0.5) -> float:
     "Population stability index of two count vectors over the same bins."
     e, a = np.asarray(expected, float) + smoothing, np.asarray(actual, float) + smoothing
@@ -215,7 +236,7 @@ def chi2_from_counts(ref, cur) -> tuple[float, float]:
     stat, p, _, _ = chi2_contingency(t, correction=False)
     return float(stat), float(p)
 
-# %% ../nbs/09_monitor.ipynb #f923ce4d
+# %% ../nbs/09_monitor.ipynb #931652e2
 def auc_from_hist(pos, neg) -> float:
     "ROC AUC from per-bin counts of positives and negatives over ascending score bins."
     pos, neg = np.asarray(pos, float), np.asarray(neg, float)
@@ -246,7 +267,7 @@ def calibration_from_hist(pos, neg, bins: int = 10) -> dict:
     return dict(ece=float(ece), mean_score=float((centers * n).sum() / n.sum()), positive_rate=float(pos.sum() / n.sum()),
                 hosmer_lemeshow=float(hl), p_value=float(chi2.sf(hl, dof)) if dof else float("nan"), curve=curve)
 
-# %% ../nbs/09_monitor.ipynb #e720e3b8
+# %% ../nbs/09_monitor.ipynb #7d17b5a2
 def auc_standard_error(auc: float, n_pos: int, n_neg: int) -> float:
     "Hanley & McNeil (1982) standard error of an AUC estimated from `n_pos` positives and `n_neg` negatives."
     if not n_pos or not n_neg or math.isnan(auc): return float("nan")
@@ -257,7 +278,7 @@ def _z(p: float) -> float:
     from scipy.stats import norm
     return float(norm.isf(p))
 
-# %% ../nbs/09_monitor.ipynb #63c404f3
+# %% ../nbs/09_monitor.ipynb #05373133
 @dataclass
 class MonitorThresholds:
     "When a check warns or alerts; `from_params` reads the `monitor` section of params.yaml."
@@ -301,7 +322,7 @@ def compare(profile: Profile, reference: dict, metrics: dict | None = None,
             p = psi(r["counts"], c["counts"]); stat, pv = chi2_from_counts(r["counts"], c["counts"]); test = "chi2"
         present = c["n"] - c["missing"]
         if present == 0: p, stat, pv = float("nan"), float("nan"), float("nan")
-        f = dict(kind=sp["kind"], psi=p, test=test, statistic=stat, p_value=pv,
+        f = dict(kind="derived" if sp.get("derived") else sp["kind"], psi=p, test=test, statistic=stat, p_value=pv,
                  missing_rate=_rate(c["missing"], c["n"]), train_missing_rate=_rate(r["missing"], r["n"]),
                  out_of_contract_rate=_rate(c["out_of_contract"], c["n"]))
         if sp["kind"] == "numeric":
@@ -386,7 +407,7 @@ def _label_checks(profile, reference, metrics, th, judged, out) -> dict:
                                           f"against an observed rate of {cal['positive_rate']:.3f}"))
     return {"labels": lab}
 
-# %% ../nbs/09_monitor.ipynb #05373133
+# %% ../nbs/09_monitor.ipynb #abea4f56
 def window_keys(window: str, timestamps=None, first_row: int = 0, n: int = 0) -> np.ndarray:
     "The window label of each row: calendar windows from `timestamps`, or `rows:N` blocks by position."
     if window.startswith("rows:"):
@@ -410,7 +431,7 @@ def window_keys(window: str, timestamps=None, first_row: int = 0, n: int = 0) ->
     else: keys = ts.dt.strftime(fmt[window])
     return keys.fillna("no timestamp").to_numpy(object)
 
-# %% ../nbs/09_monitor.ipynb #abea4f56
+# %% ../nbs/09_monitor.ipynb #b409ff98
 @dataclass
 class Chunk:
     "A slice of traffic: raw fields, and when known their score, label and time."
@@ -537,7 +558,7 @@ def read_labels(path, schema: Schema) -> pd.Series:
         raise FlexMLError(f"labels file {path}: id {dup} appears twice", "keep one outcome per id")
     return pd.Series(labels_of(frame, schema, f"labels file {path}"), index=ids.to_numpy())
 
-# %% ../nbs/09_monitor.ipynb #b409ff98
+# %% ../nbs/09_monitor.ipynb #4e0f0a85
 def _scorer(model_dir):
     from flex_ml.features import to_model_inputs
     from flex_ml.serve import ServingModel
@@ -660,7 +681,7 @@ def monitor(chunks, model_dir, window: str | None = None, labels: pd.Series | No
                    card=dict(auc=((meta.get("metrics") or {}).get("test") or {}).get("model", {}).get("auc")))
     return summary
 
-# %% ../nbs/09_monitor.ipynb #c34765aa
+# %% ../nbs/09_monitor.ipynb #1610b07b
 def _png(fig) -> str:
     import matplotlib.pyplot as plt
     buf = io.BytesIO(); fig.savefig(buf, format="png", dpi=90, bbox_inches="tight"); plt.close(fig)
@@ -802,7 +823,7 @@ def notify(summary: dict, url: str | None, timeout: float = 10.0) -> str | None:
         return f"could not post the alert to the webhook {url}: {getattr(e, 'reason', e)}"
     return None
 
-# %% ../nbs/09_monitor.ipynb #bf644b19
+# %% ../nbs/09_monitor.ipynb #afaa4ec8
 def run_monitor(model_dir, out_dir, input=None, log=None, labels=None, window=None, since=None, until=None,
                 model_version=None, params: dict | None = None, progress: bool = True) -> dict:
     "`flex-ml monitor`: profile a file or the prediction log against the export, write JSON + HTML, notify."

@@ -79,6 +79,23 @@ def test_a_shift_between_status_codes_is_seen(project, scored_test, tmp_path):
     assert s["features"]["PAY_0"]["status"] != "ok" and s["features"]["PAY_0"]["psi"] > 0.1, s["features"]["PAY_0"]
 
 
+def test_derived_features_are_watched_and_see_what_their_fields_hide(project, scored_test, tmp_path):
+    """Credit limits shuffled between clients: every field keeps its distribution (LIMIT_BAL's PSI stays
+    near 0), but who owes what against which limit has changed, and the contract's utilisation ratios,
+    watched like any feature, show it."""
+    ref = json.loads((project / "artifacts" / "model" / "reference.json").read_text())
+    assert ref["spec"]["features"]["UTIL1"]["derived"] == "BILL_AMT1 / LIMIT_BAL clipped to [-1, 3]"
+    shuffled = scored_test.assign(LIMIT_BAL=scored_test["LIMIT_BAL"].sample(frac=1.0, random_state=3).to_numpy())
+    shuffled.to_parquet(tmp_path / "shuffled.parquet")
+    monitor(project, "--input", tmp_path / "shuffled.parquet", "--window", "rows:6000", "--out", tmp_path / "out")
+    s = json.loads((tmp_path / "out" / "summary.json").read_text())
+    f = s["features"]
+    assert f["LIMIT_BAL"]["status"] == "ok" and f["LIMIT_BAL"]["psi"] < 0.01 and f["BILL_AMT1"]["status"] == "ok"
+    assert f["UTIL1"]["kind"] == "derived" and f["UTIL1"]["status"] == "alert" and f["UTIL1"]["psi"] > 0.25, f["UTIL1"]
+    assert any(a["feature"] == "UTIL1" for a in s["alerts"])
+    assert "UTIL1" in (tmp_path / "out" / "report.html").read_text()
+
+
 def test_monitor_reads_the_services_sqlite_log_with_late_labels(project, scored_test, tmp_path):
     "A real server logs real requests to SQLite; the monitor reads the log and joins labels that came later."
     model = project / "artifacts" / "model"
