@@ -94,7 +94,7 @@ def train_model(train: pd.DataFrame, valid: pd.DataFrame, schema: Schema, model_
     t0 = time.perf_counter()
     hist = trainer.fit(make_dataset(train, schema, batch_size, shuffle_seed=seed, label_columns=towers, class_weight=cw),
                        validation_data=make_dataset(valid, schema, 4096, label_columns=towers), epochs=epochs,
-                       callbacks=callbacks, verbose=verbose)
+                       callbacks=callbacks, verbose=verbose, shuffle=False)  # the dataset shuffles itself, seeded
     aucs = hist.history["val_auc"]
     best = int(np.argmax(aucs))
     if live is not None:

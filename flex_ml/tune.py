@@ -89,7 +89,6 @@ def _run_trial(train, valid, schema: Schema, params: dict, seeds: list[int]) -> 
     logging.getLogger("tensorflow").setLevel(logging.ERROR)  # retracing notes, once per trial: noise beside the progress bar
     for s in seeds:
         with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*shuffle.*", category=UserWarning)
             model, _, summary = train_model(train, valid, schema, params.get("model", {}), epochs=tp.get("epochs", 30),
                                             batch_size=tp.get("batch_size", 512), patience=tp.get("patience", 5), seed=s,
                                             class_weight=tp.get("class_weight", "none"), verbose=0, calibration="none")
