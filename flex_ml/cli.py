@@ -188,11 +188,14 @@ def tune(split_dir: Path = typer.Option("artifacts/split", help="Folder with the
     for t in r["trials"]:
         if t["failed"]: typer.echo(f"  failed  trial {t['trial']}: {t['label']}: {t['failed']}")
     if r["interrupted"]:
-        typer.echo(f"interrupted after {r['fits']} fit(s) of {len(r['trials'])} trial(s); the results so far are in {out}", err=True)
+        typer.echo((f"interrupted after {r['fits']} fit(s) of {len(r['trials'])} trial(s)" if r["trials"] else "interrupted before the first fit")
+                   + f"; the results so far are in {out}", err=True)
         raise typer.Exit(130)
     best, c = r["best"], r["confirmation"]
     if best["trial"] == 0:
-        typer.echo("best: params.yaml as it stands; nothing to adopt")
+        others = sum(t["trial"] != 0 and not t["failed"] and t["dropped_after"] is None for t in r["trials"])
+        typer.echo("best: params.yaml as it stands; nothing to adopt" +
+                   ("" if others else f" (no other trial ran every round: {r['failed']} failed, {r['dropped']} dropped)"))
     else:
         typer.echo(f"best in the search: trial {best['trial']} ({best['label']}), {r['search_verdict']['gain']:+.4f} "
                    "(flattered by being chosen from many)")

@@ -115,22 +115,27 @@ class Profile:
         n = len(frame)
         if n == 0: return self
         self.rows += n
-        derived = derived_frame_values(frame, schema) if any(sp.get("derived") for sp in self.spec["features"].values()) else {}
+        parsed = {}  # numeric fields' values, which the derived features reuse
         for name, sp in self.spec["features"].items():
-            acc = self.features[name]
-            if sp.get("derived"):  # computed from the raw fields as the model computes it; NaN: missing
-                v = np.asarray(derived[name], float) if name in derived else np.full(n, np.nan)
-                self._add_numeric(acc, sp, v, np.isnan(v), np.zeros(n, bool)); continue
-            col = schema[name]
+            if sp.get("derived"): continue
+            acc, col = self.features[name], schema[name]
             if name not in frame:  # reported by the caller; counted as missing here
                 acc["missing"] += n; acc["n"] += n; continue
             x, missing, bad = column_values(frame[name], col, schema.missing_values)
-            if sp["kind"] == "numeric": self._add_numeric(acc, sp, np.asarray(x, float), missing, bad)
+            if sp["kind"] == "numeric":
+                parsed[name] = (x, missing, bad); self._add_numeric(acc, sp, np.asarray(x, float), missing, bad)
             else:
                 idx = pd.Index(sp["categories"]).get_indexer(pd.Series(x).where(~pd.Series(missing), None))
                 idx = np.where(idx < 0, len(sp["categories"]), idx)[~missing]
                 acc["counts"] += np.bincount(idx, minlength=len(acc["counts"]))
                 acc["missing"] += int(missing.sum()); acc["out_of_contract"] += int(bad.sum()); acc["n"] += n
+        derived = [name for name, sp in self.spec["features"].items() if sp.get("derived")]
+        if derived:  # computed from the raw fields as the model computes them
+            values, broken = derived_frame_values(frame, schema, parsed)
+            for name in derived:
+                v = np.asarray(values[name], float) if name in values else np.full(n, np.nan)
+                bad = broken.get(name, np.zeros(n, bool))
+                self._add_numeric(self.features[name], self.spec["features"][name], v, np.isnan(v) & ~bad, bad)
         if scores is not None and self.score is not None:
             s = np.asarray(scores, float)
             self._add_numeric(self.score, self.spec["score"], s, ~np.isfinite(s), np.zeros(n, bool))
@@ -171,16 +176,25 @@ class Profile:
                    score_hist=np.asarray(d.get("score_hist", np.zeros(SCORE_BINS)), np.int64))
 
 # %% ../nbs/09_monitor.ipynb #bbec9221
-def derived_frame_values(frame: pd.DataFrame, schema: Schema) -> dict[str, np.ndarray]:
-    "Each derived feature of `schema`, from the raw fields of `frame` (a field the frame lacks counts as missing)."
+def derived_frame_values(frame: pd.DataFrame, schema: Schema, parsed: dict | None = None) -> tuple[dict, dict]:
+    """`(values, broken)`: each derived feature of `schema` from the raw fields of `frame`, and the rows where
+    one of its fields holds something that is not a finite number (out of contract: no value, and not
+    "missing" either). A field the frame lacks counts as missing. `parsed`: `column_values` results by name."""
     from flex_ml.features import derive_all
     used = {n for d in schema.derived for n in d.inputs} & {c.name for c in schema.columns}
-    x = {}
+    x, broken, n = {}, {}, len(frame)
     for col in schema.features:
         if col.name not in used: continue
-        x[col.key] = (np.asarray(column_values(frame[col.name], col, schema.missing_values)[0], np.float32)
-                      if col.name in frame else np.full(len(frame), np.nan, np.float32))
-    return derive_all(x, schema)
+        if col.name not in frame: v, bad = np.full(n, np.nan), np.zeros(n, bool)
+        else:
+            v, missing, _ = parsed[col.name] if parsed and col.name in parsed else column_values(frame[col.name], col, schema.missing_values)
+            v = np.asarray(v, float); bad = ~missing & ~np.isfinite(v)  # text or inf (a range breach still computes)
+        x[col.key], broken[col.name] = np.where(bad, np.nan, v).astype(np.float32), bad
+    values = derive_all(x, schema)
+    for d in schema.derived:  # along the chain: a derived input carries its own fields' breakage
+        broken[d.name] = np.logical_or.reduce([broken[i] for i in d.inputs])
+        values[d.name] = np.where(broken[d.name], np.nan, values[d.name])
+    return values, {d.name: broken[d.name] for d in schema.derived}
 
 # %% ../nbs/09_monitor.ipynb #c5c08c81
 def build_reference(train: pd.DataFrame, schema: Schema, test_scores=None, test_labels=None,
@@ -196,8 +210,9 @@ def build_reference(train: pd.DataFrame, schema: Schema, test_scores=None, test_
         else:
             cats = list(col.vocabulary or pd.Series(x[~missing]).value_counts().index[:100].tolist())
             spec["features"][col.name] = dict(kind="category", categories=[str(c) for c in cats])
-    for d, v in zip(schema.derived, derived_frame_values(train, schema).values()):
-        v = np.asarray(v, float); v = v[~np.isnan(v)]
+    values, _ = derived_frame_values(train, schema)
+    for d in schema.derived:
+        v = np.asarray(values[d.name], float); v = v[~np.isnan(v)]
         spec["features"][d.name] = dict(kind="numeric", derived=d.formula, edges=_quantile_edges(v, bins),
                                         fine_edges=_quantile_edges(v, fine_bins))
     if test_scores is not None:
@@ -322,9 +337,11 @@ def compare(profile: Profile, reference: dict, metrics: dict | None = None,
             p = psi(r["counts"], c["counts"]); stat, pv = chi2_from_counts(r["counts"], c["counts"]); test = "chi2"
         present = c["n"] - c["missing"]
         if present == 0: p, stat, pv = float("nan"), float("nan"), float("nan")
+        label = f"{name} = {sp['derived']}" if sp.get("derived") else name  # an alert on a derived feature names its fields
         f = dict(kind="derived" if sp.get("derived") else sp["kind"], psi=p, test=test, statistic=stat, p_value=pv,
                  missing_rate=_rate(c["missing"], c["n"]), train_missing_rate=_rate(r["missing"], r["n"]),
                  out_of_contract_rate=_rate(c["out_of_contract"], c["n"]))
+        if sp.get("derived"): f["formula"] = sp["derived"]
         if sp["kind"] == "numeric":
             f["mean"] = c["total"] / present if present else float("nan")
             rn = max(r["n"] - r["missing"], 1)
@@ -338,15 +355,15 @@ def compare(profile: Profile, reference: dict, metrics: dict | None = None,
         if judged and f["status"] != "ok":
             out["alerts"].append(dict(level=f["status"], check="drift", feature=name, value=round(p, 4),
                                       threshold=th.psi_alert if f["status"] == "alert" else th.psi_warn,
-                                      message=f"{name}: PSI {p:.3f} ({test} p={pv:.2g})"))
+                                      message=f"{label}: PSI {p:.3f} ({test} p={pv:.2g})"))
         if judged and c["n"] and f["missing_rate"] - f["train_missing_rate"] > th.missing_rate_increase:
             out["alerts"].append(dict(level="alert", check="missing", feature=name, value=round(f["missing_rate"], 4),
                                       threshold=th.missing_rate_increase,
-                                      message=f"{name}: {f['missing_rate']:.1%} missing against {f['train_missing_rate']:.1%} in training"))
+                                      message=f"{label}: {f['missing_rate']:.1%} missing against {f['train_missing_rate']:.1%} in training"))
         if judged and c["n"] and f["out_of_contract_rate"] > th.out_of_contract_rate:
             out["alerts"].append(dict(level="alert", check="contract", feature=name, value=round(f["out_of_contract_rate"], 4),
                                       threshold=th.out_of_contract_rate,
-                                      message=f"{name}: {f['out_of_contract_rate']:.1%} of values break the contract"))
+                                      message=f"{label}: {f['out_of_contract_rate']:.1%} of values break the contract"))
         if present == 0 and c["n"]: out["not_computed"].append(f"{name}: drift (every value is missing)")
         out["features"][name] = f
     out.update(_score_checks(profile, reference, th, judged, out))
@@ -788,7 +805,7 @@ img{{max-width:100%}}</style></head><body>
 windows: {html.escape(str(summary['window']))}.</p>
 <h2>Alerts</h2><ul>{alerts}</ul><h2>Not computed</h2><ul>{missing}</ul>
 <h2>Drift per feature</h2>{img('psi', 'PSI per feature')}
-{_html_table(feats, ['feature', 'kind', 'psi', 'test', 'statistic', 'p_value', 'shift', 'missing_rate', 'train_missing_rate', 'out_of_contract_rate', 'status'])}
+{_html_table(feats, ['feature', 'kind', 'formula', 'psi', 'test', 'statistic', 'p_value', 'shift', 'missing_rate', 'train_missing_rate', 'out_of_contract_rate', 'status'])}
 <h2>Over time</h2>{img('psi_over_time', 'PSI over time')}{img('shift_over_time', 'mean shift over time')}{img('performance_over_time', 'performance over time')}{win}
 <h2>Scores</h2>{img('scores', 'score distribution')}
 <h2>Performance (labelled rows)</h2>{perf}{img('calibration', 'calibration')}

@@ -109,18 +109,19 @@ def _confirm(train, valid, schema: Schema, params: dict, best: dict, seeds: list
     return dict(seeds=list(seeds), baseline=base, best=cand, rows_se=rows_se,
                 verdict=verdict(base["valid_auc"], cand["valid_auc"], noise, len(seeds), rows_se))
 
-def _result(rows, params, n_seeds, train, valid, interrupted=False, halving: int = 1) -> dict:
+def _result(rows, params, n_seeds, train, valid, interrupted=False, halving: int = 1, fits: int | None = None) -> dict:
     rows = [r for r in rows if r["seeds"] or r["failed"]]  # the trials trained so far
     ok = [r for r in rows if r["valid_auc"] is not None]
     alive = [r for r in ok if r["dropped_after"] is None]  # the best is one that ran every round
     best = max(alive, key=lambda r: r["valid_auc"]) if alive else None
     noise = seed_noise([r["valid_auc_by_seed"] for r in ok])
-    search = (verdict(rows[0]["valid_auc"], best["valid_auc"], noise, n_seeds)
+    search = (verdict(rows[0]["valid_auc"], best["valid_auc"], noise, len(rows[0]["seeds"]))  # an interrupted run has fewer
               if best is not None and rows[0]["valid_auc"] is not None else None)
     return dict(trials=rows, baseline=rows[0] if rows else None, best=best, seeds=n_seeds, halving=halving,
-                dropped=sum(r["dropped_after"] is not None for r in rows), fits=sum(len(r["seeds"]) for r in rows),
+                dropped=sum(r["dropped_after"] is not None for r in rows),
+                fits=sum(len(r["seeds"]) + (r["failed"] is not None) for r in rows) if fits is None else fits,
                 seed_noise_sd=noise, search_verdict=search, verdict=None, confirmation=None, interrupted=interrupted,
-                failed=sum(r["failed"] is not None for r in rows), n_train=len(train), n_valid=len(valid))
+                aborted=None, failed=sum(r["failed"] is not None for r in rows), n_train=len(train), n_valid=len(valid))
 
 def survivors(rows: list[dict], halving: int) -> list[int]:
     "The trials that train on with the next seed: params.yaml's, and the best `1 / halving` of the others."
@@ -168,10 +169,11 @@ def tune(train: pd.DataFrame, valid: pd.DataFrame, schema: Schema, params: dict,
                 except Exception as e:  # one bad point of the space must not lose the other trials' hours
                     row.update(valid_auc=None, failed=f"{type(e).__name__}: {getattr(e, 'what', e)}")
                 bar.update(1)
-                if i == 0 and row["failed"]:
-                    raise FlexMLError(f"the baseline (params.yaml as it stands) failed to train: {row['failed']}",
-                                      "fix params.yaml first: `flex-ml train` shows the whole error")
                 r = _result(rows, params, n_seeds, train, valid, halving=halving)
+                if i == 0 and row["failed"]:  # nothing left to compare with: stop, with what was done on disk
+                    r["aborted"] = f"the baseline (params.yaml as it stands) failed to train with seed {seed0 + k}: {row['failed']}"
+                    if on_trial: on_trial(r)
+                    raise FlexMLError(r["aborted"], "fix params.yaml first: `flex-ml train` shows the whole error")
                 if r["best"]: bar.set_postfix_str(f"best {r['best']['valid_auc']:.4f} (trial {r['best']['trial']})")
                 if on_trial: on_trial(r)
             alive = [i for i in alive if rows[i]["failed"] is None]
@@ -180,7 +182,7 @@ def tune(train: pd.DataFrame, valid: pd.DataFrame, schema: Schema, params: dict,
                 for i in alive:
                     if i not in keep: rows[i]["dropped_after"] = k + 1
                 alive = keep
-                bar.total = bar.n + len(alive) * (n_seeds - k - 1); bar.refresh()
+            bar.total = bar.n + planned_fits(len(alive), n_seeds - k - 1, halving); bar.refresh()
     except KeyboardInterrupt:
         interrupted = True
     finally:
@@ -189,8 +191,11 @@ def tune(train: pd.DataFrame, valid: pd.DataFrame, schema: Schema, params: dict,
     if not interrupted and r["best"] is not None and r["best"]["trial"] != 0:
         fresh = [seed0 + n_seeds + k for k in range(n_seeds)]
         if progress: print(f"confirming trial {r['best']['trial']} against params.yaml on fresh seeds {fresh}", flush=True)
-        r["confirmation"] = _confirm(train, valid, schema, params, r["best"], fresh, r["seed_noise_sd"], tu)
-        r["verdict"] = r["confirmation"]["verdict"]
+        try:
+            r["confirmation"] = _confirm(train, valid, schema, params, r["best"], fresh, r["seed_noise_sd"], tu)
+            r["verdict"] = r["confirmation"]["verdict"]
+        except KeyboardInterrupt:  # the search is kept; only the verdict is missing
+            r["interrupted"] = True
     return r
 
 # %% ../nbs/05a_tune.ipynb #8c5ed941
@@ -225,7 +230,7 @@ def tune_figure(result: dict):
         said = (f"confirmed on fresh seeds: trial {result['best']['trial']} {v['gain']:+.4f} against params.yaml, " +
                 (f"{'beyond' if v['beyond_noise'] else 'within'} the noise (2 SE {2 * v['standard_error']:.4f})"
                  if v["standard_error"] else "noise unknown (one seed)"))
-    else: said = "params.yaml is the best trial" if result["best"]["trial"] == 0 else "not confirmed (interrupted)"
+    else: said = "not confirmed (interrupted)" if result.get("interrupted") else "params.yaml is the best trial"
     ax.set_title(f"flex-ml tune: trials in rank order (trial: what it changes){failed}\n{said}", fontsize=9)
     handles, words = ax.get_legend_handles_labels()
     if result.get("dropped"):

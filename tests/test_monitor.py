@@ -92,8 +92,17 @@ def test_derived_features_are_watched_and_see_what_their_fields_hide(project, sc
     f = s["features"]
     assert f["LIMIT_BAL"]["status"] == "ok" and f["LIMIT_BAL"]["psi"] < 0.01 and f["BILL_AMT1"]["status"] == "ok"
     assert f["UTIL1"]["kind"] == "derived" and f["UTIL1"]["status"] == "alert" and f["UTIL1"]["psi"] > 0.25, f["UTIL1"]
-    assert any(a["feature"] == "UTIL1" for a in s["alerts"])
-    assert "UTIL1" in (tmp_path / "out" / "report.html").read_text()
+    assert any(a["feature"] == "UTIL1" and "UTIL1 = BILL_AMT1 / LIMIT_BAL" in a["message"] for a in s["alerts"])
+    assert "BILL_AMT1 / LIMIT_BAL" in (tmp_path / "out" / "report.html").read_text()
+    # a limit that is not a number breaks the contract in LIMIT_BAL and makes no utilisation: that is
+    # counted against the contract, not as "missing" (which would blame the data's completeness)
+    broken = scored_test.assign(LIMIT_BAL=scored_test["LIMIT_BAL"].astype(object))
+    broken.loc[broken.index[::10], "LIMIT_BAL"] = "abc"
+    broken.to_csv(tmp_path / "broken.csv", index=False)
+    monitor(project, "--input", tmp_path / "broken.csv", "--window", "rows:6000", "--out", tmp_path / "out2")
+    f = json.loads((tmp_path / "out2" / "summary.json").read_text())["features"]
+    assert abs(f["LIMIT_BAL"]["out_of_contract_rate"] - 0.1) < 1e-9 and abs(f["UTIL1"]["out_of_contract_rate"] - 0.1) < 1e-9
+    assert f["UTIL1"]["missing_rate"] < 0.01 and f["UTIL1"]["formula"] == "BILL_AMT1 / LIMIT_BAL clipped to [-1, 3]"
 
 
 def test_monitor_reads_the_services_sqlite_log_with_late_labels(project, scored_test, tmp_path):
