@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 import itertools
 import json
 import math
@@ -20,15 +21,35 @@ from .schema import FlexMLError, Schema, load_schema
 from .split import labels
 
 # %% auto #0
-__all__ = ['get_dotted', 'with_overrides', 'search_grid', 'draw_trials', 'trial_label', 'seed_noise', 'verdict', 'survivors',
-           'planned_fits', 'tune_section', 'tune', 'tune_figure', 'adopt_command', 'write_results', 'apply_overrides',
-           'run_tune']
+__all__ = ['stage_default', 'get_dotted', 'with_overrides', 'search_grid', 'draw_trials', 'trial_label', 'seed_noise', 'verdict',
+           'survivors', 'planned_fits', 'tune_section', 'tune', 'tune_figure', 'adopt_command', 'write_results',
+           'apply_overrides', 'run_tune']
 
 # %% ../nbs/05a_tune.ipynb #0f0ec021
-def get_dotted(params: dict, key: str):
-    "The value of `section.key` in `params`, or None when it is not set (the stage's default applies)."
+@functools.lru_cache(maxsize=None)
+def _stage_default(key: str):
+    import inspect
+    from flex_ml.train import train_model
     section, _, sub = key.partition(".")
-    return (params.get(section) or {}).get(sub)
+    if key == "model.numeric_bins": return 0  # train_model takes it out of the model section: no bins
+    if section == "train": fn = train_model
+    elif section == "model":
+        from flex_ml.model import build_model  # Keras: only for an unset model key
+        fn = build_model
+    else: return None
+    p = inspect.signature(fn).parameters.get(sub)
+    return None if p is None or p.default is inspect.Parameter.empty else p.default
+
+def stage_default(key: str):
+    "What the `train` stage uses for a dotted `model`/`train` key that params.yaml leaves out (None: nothing)."
+    v = _stage_default(key)
+    return list(v) if isinstance(v, tuple) else v  # `hidden=(128, 64)` is the list [128, 64] in YAML
+
+def get_dotted(params: dict, key: str):
+    "The value of `section.key` in `params`; when it is not set, the value the stage uses instead."
+    section, _, sub = key.partition(".")
+    v = (params.get(section) or {}).get(sub)
+    return stage_default(key) if v is None else v
 
 def with_overrides(params: dict, overrides: dict) -> dict:
     "A deep copy of `params` with each `section.key` of `overrides` set."
