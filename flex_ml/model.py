@@ -15,7 +15,7 @@ from .schema import Schema
 
 # %% auto #0
 __all__ = ['NumericEncoder', 'Ratio', 'Aggregate', 'preprocessing_block', 'build_model', 'EnsembleAUC', 'tower_count',
-           'training_model', 'as_tensors', 'predict_scores', 'save_model']
+           'feature_encoder', 'training_model', 'trains_from_features', 'as_tensors', 'predict_scores', 'save_model']
 
 # %% ../nbs/04_model.ipynb #795a4bf9
 @keras.saving.register_keras_serializable(package="flex_ml")
@@ -153,14 +153,28 @@ def tower_count(model: keras.Model) -> int:
     "How many towers the model averages (1 for a single MLP)."
     return max(1, sum(bool(re.fullmatch(r"tower\d+_score", l.name)) for l in model.layers))
 
+def feature_encoder(model: keras.Model) -> keras.Model:
+    "The model's preprocessing alone: raw inputs to the encoded `features` tensor its MLP reads."
+    return keras.Model(model.input, model.get_layer("features").output, name=f"{model.name}_features")
+
 def training_model(model: keras.Model, learning_rate: float) -> keras.Model:
-    "The model itself, or for an ensemble its towers side by side with a loss each."
-    if tower_count(model) == 1: return model
+    "What `fit` trains: the layers after the (fixed) preprocessing, for an ensemble its towers side by side with a loss each; `learning_rate` when `model` has no optimizer yet."
+    start = model.input if feature_encoder(model).trainable_weights else model.get_layer("features").output
     towers = [l.output for l in model.layers if re.fullmatch(r"tower\d+_score", l.name)]
-    trainer = keras.Model(model.input, layers.Concatenate(name="towers")(towers), name=f"{model.name}_towers")
-    trainer.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="binary_crossentropy",
-                    metrics=[EnsembleAUC(name="auc"), EnsembleAUC(curve="PR", name="pr_auc")])
+    if len(towers) <= 1:
+        trainer = keras.Model(start, model.output, name=f"{model.name}_head")
+        metrics = [keras.metrics.AUC(name="auc"), keras.metrics.AUC(curve="PR", name="pr_auc")]
+    else:
+        trainer = keras.Model(start, layers.Concatenate(name="towers")(towers), name=f"{model.name}_towers")
+        metrics = [EnsembleAUC(name="auc"), EnsembleAUC(curve="PR", name="pr_auc")]
+    # the model's own optimizer, when it has one: its state then travels in the saved model, and
+    # loading the model finds the optimizer it expects
+    trainer.compile(optimizer=model.optimizer or keras.optimizers.Adam(learning_rate), loss="binary_crossentropy", metrics=metrics)
     return trainer
+
+def trains_from_features(trainer: keras.Model) -> bool:
+    "Whether `trainer` (from `training_model`) reads encoded features rather than raw inputs."
+    return not isinstance(trainer.input, dict)
 
 # %% ../nbs/04_model.ipynb #6219d2f1
 def as_tensors(inputs: dict) -> dict:

@@ -21,11 +21,12 @@ __all__ = ['make_dataset', 'platt_recalibrate', 'train_model', 'run_train']
 
 # %% ../nbs/05_train.ipynb #e7d35e36
 def make_dataset(df: pd.DataFrame, schema: Schema, batch_size: int, shuffle_seed: int | None = None,
-                 label_columns: int = 1, class_weight: dict | None = None):
-    "A batched `tf.data.Dataset` of `(inputs, label[, weight])` from the rows of `df`."
+                 label_columns: int = 1, class_weight: dict | None = None, encoder=None):
+    "A batched `tf.data.Dataset` of `(inputs, label[, weight])` from the rows of `df`, encoded once by `encoder` if given."
     import tensorflow as tf
     from flex_ml.model import as_tensors
     x = as_tensors(to_model_inputs(df, schema))
+    if encoder is not None: x = encoder.predict(x, batch_size=4096, verbose=0)
     y = labels(df, schema).astype("float32")
     if label_columns > 1: y = np.repeat(y[:, None], label_columns, axis=1)
     parts = (x, y) if class_weight is None else (x, y, np.where(labels(df, schema) == 1, class_weight[1], class_weight[0]).astype("float32"))
@@ -33,7 +34,7 @@ def make_dataset(df: pd.DataFrame, schema: Schema, batch_size: int, shuffle_seed
     if shuffle_seed is not None: ds = ds.shuffle(len(df), seed=shuffle_seed, reshuffle_each_iteration=True)
     return ds.batch(batch_size).prefetch(2)
 
-# %% ../nbs/05_train.ipynb #f37d906e
+# %% ../nbs/05_train.ipynb #6f755a9e
 def _output_layers(model) -> list:
     "The sigmoid output layer of each tower (one for a single MLP)."
     import keras
@@ -66,13 +67,13 @@ def platt_recalibrate(model, valid: pd.DataFrame, schema: Schema) -> dict:
                 valid_log_loss_after=round(float(fit.fun), 6), valid_mean_score_before=round(float(p0.mean()), 6),
                 valid_mean_score_after=round(float(p1.mean()), 6), valid_positive_rate=round(float(y.mean()), 6))
 
-# %% ../nbs/05_train.ipynb #6f755a9e
+# %% ../nbs/05_train.ipynb #71b088f5
 def train_model(train: pd.DataFrame, valid: pd.DataFrame, schema: Schema, model_params: dict | None = None,
                 epochs: int = 30, batch_size: int = 512, patience: int = 5, seed: int = 42,
                 class_weight: str = "none", live=None, verbose: int = 2, calibration: str = "platt"):
     "Fit the Keras model (then recalibrate it on valid, unless `calibration` is `none`); returns `(model, stats, summary)`."
     import keras, tensorflow as tf
-    from flex_ml.model import build_model, tower_count, training_model
+    from flex_ml.model import build_model, feature_encoder, tower_count, trains_from_features, training_model
     keras.utils.set_random_seed(seed)
     tf.config.experimental.enable_op_determinism()
     mp = dict(model_params or {})
@@ -92,8 +93,9 @@ def train_model(train: pd.DataFrame, valid: pd.DataFrame, schema: Schema, model_
         from dvclive.keras import DVCLiveCallback
         callbacks.append(DVCLiveCallback(live=live))
     t0 = time.perf_counter()
-    hist = trainer.fit(make_dataset(train, schema, batch_size, shuffle_seed=seed, label_columns=towers, class_weight=cw),
-                       validation_data=make_dataset(valid, schema, 4096, label_columns=towers), epochs=epochs,
+    enc = feature_encoder(model) if trains_from_features(trainer) else None  # encode the rows once, not every epoch
+    hist = trainer.fit(make_dataset(train, schema, batch_size, shuffle_seed=seed, label_columns=towers, class_weight=cw, encoder=enc),
+                       validation_data=make_dataset(valid, schema, 4096, label_columns=towers, encoder=enc), epochs=epochs,
                        callbacks=callbacks, verbose=verbose, shuffle=False)  # the dataset shuffles itself, seeded
     aucs = hist.history["val_auc"]
     best = int(np.argmax(aucs))
@@ -117,7 +119,7 @@ def train_model(train: pd.DataFrame, valid: pd.DataFrame, schema: Schema, model_
                    n_parameters=int(model.count_params()), towers=towers, numeric_bins=bins, calibration=cal)
     return model, stats, summary
 
-# %% ../nbs/05_train.ipynb #71b088f5
+# %% ../nbs/05_train.ipynb #25890f41
 def run_train(split_dir, schema, out_dir, params: dict) -> dict:
     "The `train` stage; `params` holds the `train` and `model` sections of params.yaml."
     from dvclive import Live
