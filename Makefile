@@ -72,9 +72,10 @@ tune: install
 serve: $(STAMP)
 	$(BIN)/flex-ml serve --model artifacts/model --host 127.0.0.1 --port 8000
 
-#   make bench     pipeline, serving, monitoring, seed-, split-, cross-fit and retrain-gate studies, JSON
+#   make bench     pipeline, training-speed, serving, monitoring, seed-, split-, cross-fit and retrain-gate studies, JSON
 bench: install
 	$(BIN)/python benchmarks/pipeline.py
+	$(BIN)/python benchmarks/training.py
 	$(BIN)/python benchmarks/serving.py
 	$(BIN)/python benchmarks/monitor.py
 	$(BIN)/python benchmarks/seeds.py
