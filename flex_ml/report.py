@@ -5,6 +5,7 @@
 # %% ../nbs/07a_report.ipynb #2a0d6b10
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from .schema import FlexMLError
@@ -36,6 +37,12 @@ def run_report(notebook, out_dir, parameters: dict | None = None, kernel: str = 
             pm.execute_notebook(str(notebook), str(executed), parameters=parameters or {}, kernel_name=kernel,
                                 cwd=str(cwd), progress_bar=False, log_output=False, config=sockets)
     except NoSuchKernel:
+        venv = Path(".venv")  # `make install` registers the kernel inside the project's environment
+        if (venv / "bin" / "python").exists() and Path(sys.prefix).resolve() != venv.resolve():
+            raise FlexMLError(f"Jupyter kernel {kernel!r} is not installed for {sys.executable}, which is not the project's "
+                              f"environment ({venv.resolve()})",
+                              "run the pipeline with `make repro`, or activate the environment first "
+                              "(`source .venv/bin/activate`), so that the stages run its python") from None
         raise FlexMLError(f"Jupyter kernel {kernel!r} is not installed",
                           "run `make install` (it registers the kernel) or pass --kernel python3") from None
     except pm.PapermillExecutionError as e:
