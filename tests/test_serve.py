@@ -155,6 +155,32 @@ def test_a_repeated_key_is_refused(server, golden):
     assert r.status_code == 200, r.text
 
 
+def test_text_that_is_not_unicode_is_a_422_not_a_500(server, golden):
+    # a lone surrogate escape parses as JSON, but no UTF-8 response, log or file can hold it
+    rec = json.dumps({"records": [golden[0]["record"]]})
+    for field, value in (("EDUCATION", '"\\ud800"'), ("AGE", '"\\udfff"')):
+        body = rec.replace(f'"{field}": {golden[0]["record"][field]}', f'"{field}": {value}')
+        r = server.client.post("/v1/predict", content=body, headers={"content-type": "application/json"})
+        assert r.status_code == 422 and r.json()["problems"][0]["field"] == field, r.text
+    r = server.client.post("/v1/predict", content=rec[:-1] + ', "\\udfff": 1}', headers={"content-type": "application/json"})
+    assert r.status_code == 422, r.text
+    r = server.client.post("/v1/admin/reload", content='{"path": "\\ud800"}', headers={"content-type": "application/json"})
+    assert 400 <= r.status_code < 500 and set(r.json()) >= {"error", "detail"}, r.text
+    metrics = server.client.get("/metrics").text
+    assert 'status="500"' not in metrics, [l for l in metrics.splitlines() if 'status="500"' in l]
+
+
+def test_a_whole_number_sent_as_a_float_scores_as_the_integer(server, golden):
+    # pandas writes an integer column with a gap as floats: 29.0 is 29 (as in a CSV), and "2.0" is category 2
+    rec = golden[0]["record"]
+    same = [rec, rec | {"AGE": float(rec["AGE"]), "EDUCATION": float(rec["EDUCATION"])}, rec | {"EDUCATION": f"{rec['EDUCATION']}.0"}]
+    r = server.client.post("/v1/predict", json={"records": same})
+    assert r.status_code == 200, r.text
+    scores = [p["score"] for p in r.json()["predictions"]]
+    assert scores[1] == scores[0] and scores[2] == scores[0], scores
+    assert (0, "AGE", "int_type") in problems(server.client.post("/v1/predict", json={"records": [rec | {"AGE": 29.5}]}))
+
+
 def test_every_error_body_has_error_and_detail(server, golden):
     r = server.client.post("/v1/predict", json={"records": [golden[0]["record"] | {"AGE": 130, "LIMIT_BAL": -1}]})
     b = r.json()
