@@ -139,6 +139,22 @@ def _check_header(header: list[str], schema: Schema, path) -> list[str]:
                           "or set `extra_columns: ignore`")
     return extra
 
+class _Lines:
+    """The physical lines of a file, for `csv.reader`: counts them, keeps those the reader took for
+    the record it is reading, and takes lines back to be read again."""
+    def __init__(self, f): self.f, self.back, self.taken, self.no = f, [], [], 0
+    def __iter__(self): return self
+    def __next__(self):
+        line = self.back.pop() if self.back else next(self.f)
+        self.no += 1; self.taken.append(line)
+        return line
+    def start_record(self) -> int:
+        "Forget the lines taken so far; the number of the line the next record starts on."
+        self.taken = []; return self.no + 1
+    def reread_after_first(self, start: int):
+        "Give back every line the current record took but its first (on line `start`)."
+        self.back.extend(reversed(self.taken[1:])); self.no = start
+
 def iter_raw(path, schema: Schema, chunk_rows: int | None = None, check_header=None):
     """Stream the delimited file at `path` as `RawTable`s of at most `chunk_rows` well-formed rows
     (one table when None). `check_header(header) -> columns to drop` vets the header; the default
@@ -149,12 +165,14 @@ def iter_raw(path, schema: Schema, chunk_rows: int | None = None, check_header=N
     if path.is_dir(): raise FlexMLError(f"{path} is a folder, not a delimited file", "pass the file inside it")
     if path.stat().st_size == 0: raise FlexMLError(f"{path} is empty (0 bytes)", "re-fetch or re-export the file")
     with open(path, encoding="utf-8-sig", newline="") as f:
-        reader = csv.reader(f, delimiter=schema.delimiter)
+        lines = _Lines(f)
+        reader = csv.reader(lines, delimiter=schema.delimiter)
         def next_fields():
             try: return next(reader)
             except UnicodeDecodeError as e:
-                raise FlexMLError(f"{path} is not UTF-8 text (bad byte after line {reader.line_num})",
+                raise FlexMLError(f"{path} is not UTF-8 text (bad byte after line {lines.no})",
                                   "export the file as UTF-8 CSV") from None
+        lines.start_record()
         try: header = [h.strip() for h in next_fields()]
         except StopIteration: raise FlexMLError(f"{path} has no header line") from None
         except csv.Error as e: raise FlexMLError(f"{path}: the header line cannot be read: {e}") from None
@@ -166,29 +184,37 @@ def iter_raw(path, schema: Schema, chunk_rows: int | None = None, check_header=N
                               f"{len(schema.columns)} columns separated by {schema.delimiter!r}", hint)
         extra = check_header(header) if check_header else _check_header(header, schema, path)
         width = len(header)
-        def table(rows, lines, issues, blank):
+        def table(rows, nos, issues, blank):
             frame = pd.DataFrame(dict(zip(header, zip(*rows))) if rows else {h: [] for h in header}, dtype=object)
-            frame.insert(0, "_line", np.asarray(lines, dtype="int64"))
+            frame.insert(0, "_line", np.asarray(nos, dtype="int64"))
             if extra: frame = frame.drop(columns=extra)
             return RawTable(path, header, frame, issues, extra, blank)
-        rows, lines, issues, blank = [], [], [], 0
+        rows, nos, issues, blank = [], [], [], 0
         while True:
-            try: fields = next_fields()
+            line = lines.start_record()
+            try: fields, error = next_fields(), None
             except StopIteration: break
-            except csv.Error as e:  # e.g. a NUL byte: this line is lost to the reader, the rest is not
-                issues.append(RawIssue(reader.line_num, f"unreadable line: {e}", "")); continue
-            line = reader.line_num
+            except csv.Error as e: fields, error = None, e  # e.g. a NUL byte, or a runaway quoted field
+            if len(lines.taken) > 1 and (error is not None or len(fields) != width):
+                # a stray quote opened a field that ran over the lines after it: only its own line is
+                # broken; the lines it swallowed are read again, on their own
+                issues.append(RawIssue(line, 'malformed line: a quote (") that is not closed on this line', lines.taken[0].rstrip("\r\n")))
+                lines.reread_after_first(line)
+                reader = csv.reader(lines, delimiter=schema.delimiter)
+                continue
+            if error is not None:
+                issues.append(RawIssue(line, f"unreadable line: {error}", lines.taken[0].rstrip("\r\n") if lines.taken else "")); continue
             if not fields: blank += 1; continue
             if len(fields) != width:
                 kind = "too few" if len(fields) < width else "too many"
                 issues.append(RawIssue(line, f"{kind} fields: expected {width}, found {len(fields)} "
                                              "(truncated or malformed line)", schema.delimiter.join(fields)))
                 continue
-            rows.append(fields); lines.append(line)
+            rows.append(fields); nos.append(line)
             if chunk_rows and len(rows) >= chunk_rows:
-                yield table(rows, lines, issues, blank)
-                rows, lines, issues, blank = [], [], [], 0
-        if rows or issues or blank or not chunk_rows: yield table(rows, lines, issues, blank)
+                yield table(rows, nos, issues, blank)
+                rows, nos, issues, blank = [], [], [], 0
+        if rows or issues or blank or not chunk_rows: yield table(rows, nos, issues, blank)
 
 def read_raw(path, schema: Schema) -> RawTable:
     "Read the delimited file at `path` as text, checked against `schema`'s file-level rules."
