@@ -310,6 +310,8 @@ def monitor(input: Optional[Path] = typer.Option(None, "--input", "-i", help="CS
     typer.echo(f"monitor: {s['status'].upper()} on {s['rows']:,} rows of {s['source']} (model {s['model_version']})")
     for a in s["alerts"]: typer.echo(f"  {a['level']}: {a['message']}")
     for m in s["not_computed"]: typer.echo(f"  not computed: {m}")
+    if (bad := s.get("malformed_lines") or {}).get("count"):
+        typer.echo(f"  left out: {bad['count']:,} malformed line(s), e.g. " + "; ".join(f"line {i['line']}: {i['reason']}" for i in bad["first"][:2]))
     if s.get("windows"):
         typer.echo(f"  {len(s['windows'])} windows; alerting: {[w['window'] for w in s['windows'] if w['status'] == 'alert'][:10]}")
     typer.echo(f"  report: {s['report']['html']}  summary: {s['report']['json']}")

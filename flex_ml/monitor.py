@@ -505,8 +505,10 @@ def log_versions(target: str) -> dict[str, int]:
         return {str(v): int(n) for v, n in cur.fetchall()}
     finally: db.close()
 
-def read_records(path, schema: Schema, chunk_rows: int = 200_000):
-    "Stream a CSV (the contract's delimiter) or Parquet file of records as `Chunk`s."
+def read_records(path, schema: Schema, chunk_rows: int = 200_000, malformed: list | None = None):
+    """Stream a CSV (the contract's delimiter) or Parquet file of records as `Chunk`s. A CSV line that
+    cannot be split into the header's fields is left out and appended to `malformed` (a `RawIssue`,
+    with its line number), as `flex-ml score` quarantines it: one broken line does not stop a report."""
     path = Path(path)
     if not path.exists(): raise FlexMLError(f"{path} does not exist", "pass the file of records to monitor")
     if path.stat().st_size == 0: raise FlexMLError(f"{path} is empty", "a window needs at least a header and rows")
@@ -518,17 +520,13 @@ def read_records(path, schema: Schema, chunk_rows: int = 200_000):
         import pyarrow.parquet as pq
         for batch in pq.ParquetFile(path).iter_batches(batch_size=chunk_rows): yield chunk(batch.to_pandas())
         return
-    try:
-        reader = pd.read_csv(path, sep=schema.delimiter, dtype=str, keep_default_na=False, chunksize=chunk_rows,
-                             skipinitialspace=True)
-        for frame in reader:
-            frame.columns = frame.columns.str.strip()
-            yield chunk(frame)
-    except pd.errors.EmptyDataError:
-        raise FlexMLError(f"{path} has no header", "a window needs at least a header and rows") from None
-    except pd.errors.ParserError as e:
-        raise FlexMLError(f"{path} cannot be read as a {schema.delimiter!r}-delimited file: {e}",
-                          "run `flex-ml validate` on it for a row-by-row diagnosis") from None
+    from flex_ml.data import iter_raw
+    # any columns: traffic may lack some (reported per feature) or carry more (a score, a label)
+    for t in iter_raw(path, schema, chunk_rows=chunk_rows, check_header=lambda header: []):
+        if malformed is not None: malformed.extend(t.issues)
+        frame = t.frame.drop(columns="_line")
+        frame = frame.apply(lambda c: c.str.lstrip())  # as pandas' skipinitialspace read them before
+        if len(frame): yield chunk(frame)
 
 from .validate import _FALSE, _TRUE  # the texts validation reads as booleans, one list for both
 
@@ -850,7 +848,8 @@ def run_monitor(model_dir, out_dir, input=None, log=None, labels=None, window=No
     reference, meta, schema = load_reference(model_dir)
     th = MonitorThresholds.from_params(params)
     explicit, window = window is not None, window or mp.get("window")
-    chunks = read_log(str(log), since, until, model_version) if log is not None else read_records(input, schema)
+    malformed = []
+    chunks = read_log(str(log), since, until, model_version) if log is not None else read_records(input, schema, malformed=malformed)
     lab = read_labels(labels, schema) if labels else None
     summary = monitor(chunks, model_dir, window=window, labels=lab, thresholds=th, progress=progress, window_required=explicit)
     if log is not None and model_version is not None and summary["rows"] == 0:
@@ -859,6 +858,7 @@ def run_monitor(model_dir, out_dir, input=None, log=None, labels=None, window=No
                           + (" in that time range" if since or until else ""),
                           "its versions: " + (", ".join(f"{v} ({n:,} rows)" for v, n in have.items()) or "none, it is empty"))
     summary["source"] = str(input or log)
+    summary["malformed_lines"] = dict(count=len(malformed), first=[dict(line=i.line, reason=i.reason) for i in malformed[:5]])
     paths = write_report(summary, reference, out_dir)
     summary["report"] = {k: str(v) for k, v in paths.items()}
     err = notify(summary, os.environ.get("FLEX_ML_MONITOR_WEBHOOK") or mp.get("webhook"))
