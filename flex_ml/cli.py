@@ -118,7 +118,7 @@ def schema_check(path: Path = typer.Argument(..., help="Schema YAML.")):
     s = load_schema(path)
     derived = f" + {len(s.derived)} derived ({', '.join(d.name for d in s.derived)})" if s.derived else ""
     typer.echo(f"{path}: ok. {len(s.columns)} columns, {len(s.features)} features{derived}, target {s.target.name!r}, "
-               f"id {s.id.name if s.id else None!r}, protected {[c.name for c in s.protected]}, "
+               f"{f'id {s.id.name!r}' if s.id else 'no id column'}, protected {[c.name for c in s.protected]}, "
                f"decisions {s.decisions['at_or_above']}/{s.decisions['below']}")
 
 @params_app.command("check")
@@ -214,7 +214,8 @@ def tune(split_dir: Path = typer.Option("artifacts/split", help="Folder with the
             typer.echo(f"--apply: wrote {best['label']} into {params}; `make repro` to rebuild the model with it")
 
 @app.command()
-def evaluate(split_dir: Path = typer.Option("artifacts/split"), train_dir: Path = typer.Option("artifacts/train"),
+def evaluate(split_dir: Path = typer.Option("artifacts/split", help="Folder with the splits (the split stage's output)."),
+             train_dir: Path = typer.Option("artifacts/train", help="The train stage's output (model.keras, feature_stats.json)."),
              out: Path = typer.Option("artifacts/evaluate", help="Output folder."), params: Path = PARAMS):
     "Evaluate the model and the baselines on the test split."
     from flex_ml.evaluate import run_evaluate
@@ -225,8 +226,10 @@ def evaluate(split_dir: Path = typer.Option("artifacts/split"), train_dir: Path 
     _echo_json({name: {k: r[k] for k in ("auc", "pr_auc", "ks", "brier")} for name, r in m["test"].items()})
 
 @app.command()
-def export(train_dir: Path = typer.Option("artifacts/train"), eval_dir: Path = typer.Option("artifacts/evaluate"),
-           validate_dir: Path = typer.Option("artifacts/validate"), split_dir: Path = typer.Option("artifacts/split"),
+def export(train_dir: Path = typer.Option("artifacts/train", help="The train stage's output (model.keras, feature_stats.json)."),
+           eval_dir: Path = typer.Option("artifacts/evaluate", help="The evaluate stage's output (metrics, slices, test scores)."),
+           validate_dir: Path = typer.Option("artifacts/validate", help="The validate stage's output (its summary goes in the card)."),
+           split_dir: Path = typer.Option("artifacts/split", help="Folder with the splits (golden examples, monitoring reference)."),
            out: Path = typer.Option("artifacts/model", help="Model folder to write."), params: Path = PARAMS):
     "Export the SavedModel, model card and golden examples, with a parity check."
     from flex_ml.export import run_export
@@ -241,7 +244,7 @@ def export(train_dir: Path = typer.Option("artifacts/train"), eval_dir: Path = t
 @app.command()
 def report(notebook: Path = typer.Option("nbs/reports/evaluation.ipynb", help="Parameterized notebook."),
            out: Path = typer.Option("artifacts/report", help="Output folder."),
-           parameter: Optional[List[str]] = typer.Option(None, "-p", help="NAME=VALUE, repeatable (values are YAML)."),
+           parameter: Optional[List[str]] = typer.Option(None, "--parameter", "-p", help="NAME=VALUE, repeatable (values are YAML)."),
            kernel: str = typer.Option("flex-ml", help="Jupyter kernel."), params: Path = PARAMS):
     "Execute a parameterized report notebook with papermill and render it to HTML."
     from flex_ml.report import run_report
@@ -277,11 +280,11 @@ def serve(model: Path = typer.Option("artifacts/model", help="Export folder writ
     run_server(model, host, port, settings, log_level=log_level)
 @app.command()
 def score(input: Path = typer.Argument(..., help="Raw delimited file to score."),
-          output: Path = typer.Option(..., "--out", "-o", help="Parquet file to write."),
+          output: Path = typer.Option(..., "--out", "-o", help="File to write: Parquet (.parquet) or CSV (.csv)."),
           model: Path = typer.Option("artifacts/model", help="Export folder."),
           chunk_rows: int = typer.Option(50_000, min=1, help="Rows per chunk (memory stays flat)."),
           progress: bool = typer.Option(True, help="Show a progress bar.")):
-    "Batch-score a large raw file in chunks: the service's scores and decisions, as Parquet."
+    "Batch-score a large raw file in chunks: the service's scores and decisions, as Parquet (or CSV)."
     from flex_ml.score import score_file
     _echo_json(score_file(model, input, output, chunk_rows=chunk_rows, progress=progress))
 

@@ -186,8 +186,8 @@ def iter_raw(path, schema: Schema, chunk_rows: int | None = None, check_header=N
         width = len(header)
         def table(rows, nos, issues, blank):
             frame = pd.DataFrame(dict(zip(header, zip(*rows))) if rows else {h: [] for h in header}, dtype=object)
+            if extra: frame = frame.drop(columns=extra)  # first: an extra column may be called `_line` too
             frame.insert(0, "_line", np.asarray(nos, dtype="int64"))
-            if extra: frame = frame.drop(columns=extra)
             return RawTable(path, header, frame, issues, extra, blank)
         rows, nos, issues, blank = [], [], [], 0
         while True:

@@ -505,6 +505,13 @@ def log_versions(target: str) -> dict[str, int]:
         return {str(v): int(n) for v, n in cur.fetchall()}
     finally: db.close()
 
+def _foreign_input(columns: list, schema: Schema) -> FlexMLError:
+    "The error for an input without any of the contract's features: a wrong delimiter or file type, not traffic that lost them all."
+    return FlexMLError(f"none of the contract's {len(schema.features)} feature columns is in the input "
+                       f"(it has: {', '.join(map(str, columns[:8]))}{' ...' if len(columns) > 8 else ''})",
+                       f"monitor reads CSV (delimiter {schema.delimiter!r}) or Parquet records with the "
+                       f"contract's columns ({', '.join(c.name for c in schema.features[:4])}, ...)")
+
 def read_records(path, schema: Schema, chunk_rows: int = 200_000, malformed: list | None = None):
     """Stream a CSV (the contract's delimiter) or Parquet file of records as `Chunk`s. A CSV line that
     cannot be split into the header's fields is left out and appended to `malformed` (a `RawIssue`,
@@ -521,8 +528,12 @@ def read_records(path, schema: Schema, chunk_rows: int = 200_000, malformed: lis
         for batch in pq.ParquetFile(path).iter_batches(batch_size=chunk_rows): yield chunk(batch.to_pandas())
         return
     from flex_ml.data import iter_raw
-    # any columns: traffic may lack some (reported per feature) or carry more (a score, a label)
-    for t in iter_raw(path, schema, chunk_rows=chunk_rows, check_header=lambda header: []):
+    # any columns: traffic may lack some (reported per feature) or carry more (a score, a label); a
+    # `_line` column (a file some flex-ml verb wrote) gives way to this file's own line numbers
+    def vet(header):
+        if not any(c.name in header for c in schema.features): raise _foreign_input(header, schema)
+        return [h for h in header if h == "_line"]
+    for t in iter_raw(path, schema, chunk_rows=chunk_rows, check_header=vet):
         if malformed is not None: malformed.extend(t.issues)
         frame = t.frame.drop(columns="_line")
         frame = frame.apply(lambda c: c.str.lstrip())  # as pandas' skipinitialspace read them before
@@ -620,10 +631,7 @@ def monitor(chunks, model_dir, window: str | None = None, labels: pd.Series | No
             n = len(ch.frame)
             if not any(c.name in ch.frame for c in schema.features):
                 # a wrong delimiter or file type: not traffic that lost every column (45 "missing" alerts)
-                raise FlexMLError(f"none of the contract's {len(schema.features)} feature columns is in the input "
-                                  f"(it has: {', '.join(map(str, list(ch.frame.columns)[:8]))}{' ...' if ch.frame.shape[1] > 8 else ''})",
-                                  f"monitor reads CSV (delimiter {schema.delimiter!r}) or Parquet records with the "
-                                  f"contract's columns ({', '.join(c.name for c in schema.features[:4])}, ...)")
+                raise _foreign_input(list(ch.frame.columns), schema)
             if n == 0: continue
             missing_cols |= {c.name for c in schema.features if c.name not in ch.frame}
             if ch.versions is not None:

@@ -372,6 +372,9 @@ def run_retrain(params: dict, new=None, candidate=None, holdout=None, champion=N
         if not base.exists(): raise FlexMLError(f"the champion's training data {base} is not here",
                                                 "fetch it (flex-ml fetch / dvc pull) or pass --base FILE")
         rest, hold = split_new_data(new, schema, work, gates, params.get("validate"))
+        if len(set(labels(hold, schema).tolist())) < 2:  # judge would refuse it: say so before minutes of training
+            raise FlexMLError("the hold-out holds only one class, so AUC cannot be compared",
+                              "land data with both outcomes, or raise retrain.holdout_fraction")
         _check_not_landed_before(base, new, pd.concat([rest, hold]), schema)
         raw = training_file(base, new, rest["_line"], work / "data" / Path(base).name)
         schema_path = work / "schema.yaml"; shutil.copy(Path(champ) / "schema.yaml", schema_path)

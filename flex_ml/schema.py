@@ -486,6 +486,10 @@ def infer_schema(path, name: str | None = None, target: str | None = None, id: s
                  log=print) -> Schema:
     "Draft a `Schema` from the delimited file at `path`; `log` gets the choices to review."
     path = Path(path)
+    if path.is_dir():
+        files = sorted(p.name for p in path.iterdir() if p.suffix.lower() in (".csv", ".tsv", ".txt"))
+        raise FlexMLError(f"cannot infer a schema from {path}: it is a folder, and a schema is drafted from one file",
+                          f"pass a file in it: {', '.join(files[:5])}" if files else "pass the delimited file itself")
     if not path.is_file() or path.stat().st_size == 0:
         raise FlexMLError(f"cannot infer a schema from {path}: the file is missing or empty")
     if max_categories < 1: raise FlexMLError(f"max_categories {max_categories} must be at least 1")

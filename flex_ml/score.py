@@ -21,7 +21,7 @@ __all__ = ['score_file']
 
 # %% ../nbs/08a_score.ipynb #dba78ddc
 def score_file(model_dir, input, output, quarantine=None, chunk_rows: int = 50_000, progress: bool = True) -> dict:
-    "Score the raw file `input` with the export in `model_dir` into the Parquet file `output`."
+    "Score the raw file `input` with the export in `model_dir` into `output` (Parquet, or CSV when it ends in `.csv`)."
     import pyarrow as pa, pyarrow.parquet as pq
     from tqdm.auto import tqdm
     from flex_ml.data import iter_raw
@@ -31,6 +31,10 @@ def score_file(model_dir, input, output, quarantine=None, chunk_rows: int = 50_0
     schema, input, output = model.schema, Path(input), Path(output)
     if not input.is_file() or input.stat().st_size == 0:
         raise FlexMLError(f"{input} is missing, empty or not a file", "pass the raw file to score")
+    if output.suffix.lower() not in (".parquet", ".pq", ".csv"):
+        raise FlexMLError(f"{output}: the output is written as Parquet (.parquet) or CSV (.csv), not {output.suffix or 'a file without an extension'}",
+                          "e.g. -o scores.parquet")
+    as_csv = output.suffix.lower() == ".csv"
     quarantine = Path(quarantine) if quarantine else output.with_name(output.stem + ".quarantine.csv")
     output.parent.mkdir(parents=True, exist_ok=True)
     needed = [c.name for c in schema.features]
@@ -69,9 +73,11 @@ def score_file(model_dir, input, output, quarantine=None, chunk_rows: int = 50_0
                     out |= {"score": scores, "decision": schema.decision(scores >= model.threshold),
                             "model_version": np.full(len(good), model.version)}
                     if schema.target.name in kept: out[schema.target.name] = chunk[schema.target.name].to_numpy()[~bad]
-                    table = pa.table(out)
-                    if writer is None: writer = pq.ParquetWriter(partial, table.schema)
-                    writer.write_table(table)
+                    if as_csv: pd.DataFrame(out).to_csv(partial, mode="a", header=not partial.exists(), index=False)
+                    else:
+                        table = pa.table(out)
+                        if writer is None: writer = pq.ParquetWriter(partial, table.schema)
+                        writer.write_table(table)
                 if bad.any():
                     q = chunk[bad].copy()
                     q.insert(1, "_reasons", ["; ".join(reasons[i]) for i in np.flatnonzero(bad)])
@@ -86,11 +92,12 @@ def score_file(model_dir, input, output, quarantine=None, chunk_rows: int = 50_0
         if writer is not None: writer.close()
         partial.unlink(missing_ok=True); q_partial.unlink(missing_ok=True); raise
     if writer is not None: writer.close()
-    else:  # no row could be scored: an empty table with the output's columns, not a missing (or stale) file
+    elif not partial.exists():  # no row could be scored: an empty table with the output's columns, not a missing (or stale) file
         cols = [("_line", pa.int64())] + ([(schema.id.name, pa.int64() if schema.id.type == "integer" else pa.string())] if ids else [])
         cols += [("score", pa.float64()), ("decision", pa.string()), ("model_version", pa.string())]
         if schema.target.name in kept: cols.append((schema.target.name, pa.string()))
-        pq.write_table(pa.schema(cols).empty_table(), partial)
+        if as_csv: pd.DataFrame({n: [] for n, _ in cols}).to_csv(partial, index=False)
+        else: pq.write_table(pa.schema(cols).empty_table(), partial)
     partial.replace(output)
     if q_partial.exists(): q_partial.replace(quarantine)
     elif quarantine.exists(): quarantine.unlink()  # this run quarantined nothing: no file from an earlier one

@@ -63,7 +63,7 @@ def _integral(v):
 
 def _field_type(col: Column, missing_tokens=("",)):
     # strict where pydantic would coerce: JSON true, "29" or 29.5 is not an integer, and the error says so
-    if col.type == "integer": return Annotated[int, Strict(), BeforeValidator(_integral)]
+    if col.type == "integer": return Annotated[int, Strict()]  # 29.0 is 29: `_field` reads it first
     if col.type == "float": return Annotated[float, Strict()]  # an integer is a valid float
     if col.type == "bool": return StrictBool
     if col.type == "category" and col.vocabulary is not None and col.unknown == "quarantine":
@@ -85,7 +85,9 @@ def _field(col: Column, example=None, missing_tokens=("",)):
     if col.type == "integer": kw = _int64_bounds(kw)
     if example is not None: kw["examples"] = [example]
     t = _field_type(col, missing_tokens)
-    ann = Annotated[Optional[t] if col.nullable else t, Field(**kw)]
+    # `_integral` outside the range: inside, pydantic could not write the range into the JSON schema
+    whole = (BeforeValidator(_integral),) if col.type == "integer" else ()
+    ann = Annotated[(Optional[t] if col.nullable else t, Field(**kw), *whole)]
     return NotRequired[ann] if col.nullable else ann
 
 def record_type(schema: Schema, example: dict | None = None):
@@ -96,8 +98,9 @@ def record_type(schema: Schema, example: dict | None = None):
         i = schema.id  # optional in a request and echoed back; when sent, it follows the contract
         kw = {k: v for k, v in (("ge", i.min), ("le", i.max)) if v is not None}
         if i.type == "integer": kw = _int64_bounds(kw)
-        fields[i.name] = NotRequired[Annotated[Optional[_field_type(i) if i.is_numeric else Union[StrictInt, str]],
-                                               Field(description="echoed back in the response", **kw)]]
+        whole = (BeforeValidator(_integral),) if i.type == "integer" else ()
+        fields[i.name] = NotRequired[Annotated[(Optional[_field_type(i) if i.is_numeric else Union[StrictInt, str]],
+                                                Field(description="echoed back in the response", **kw), *whole)]]
     td = TypedDict(f"{schema.name.title().replace('_', '')}Record", fields)
     td.__pydantic_config__ = ConfigDict(extra="forbid", regex_engine="python-re")  # python-re: the look-ahead above
     return td
@@ -498,9 +501,12 @@ def _problems(errors) -> list[dict]:
             out.append({"record": None, "field": None, "rule": "json_invalid", "value": None,
                         "message": f"the body is not valid JSON (error at character {loc[-1] if loc else '?'})"})
             continue
-        value = e.get("input")
+        # a missing field has no value: pydantic's `input` is then the whole record, not the field's
+        value = None if e.get("type") == "missing" else e.get("input")
         if isinstance(value, float) and not np.isfinite(value): value = str(value)  # JSON has no NaN
-        elif not isinstance(value, (int, float, str, bool, type(None))): value = repr(value)[:200]  # a list or object, as sent
+        elif not isinstance(value, (int, float, str, bool, type(None))):  # a list or object, as sent (JSON, not a Python repr)
+            try: value = json.dumps(value, default=str)[:200]
+            except (TypeError, ValueError): value = repr(value)[:200]
         rule, msg = e.get("type"), e.get("msg")
         if rule == "string_pattern_mismatch":  # the only pattern is _not_missing's
             rule, msg = "missing_value", f"the field is not nullable, and {value!r} means a missing value in the contract"
@@ -714,6 +720,10 @@ def create_app(model_dir, settings: ServeSettings | None = None):
         objects = []  # the hook sees nested objects first and the request's own object last
         try: json.loads(raw or b"{}", object_pairs_hook=lambda kv: objects.append([k for k, _ in kv]) or dict(kv))
         except (ValueError, RecursionError): pass  # FastAPI has answered those already
+        if objects and (unknown := [k for k in objects[-1] if k != "path"]):  # as /v1/predict refuses them
+            return _json_response(_invalid_body([{"record": None, "field": k, "rule": "extra_forbidden", "value": None,
+                                                  "message": f"{k!r} is not a field of a reload request (only 'path')"}
+                                                 for k in unknown]), status_code=422)
         if objects and objects[-1].count("path") > 1:
             return _json_response(_invalid_body([{"record": None, "field": "path", "rule": "duplicate_key", "value": None,
                                                 "message": "'path' is given more than once: send it once"}]), status_code=422)

@@ -233,7 +233,7 @@ def test_monitor_mistakes_and_edge_cases_found_in_review(project, scored_test, t
     assert summary("b")["labels"]["rows"] == 1000
     # a wrong delimiter or a JSON file: one clear error, not 21 "missing column" alerts or an empty report
     r = monitor(project, "--input", csv("semi.csv", part, sep=";"), "--out", tmp_path / "c", check_rc=2)
-    assert "none of the contract's" in r.stderr and "delimiter ','" in r.stderr, r.stderr
+    assert "separated by ','" in r.stderr and "looks ';'-separated" in r.stderr, r.stderr
     (tmp_path / "recs.json").write_text(part.to_json(orient="records"))
     monitor(project, "--input", tmp_path / "recs.json", "--out", tmp_path / "c", check_rc=2)
     # a last window of rows:N that holds 3 rows is named for them and not judged (no labels: this is about windows;

@@ -195,3 +195,11 @@ def test_bank_marketing_draft_from_10k_rows_validates_the_full_file(tmp_path, ca
     summary = run_validate(raw, s, tmp_path / "out", max_quarantine_fraction=0.01)
     assert summary["rows_in"] == 41188 and summary["quarantine_fraction"] < 0.01, summary
     assert summary["unknown_categories_kept"]["contact"] > 0  # 'cellular' appears only after row 10,000: kept, counted
+
+
+def test_a_folder_is_refused_naming_the_files_in_it(tmp_path, capsys):
+    (tmp_path / "data").mkdir(); (tmp_path / "data" / "loans.csv").write_text("a,b\n1,2\n")
+    try: main(["schema", "infer", str(tmp_path / "data"), "--out", str(tmp_path / "s.yaml")]); code = 0
+    except SystemExit as e: code = e.code
+    err = capsys.readouterr().err
+    assert code == 2 and "it is a folder" in err and "loans.csv" in err, err

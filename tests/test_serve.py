@@ -170,6 +170,12 @@ def test_text_that_is_not_unicode_is_a_422_not_a_500(server, golden):
     assert 'status="500"' not in metrics, [l for l in metrics.splitlines() if 'status="500"' in l]
 
 
+def test_reload_refuses_unknown_fields(server, export):
+    # as /v1/predict does: {"path": ..., "pth": ...} is a typo to report, not a reload of the current export
+    r = server.client.post("/v1/admin/reload", json={"path": str(export), "force": True})
+    assert r.status_code == 422 and r.json()["problems"][0]["field"] == "force", r.text
+
+
 def test_a_whole_number_sent_as_a_float_scores_as_the_integer(server, golden):
     # pandas writes an integer column with a gap as floats: 29.0 is 29 (as in a CSV), and "2.0" is category 2
     rec = golden[0]["record"]
@@ -449,6 +455,14 @@ def test_batch_scoring_matches_golden_and_quarantines(export, golden, tmp_path, 
     assert q["_line"].tolist() == [4, 5, len(golden) + 4]
     assert q["_reasons"][0].startswith("too many fields") and q["_reasons"][1].startswith("too few fields"), q["_reasons"]
     assert q["_reasons"].iloc[-1] == "LIMIT_BAL: 'oops' is not a finite number" and q["_raw"].notna().sum() == 2
+    # `-o x.csv` writes CSV (not Parquet under a .csv name), with the same rows; an unknown extension is refused
+    run = lambda o: subprocess.run([str(BIN / "flex-ml"), "score", str(tmp_path / "in.csv"), "-o", str(tmp_path / o),
+                                    "--model", str(export), "--chunk-rows", "7", "--no-progress"], capture_output=True, text=True)
+    assert run("out.csv").returncode == 0
+    as_csv = pd.read_csv(tmp_path / "out.csv")
+    assert as_csv["_line"].tolist() == out["_line"].tolist() and abs(as_csv["score"] - out["score"]).max() == 0
+    r = run("out.xlsx")
+    assert r.returncode == 2 and "Parquet (.parquet) or CSV (.csv)" in r.stderr and "Traceback" not in r.stderr, r.stderr
 
 
 def test_batch_scoring_without_id_and_with_no_good_row(export, golden, tmp_path):
