@@ -184,6 +184,13 @@ def iter_raw(path, schema: Schema, chunk_rows: int | None = None, check_header=N
                               f"{len(schema.columns)} columns separated by {schema.delimiter!r}", hint)
         extra = check_header(header) if check_header else _check_header(header, schema, path)
         width = len(header)
+        # a field may hold a line break only in a text column, and never a whole line's worth of
+        # delimiters: a record that breaks this is a stray quote's runaway field, even with the right
+        # number of fields (two stray quotes in the same column close it again)
+        typed = {c.name for c in schema.columns if c.type != "string"}
+        def runaway(fields) -> bool:
+            return any(("\n" in v or "\r" in v) and (h in typed or v.count(schema.delimiter) >= width - 1)
+                       for h, v in zip(header, fields))
         def table(rows, nos, issues, blank):
             frame = pd.DataFrame(dict(zip(header, zip(*rows))) if rows else {h: [] for h in header}, dtype=object)
             if extra: frame = frame.drop(columns=extra)  # first: an extra column may be called `_line` too
@@ -195,7 +202,7 @@ def iter_raw(path, schema: Schema, chunk_rows: int | None = None, check_header=N
             try: fields, error = next_fields(), None
             except StopIteration: break
             except csv.Error as e: fields, error = None, e  # e.g. a NUL byte, or a runaway quoted field
-            if len(lines.taken) > 1 and (error is not None or len(fields) != width):
+            if len(lines.taken) > 1 and (error is not None or len(fields) != width or runaway(fields)):
                 # a stray quote opened a field that ran over the lines after it: only its own line is
                 # broken; the lines it swallowed are read again, on their own
                 issues.append(RawIssue(line, 'malformed line: a quote (") that is not closed on this line', lines.taken[0].rstrip("\r\n")))

@@ -92,14 +92,15 @@ class Column:
         return self
 
 # %% ../nbs/00_schema.ipynb #e626de25
-_INTEGRAL_TEXT = re.compile(r"-?\d+\.0+")
+_INTEGRAL_TEXT = re.compile(r"-?[0-9]+\.0+")
 
 def canonical_str(v) -> str:
     "A category value as text: integral floats lose their `.0`, as does their text (`\"2.0\"`, as validation reads it), strings are stripped."
     if isinstance(v, bool): return str(v).lower()
     if isinstance(v, float) and v.is_integer(): return str(int(v))
     v = str(v).strip()
-    return v[:v.index(".")] if "." in v and _INTEGRAL_TEXT.fullmatch(v) else v
+    if "." in v and _INTEGRAL_TEXT.fullmatch(v): v = v[:v.index(".")]
+    return "0" if v == "-0" else v  # -0.0 is 0, as a JSON -0.0 is
 
 # %% ../nbs/00_schema.ipynb #815f6dbb
 def parse_timestamps(values, col: Column):

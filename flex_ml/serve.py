@@ -58,8 +58,9 @@ def timestamp_problems(records: list[dict], schema: Schema) -> list[dict]:
     return out
 
 def _integral(v):
-    # a whole number sent as 29.0 (how pandas writes an integer column with a gap) is 29, as in a CSV
-    return int(v) if isinstance(v, float) and v.is_integer() else v
+    # a whole number sent as 29.0 (how pandas writes an integer column with a gap) is 29, as in a CSV;
+    # only where a float is exact (|v| <= 2**53): 1e300 stays a float, and is refused as one
+    return int(v) if isinstance(v, float) and v.is_integer() and abs(v) <= 2**53 else v
 
 def _field_type(col: Column, missing_tokens=("",)):
     # strict where pydantic would coerce: JSON true, "29" or 29.5 is not an integer, and the error says so

@@ -51,7 +51,7 @@ def check_column(raw: pd.Series, col: Column, missing_values) -> tuple[pd.Series
         if col.type == "integer" and not col.nullable: typed = num.fillna(0).astype("int64")
         return typed, problems
     if col.type == "category":
-        canon = s.str.replace(r"^(-?\d+)\.0+$", r"\1", regex=True)  # "2.0" and "2" are the same category
+        canon = s.str.replace(r"^(-?[0-9]+)\.0+$", r"\1", regex=True).replace("-0", "0")  # "2.0" and "2" are one category, as canonical_str has it
         unknown = present & ~canon.isin(col.vocabulary or [])
         if col.vocabulary is not None and col.unknown == "quarantine":
             flag(unknown, "category", lambda v: f"unknown category {_show(v)} (allowed: {', '.join(col.vocabulary)})")
