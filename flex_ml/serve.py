@@ -424,10 +424,11 @@ class _Limits:
             await send(msg)
         limit = st.settings.max_body_bytes
         length = dict(scope["headers"]).get(b"content-length")
-        if length is not None and int(length) > limit:
-            await _send_json(send_wrap, 413, {"error": "request body too large",
-                                              "detail": f"{int(length)} bytes; the limit is {limit}"})
-        else:
+        try:
+            if length is not None and int(length) > limit:
+                await _send_json(send_wrap, 413, {"error": "request body too large",
+                                                  "detail": f"{int(length)} bytes; the limit is {limit}"})
+                return
             seen = 0
             async def receive_capped():
                 nonlocal seen
@@ -441,10 +442,8 @@ class _Limits:
                 else: await self.app(scope, receive_capped, send_wrap)
             except _TooLarge:
                 await _send_json(send_wrap, 413, {"error": "request body too large", "detail": f"the limit is {limit} bytes"})
-            finally:  # a request that raised is counted too (as the 500 the server answers)
-                self._observe(path, status["code"], time.perf_counter() - t0)
-            return
-        self._observe(path, status["code"], time.perf_counter() - t0)
+        finally:  # every request is counted, one that raised too (as the 500 the server answers)
+            self._observe(path, status["code"], time.perf_counter() - t0)
 
 class _TooLarge(Exception): pass
 
