@@ -12,41 +12,30 @@ GBDT baseline is cross-fitted the same way, on the same folds, and both are comp
 test split as the pipeline's own single fits (the model of params.yaml with `train.seed`, and the
 evaluate stage's GBDT). Test is only scored, never used for a choice.
 """
-import argparse
 import contextlib
 import json
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-ROOT = Path(__file__).resolve().parents[1]
+from _study import load_study, study_parser  # benchmarks/ is on the path when run as a script
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = study_parser(__doc__)
     ap.add_argument("--folds", type=int, default=5, help="folds over train + valid")
-    ap.add_argument("--split-dir", default=str(ROOT / "artifacts/split"), help="the split stage's output")
-    ap.add_argument("--params", default=str(ROOT / "params.yaml"))
     a = ap.parse_args()
-    split = Path(a.split_dir)
-    if not (split / "test.parquet").exists():
-        sys.exit(f"{split} has no test.parquet: run `make repro` (or `dvc repro split`) first")
+    params, schema, split, (train, valid, test) = load_study(a)
     from sklearn.metrics import roc_auc_score
     from sklearn.model_selection import StratifiedKFold
     from flex_ml.evaluate import fit_baselines
     from flex_ml.features import fit_feature_stats
     from flex_ml.model import predict_scores
-    from flex_ml.params import load_params
-    from flex_ml.schema import load_schema
     from flex_ml.split import labels
     from flex_ml.train import train_model
 
-    params = load_params(a.params)
-    schema = load_schema(ROOT / params["dataset"]["schema"])
-    train, valid, test = (pd.read_parquet(split / f"{n}.parquet") for n in ("train", "valid", "test"))
     full = pd.concat([train, valid], ignore_index=True)
     y, yt = labels(full, schema), labels(test, schema)
     tp, seed = params["train"], params["train"].get("seed", 42)

@@ -14,41 +14,29 @@ For each configuration: valid and test AUC per seed, their mean, standard deviat
 maximum, the test AUC of the mean score over the seeds (what averaging the fits would give), and
 how many seeds beat the GBDT on test. The model design is chosen on valid; test is reported.
 """
-import argparse
 import contextlib
 import json
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
-ROOT = Path(__file__).resolve().parents[1]
+from _study import load_study, study_parser  # benchmarks/ is on the path when run as a script
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = study_parser(__doc__)
     ap.add_argument("--seeds", type=int, default=5, help="training seeds per configuration")
-    ap.add_argument("--split-dir", default=str(ROOT / "artifacts/split"), help="the split stage's output")
-    ap.add_argument("--params", default=str(ROOT / "params.yaml"))
     a = ap.parse_args()
-    split = Path(a.split_dir)
-    if not (split / "train.parquet").exists():
-        sys.exit(f"{split} has no train.parquet: run `make repro` (or `dvc repro split`) first")
+    params, schema, split, (train, valid, test) = load_study(a)
     from sklearn.metrics import roc_auc_score
     from flex_ml.evaluate import fit_baselines
     from flex_ml.features import fit_feature_stats
     from flex_ml.model import predict_scores
-    from flex_ml.params import load_params
-    from flex_ml.schema import load_schema
     from flex_ml.split import labels
     from flex_ml.train import train_model
 
-    params = load_params(a.params)  # checked against its contract, like every flex-ml verb
-    schema = load_schema(ROOT / params["dataset"]["schema"])
-    train, valid, test = (pd.read_parquet(split / f"{n}.parquet") for n in ("train", "valid", "test"))
     yv, yt = labels(valid, schema), labels(test, schema)
     tp = params["train"]
     configs = {"params_yaml": dict(params["model"]),

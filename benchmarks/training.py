@@ -10,42 +10,29 @@ alike. Each run reports the fit's wall time (encoding included), the epochs run,
 validation AUC, and whether the two ways ended with the same weights, bit for bit (they must: the
 preprocessing has no weights to learn, so only where it runs changes).
 """
-import argparse
 import hashlib
 import json
 import re
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
-ROOT = Path(__file__).resolve().parents[1]
+from _study import load_study, study_parser  # benchmarks/ is on the path when run as a script
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = study_parser(__doc__)
     ap.add_argument("--repeats", type=int, default=2, help="runs of each way, alternating")
-    ap.add_argument("--split-dir", default=str(ROOT / "artifacts/split"), help="the split stage's output")
-    ap.add_argument("--params", default=str(ROOT / "params.yaml"))
     a = ap.parse_args()
-    split = Path(a.split_dir)
-    if not (split / "train.parquet").exists():
-        sys.exit(f"{split} has no train.parquet: run `make repro` (or `dvc repro split`) first")
+    params, schema, split, (train, valid) = load_study(a, ("train", "valid"))
     import keras
     import tensorflow as tf
     from flex_ml.features import fit_feature_stats
     from flex_ml.model import EnsembleAUC, build_model, feature_encoder, tower_count, training_model
-    from flex_ml.params import load_params
-    from flex_ml.schema import load_schema
     from flex_ml.split import labels
     from flex_ml.train import make_dataset
 
-    params = load_params(a.params)  # checked against its contract, like every flex-ml verb
-    schema = load_schema(ROOT / params["dataset"]["schema"])
-    train, valid = (pd.read_parquet(split / f"{n}.parquet") for n in ("train", "valid"))
     tp, mp = params["train"], dict(params["model"])
     bins = int(mp.pop("numeric_bins", 0))
     stats = fit_feature_stats(schema, train, bins=bins)
