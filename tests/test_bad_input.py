@@ -277,7 +277,7 @@ def test_a_schema_field_of_the_wrong_type_names_column_and_field(tmp_path, field
     ({"name": "LATE", "count": ["PAY_0", "PAY_9"], "above": 0}, "'PAY_9' is neither a column of the schema nor a derived feature listed before it"),
     ({"name": "LATE", "count": ["PAY_0", "PAY_2"]}, "`count` needs `above`"),
     ({"name": "X", "sum": ["PAY_0", "PAY_2"], "avg": 1}, "derived feature 'X' has unknown fields ['avg']"),
-    ({"name": "X", "sum": "PAY_0"}, "derived feature #7 'X': `sum` must be a list of texts"),
+    ({"name": "X", "sum": "PAY_0"}, "derived feature #17 'X': `sum` must be a list of texts"),
     ({"name": "PAY.0", "mean": ["PAY_2", "PAY_3"]}, "needs the identifier 'PAY_0' in the model, which column 'PAY_0' already has"),
     ({"name": "X", "sum": ["PAY_0", "PAY_2"], "clip": [float("nan"), 3]}, "`clip` must be [low, high], two finite numbers"),
     ({"name": "X", "max": ["PAY_0", "LATER"]}, "'LATER' is neither a column"),  # defined below: order matters
