@@ -12,7 +12,6 @@ Needs the pipeline's outputs (`make repro`).
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile

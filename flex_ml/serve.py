@@ -496,7 +496,8 @@ def _problems(errors) -> list[dict]:
     for e in errors:
         loc = [x for x in e.get("loc", ()) if x != "body"]
         rec = loc[1] if len(loc) > 1 and loc[0] == "records" and isinstance(loc[1], int) else None
-        fld = loc[2] if rec is not None and len(loc) > 2 else (loc[0] if loc else None)
+        # a record that is not an object (`{"records": ["a"]}`) is the record's fault, not a field's
+        fld = (loc[2] if len(loc) > 2 else None) if rec is not None else (loc[0] if loc else None)
         if e.get("type") == "json_invalid":
             out.append({"record": None, "field": None, "rule": "json_invalid", "value": None,
                         "message": f"the body is not valid JSON (error at character {loc[-1] if loc else '?'})"})

@@ -204,6 +204,13 @@ def test_empty_and_invalid_bodies(server):
         assert r.json()["problems"], content
 
 
+def test_a_record_that_is_not_an_object_names_the_record(server, golden):
+    r = server.client.post("/v1/predict", json={"records": [golden[0]["record"], "a"]})
+    (p,) = r.json()["problems"] if r.status_code == 422 else [None]
+    assert r.status_code == 422 and p["record"] == 1 and p["field"] is None and p["value"] == "a", r.text
+    assert r.json()["detail"].startswith("record 1: "), r.text
+
+
 def test_limits_and_unknown_category_policy(export, golden, tmp_path):
     "Batch and body limits come from settings; the unknown-category rule comes from the contract."
     strict = tmp_path / "model"
