@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -21,8 +22,8 @@ from .split import labels
 
 # %% auto #0
 __all__ = ['MODEL_PARAMS', 'to_raw_record', 'packed_columns', 'pack_inputs', 'export_saved_model', 'load_serving_function',
-           'golden_examples', 'check_parity', 'git_revision', 'id_hash_each', 'id_hashes', 'model_version',
-           'model_card', 'run_export']
+           'golden_examples', 'check_parity', 'git_revision', 'created_at', 'id_hash_each', 'id_hashes',
+           'model_version', 'model_card', 'run_export']
 
 # %% ../nbs/07_export.ipynb #bac76366
 def _plain(v, col):
@@ -134,7 +135,7 @@ def check_parity(score_fn, golden: list[dict], schema: Schema, tolerance: float 
 
 # %% ../nbs/07_export.ipynb #fc098852
 def git_revision(cwd=".") -> dict:
-    """`{commit, dirty}` of the git work tree at `cwd`, or `{commit: None}` outside git. Changes the
+    """`{commit, dirty, date}` of the git work tree at `cwd` (`date`: the commit's, in UTC), or `{commit: None}` outside git. Changes the
     pipeline itself makes while it runs (`dvc.lock`, the committed metrics under `artifacts/`) do not
     count: they are outputs of the commit's code and data, not edits to them."""
     try:
@@ -143,8 +144,17 @@ def git_revision(cwd=".") -> dict:
                                  capture_output=True, text=True).stdout.splitlines()
         paths = [line[3:].split(" -> ")[-1].strip('"') for line in changed if line.strip()]
         dirty = any(p != "dvc.lock" and not p.startswith("artifacts/") for p in paths)
-        return {"commit": commit, "dirty": dirty}
-    except (subprocess.CalledProcessError, FileNotFoundError): return {"commit": None, "dirty": None}
+        date = subprocess.run(["git", "log", "-1", "--format=%cd", "--date=iso-strict-local"], cwd=cwd, capture_output=True,
+                              text=True, env={**os.environ, "TZ": "UTC"}).stdout.strip() or None
+        return {"commit": commit, "dirty": dirty, "date": date}
+    except (subprocess.CalledProcessError, FileNotFoundError): return {"commit": None, "dirty": None, "date": None}
+
+def created_at(git: dict) -> str:
+    """When the export says it was made: the commit's date when the tree is clean, so that the same
+    commit exports the same metadata and model card (`dvc repro` on another machine changes nothing
+    in them); the wall clock for a dirty tree or outside git, which no commit describes."""
+    if git.get("commit") and git.get("dirty") is False and git.get("date"): return git["date"]
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 def id_hash_each(ids) -> np.ndarray:
     "The 64-bit BLAKE2b hash of each id, read as text the way validation reads ids (`1`, `1.0`: one id)."
@@ -359,9 +369,10 @@ def _assemble_export(train_dir, eval_dir, validate_dir, split_dir, schema_path, 
     (out / "reference.json").write_text(json.dumps(reference) + "\n")
     metrics = json.loads((eval_dir / "live" / "metrics.json").read_text())
     slices = json.loads((eval_dir / "slices.json").read_text())
+    git = git_revision()
     meta = dict(
         version=model_version(model, stats, dict(threshold=metrics["test"]["model"]["threshold"], decisions=schema.decisions)),
-        created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        created=created_at(git),
         schema=dict(name=schema.name, description=schema.description, target=schema.target.name,
                     target_positive=schema.target_positive, decisions=schema.decisions,
                     features=[c.name for c in schema.features],
@@ -376,7 +387,7 @@ def _assemble_export(train_dir, eval_dir, validate_dir, split_dir, schema_path, 
                   split=json.loads((Path(split_dir) / "summary.json").read_text())),
         params=params, metrics=metrics, slices=slices, parity_max_gap=gap,
         runtimes=dict(tensorflow=gap, numpy=numpy_gap if not unsupported else f"unsupported: {', '.join(unsupported)}"),
-        git=git_revision(),
+        git=git,
         versions=dict(tensorflow=tf.__version__, keras=keras.__version__, flex_ml=flex_ml.__version__))
     (out / "metadata.json").write_text(json.dumps(meta, indent=1, default=str) + "\n")
     (out / "model_card.md").write_text(model_card(meta))
