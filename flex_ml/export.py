@@ -71,8 +71,33 @@ def export_saved_model(model, schema: Schema, path) -> Path:
     archive.add_endpoint("serve", serve, input_signature=[spec])
     archive.add_endpoint("serve_packed", serve_packed, input_signature=[
         tf.TensorSpec([None, len(num)], tf.float32, name="numbers"), tf.TensorSpec([None, len(cat)], tf.string, name="categories")])
+    _order_variables(archive, model, ("serve", "serve_packed"))
     archive.write_out(str(path), verbose=False)
+    _content_uuid(Path(path))
     return Path(path)
+
+# Same model, same bytes: DVC hashes the export, and a fresh clone's `dvc repro` should reproduce
+# dvc.lock. Two things in TensorFlow 2.21's SavedModel vary from run to run (tensorflow#54067):
+def _order_variables(archive, model, endpoints) -> None:
+    """A traced function holds its variables in a set keyed by memory address, and the SavedModel writes
+    them in that order: put them in the model's own variable order (stable) before writing."""
+    rank = {id(getattr(v, "_value", v)): i for i, v in enumerate(model.variables)}  # Keras variable -> its tf.Variable
+    for name in endpoints:
+        fn = getattr(archive._tf_trackable, name)  # where ExportArchive keeps an endpoint's tf.function
+        for cf in fn.concrete_functions if hasattr(fn, "concrete_functions") else [fn.get_concrete_function()]:
+            cf.set_variables(sorted(cf.variables, key=lambda v: (rank.get(id(v), len(rank)), v.name)))
+
+def _content_uuid(path: Path) -> None:
+    """`fingerprint.pb` carries a random UUID per save beside hashes of the content: derive it from those
+    hashes instead, so it names the content (same model, same UUID) rather than the moment of saving."""
+    import uuid
+    from tensorflow.core.protobuf import fingerprint_pb2
+    f = path / "fingerprint.pb"
+    if not f.exists(): return
+    fp = fingerprint_pb2.FingerprintDef.FromString(f.read_bytes())
+    content = f"{fp.saved_model_checksum}-{fp.graph_def_program_hash}-{fp.signature_def_hash}-{fp.saved_object_graph_hash}-{fp.checkpoint_hash}"
+    fp.uuid = str(uuid.uuid5(uuid.NAMESPACE_OID, content).int)
+    f.write_bytes(fp.SerializeToString(deterministic=True))
 
 def load_serving_function(path, endpoint: str = "serve_packed", loaded=None):
     """Load the SavedModel at `path`; returns `f({key: array}) -> np.ndarray` of scores through
@@ -343,6 +368,10 @@ def _assemble_export(train_dir, eval_dir, validate_dir, split_dir, schema_path, 
     params = {k: v for k, v in (params or {}).items() if k in MODEL_PARAMS}
     schema = load_schema(schema_path)
     train_dir, eval_dir = Path(train_dir), Path(eval_dir)
+    ep = params.get("export", {})
+    # dropout layers get a random-number state when loaded, saved in the SavedModel though inference
+    # never reads it: seeded, the same model exports the same bytes
+    keras.utils.set_random_seed(ep.get("seed", 42))
     model = keras.models.load_model(train_dir / "model.keras")
     stats = json.loads((train_dir / "feature_stats.json").read_text())
     export_saved_model(model, schema, out)
@@ -350,7 +379,6 @@ def _assemble_export(train_dir, eval_dir, validate_dir, split_dir, schema_path, 
     save_schema(schema, out / "schema.yaml")  # the packed endpoint's column order comes from it
     (out / "feature_stats.json").write_text(json.dumps(stats, indent=1) + "\n")
     test = pd.read_parquet(Path(split_dir) / "test.parquet")
-    ep = params.get("export", {})
     golden = golden_examples(model, test, schema, n=ep.get("golden_examples", 20), seed=ep.get("seed", 42))
     tol = ep.get("parity_tolerance", 1e-6)
     loaded = tf.saved_model.load(str(out))  # once, for both endpoints
