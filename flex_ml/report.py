@@ -11,7 +11,7 @@ from pathlib import Path
 from .schema import FlexMLError
 
 # %% auto #0
-__all__ = ['run_report', 'render_html']
+__all__ = ['run_report', 'strip_run_details', 'render_html']
 
 # %% ../nbs/07a_report.ipynb #18aadfe1
 def run_report(notebook, out_dir, parameters: dict | None = None, kernel: str = "flex-ml", cwd=".") -> Path:
@@ -50,7 +50,27 @@ def run_report(notebook, out_dir, parameters: dict | None = None, kernel: str = 
         raise FlexMLError(f"report {notebook} failed in cell {e.cell_index}: {e.ename}: {e.evalue}",
                           ("a report reads the pipeline's outputs: run `make repro` (or `dvc repro`) first; " if missing else "")
                           + f"open {executed} to see the failing cell") from None
+    strip_run_details(executed)
     return render_html(executed)
+
+def strip_run_details(executed) -> None:
+    """Drop what differs from one run to the next but says nothing about the results: papermill's and
+    Jupyter's timings, the random id of the injected-parameters cell, and memory addresses in plain-text
+    reprs (`<Styler at 0x7f...>`, shown only where the rich output cannot be). The report is a DVC output, so
+    the same inputs must give the same bytes (a fresh clone's `dvc repro` then reproduces dvc.lock)."""
+    import re
+    import nbformat
+    nb = nbformat.read(str(executed), as_version=4)
+    timing = ("start_time", "end_time", "duration")
+    for k in timing: nb.metadata.get("papermill", {}).pop(k, None)
+    for c in nb.cells:
+        for k in timing: c.metadata.get("papermill", {}).pop(k, None)
+        c.metadata.pop("execution", None)
+        if "injected-parameters" in c.metadata.get("tags", []): c.id = "injected-parameters"
+        for o in c.get("outputs", []):
+            if "text/plain" in o.get("data", {}):
+                o.data["text/plain"] = re.sub(r" at 0x[0-9a-f]+>", ">", o.data["text/plain"])
+    nbformat.write(nb, str(executed))
 
 def render_html(executed) -> Path:
     "Render an executed notebook to HTML without the input cells' prompts or its nbdev front matter."

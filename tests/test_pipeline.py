@@ -29,6 +29,18 @@ def test_second_repro_does_nothing_and_status_is_clean(credit_project):
     assert "up to date" in run(["dvc", "status"], p).stdout
 
 
+def test_the_same_inputs_export_and_report_the_same_bytes(credit_project):
+    """The export (SavedModel, metadata, model card) and the executed report, forced to run again in a
+    fresh process, hash as before: dvc.lock does not change, so nothing downstream re-runs."""
+    import difflib
+    p, _ = credit_project
+    before = (p / "dvc.lock").read_text()
+    run(["dvc", "repro", "-f", "-s", "export"], p)
+    run(["dvc", "repro", "-f", "-s", "report"], p)
+    after = (p / "dvc.lock").read_text()
+    assert after == before, "".join(difflib.unified_diff(before.splitlines(True), after.splitlines(True), n=1))
+
+
 def test_dvc_metrics_and_plots(credit_project):
     p, _ = credit_project
     out = run(["dvc", "metrics", "show", "--json"], p).stdout
