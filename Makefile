@@ -72,7 +72,7 @@ tune: install
 serve: $(STAMP)
 	$(BIN)/flex-ml serve --model artifacts/model --host 127.0.0.1 --port 8000
 
-#   make bench     pipeline, training-speed, serving, monitoring, seed-, split-, cross-fit and retrain-gate studies, JSON
+#   make bench     pipeline, training-speed, serving, monitoring, seed-, split-, feature-, cross-fit and retrain-gate studies, JSON
 bench: install
 	$(BIN)/python benchmarks/pipeline.py
 	$(BIN)/python benchmarks/training.py
@@ -80,6 +80,7 @@ bench: install
 	$(BIN)/python benchmarks/monitor.py
 	$(BIN)/python benchmarks/seeds.py
 	$(BIN)/python benchmarks/splits.py
+	$(BIN)/python benchmarks/features.py
 	$(BIN)/python benchmarks/crossfit.py
 	$(BIN)/python benchmarks/retrain_gates.py
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-STAGES = ["validate", "split", "train", "evaluate", "export", "report"]
+STAGES = ["validate", "split", "profile", "train", "evaluate", "export", "report"]
 
 
 def timed(cmd, cwd, env):

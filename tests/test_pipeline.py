@@ -12,7 +12,7 @@ pytestmark = pytest.mark.slow
 
 def test_repro_produces_every_stage(credit_project):
     p, r = credit_project
-    for stage in ("validate", "split", "train", "evaluate", "export", "report"):
+    for stage in ("validate", "split", "profile", "train", "evaluate", "export", "report"):
         assert f"Running stage '{stage}'" in r.stdout
     m = json.loads((p / "artifacts/evaluate/live/metrics.json").read_text())
     for name in ("model", "baseline_gbdt", "baseline_logistic"):
