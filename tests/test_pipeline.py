@@ -71,6 +71,22 @@ def test_export_is_self_contained_and_parity_holds(credit_project):
     assert "Fairness slices" in html and "data:image/png;base64" in html
 
 
+def test_data_report_profiles_every_model_input(credit_project):
+    """The profile stage's report (papermill) names every feature and derived feature of the contract,
+    with the target's rate by value plotted, and the raw rows reconciled (in = accepted + quarantined)."""
+    import nbformat
+    from flex_ml.schema import load_schema
+    p, _ = credit_project
+    html = (p / "artifacts/report/data.html").read_text()
+    assert "Rate of the target by value" in html and "data:image/png;base64" in html and "Traceback" not in html
+    nb = nbformat.read(p / "artifacts/report/data.ipynb", as_version=4)
+    table = next(o["data"]["text/html"] for c in nb.cells for o in c.get("outputs", []) if "T_profile" in o.get("data", {}).get("text/html", ""))
+    schema = load_schema(p / "schemas/credit_default.yaml")
+    for name in [c.name for c in schema.features] + [d.name for d in schema.derived]:
+        assert f">{name}</th>" in table, name
+    assert ">SEX</th>" not in table  # kept out of the model: shown only among the protected groups
+
+
 def test_a_failed_export_leaves_no_folder_that_looks_like_an_export(credit_project, tmp_path):
     from flex_ml.export import run_export
     from flex_ml.schema import FlexMLError
@@ -116,3 +132,4 @@ def test_bank_marketing_needs_only_schema_and_params(tmp_path):
     run(["flex-ml", "score", "sample.csv", "--out", "scores.parquet", "--no-progress"], p)
     assert set(pd.read_parquet(p / "scores.parquet")["decision"]) == {"call", "skip"}
     assert "threshold is `call`, below it `skip`" in (p / "artifacts/model/model_card.md").read_text()
+    assert ">euribor3m</th>" in (p / "artifacts/report/data.html").read_text()  # the data report, from the bank contract
