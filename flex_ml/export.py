@@ -21,9 +21,9 @@ from .schema import FlexMLError, Schema, load_schema, save_schema
 from .split import labels
 
 # %% auto #0
-__all__ = ['MODEL_PARAMS', 'to_raw_record', 'packed_columns', 'pack_inputs', 'export_saved_model', 'load_serving_function',
-           'golden_examples', 'check_parity', 'git_revision', 'created_at', 'id_hash_each', 'id_hashes',
-           'model_version', 'model_card', 'run_export']
+__all__ = ['PIPELINE_INPUTS', 'MODEL_PARAMS', 'to_raw_record', 'packed_columns', 'pack_inputs', 'export_saved_model',
+           'load_serving_function', 'golden_examples', 'check_parity', 'git_revision', 'created_at', 'id_hash_each',
+           'id_hashes', 'model_version', 'model_card', 'run_export']
 
 # %% ../nbs/07_export.ipynb #bac76366
 def _plain(v, col):
@@ -159,20 +159,30 @@ def check_parity(score_fn, golden: list[dict], schema: Schema, tolerance: float 
     return gap
 
 # %% ../nbs/07_export.ipynb #fc098852
-def git_revision(cwd=".") -> dict:
-    """`{commit, dirty, date}` of the git work tree at `cwd` (`date`: the commit's, in UTC), or `{commit: None}` outside git. Changes the
-    pipeline itself makes while it runs (`dvc.lock`, the committed metrics under `artifacts/`) do not
-    count: they are outputs of the commit's code and data, not edits to them."""
+# what makes a model, as far as git knows: the code, the parameters, the pipeline, the data's pointer and
+# the environment (the contract is added by the caller: params name it)
+PIPELINE_INPUTS = ("flex_ml", "params.yaml", "dvc.yaml", "data.dvc", "requirements.txt", "setup.py", "settings.ini")
+
+def git_revision(cwd=".", paths=None) -> dict:
+    """`{commit, dirty, date}` of the git work tree at `cwd` (`date`: the commit's, in UTC), or `{commit: None}`
+    outside git. With `paths`, the last commit that changed one of them and whether they have uncommitted
+    changes: a later commit that only records the pipeline's results (`dvc.lock`) or edits the docs
+    built the same model, so it must not change what the export records. Without, HEAD and the whole tree,
+    less what the pipeline itself writes (`dvc.lock`, the committed metrics under `artifacts/`)."""
+    git = lambda *a: subprocess.run(["git", *a], cwd=cwd, capture_output=True, text=True, check=True,
+                                    env={**os.environ, "TZ": "UTC"}).stdout.strip()
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True).stdout.strip()
-        changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
-                                 capture_output=True, text=True).stdout.splitlines()
-        paths = [line[3:].split(" -> ")[-1].strip('"') for line in changed if line.strip()]
-        dirty = any(p != "dvc.lock" and not p.startswith("artifacts/") for p in paths)
-        date = subprocess.run(["git", "log", "-1", "--format=%cd", "--date=iso-strict-local"], cwd=cwd, capture_output=True,
-                              text=True, env={**os.environ, "TZ": "UTC"}).stdout.strip() or None
-        return {"commit": commit, "dirty": dirty, "date": date}
-    except (subprocess.CalledProcessError, FileNotFoundError): return {"commit": None, "dirty": None, "date": None}
+        top = Path(git("rev-parse", "--show-toplevel")).resolve()
+        spec = []
+        if paths is not None:  # only those inside the work tree: git refuses the others
+            spec = [str(q) for q in (Path(cwd, p).resolve() for p in paths) if q == top or top in q.parents]
+        last = git("log", "-1", "--format=%H %cd", "--date=iso-strict-local", *(["--", *spec] if spec else [])).split()
+        if not last: last = git("log", "-1", "--format=%H %cd", "--date=iso-strict-local").split()  # none of them committed yet
+        changed = git("status", "--porcelain", "--untracked-files=no", *(["--", *spec] if spec else [])).splitlines()
+        names = [line[3:].split(" -> ")[-1].strip('"') for line in changed if line.strip()]
+        dirty = any(n != "dvc.lock" and not n.startswith("artifacts/") for n in names)
+        return {"commit": last[0], "dirty": dirty, "date": last[1] if len(last) > 1 else None}
+    except (subprocess.CalledProcessError, FileNotFoundError, IndexError): return {"commit": None, "dirty": None, "date": None}
 
 def created_at(git: dict) -> str:
     """When the export says it was made: the commit's date when the tree is clean, so that the same
@@ -331,7 +341,7 @@ use after the monitoring report shows drift; {_protected_line(s)}
 ## Limits
 - Trained on {s['name']} data only; the score means nothing for another population.
 - Golden examples (`golden_examples.json`) must score the same to 1e-6 wherever the model runs.
-- Built from git commit `{git['commit']}`{' with uncommitted changes (not reproducible exactly)' if git['dirty'] else ''},
+- Built from git commit `{git['commit']}` (the last to change the pipeline's code, parameters, contract or data){' with uncommitted changes (not reproducible exactly)' if git['dirty'] else ''},
   TensorFlow {meta['versions']['tensorflow']}, Keras {meta['versions']['keras']}, flex_ml {meta['versions']['flex_ml']},
   on {meta['created']}.
 """
@@ -342,8 +352,10 @@ use after the monitoring report shows drift; {_protected_line(s)}
 MODEL_PARAMS = ("dataset", "validate", "split", "model", "train", "baselines", "evaluate", "export")
 
 def run_export(train_dir, eval_dir, validate_dir, split_dir, schema_path, raw_path, out_dir,
-               params: dict | None = None) -> dict:
-    "The `export` stage: write the self-contained model folder `out_dir`."
+               params: dict | None = None, created: str | None = None) -> dict:
+    """The `export` stage: write the self-contained model folder `out_dir`. `created`: the time to record;
+    by default the date of the commit that made the model (`created_at`), which suits data tracked with
+    the code; a model trained on files git does not know (`retrain`) passes the time of training."""
     # built beside under a temporary name and swapped in when complete: a failure (a parity check, a
     # full disk) leaves the previous export in place and no half-written folder that `serve` or
     # `monitor` would take for an export
@@ -351,7 +363,7 @@ def run_export(train_dir, eval_dir, validate_dir, split_dir, schema_path, raw_pa
     out, old = final.with_name(final.name + ".partial"), final.with_name(final.name + ".old")
     for d in (out, old):
         if d.exists(): shutil.rmtree(d)
-    try: meta = _assemble_export(train_dir, eval_dir, validate_dir, split_dir, schema_path, raw_path, out, params)
+    try: meta = _assemble_export(train_dir, eval_dir, validate_dir, split_dir, schema_path, raw_path, out, params, created)
     except BaseException:
         shutil.rmtree(out, ignore_errors=True); raise
     if final.exists(): final.rename(old)
@@ -360,7 +372,7 @@ def run_export(train_dir, eval_dir, validate_dir, split_dir, schema_path, raw_pa
     return meta
 
 def _assemble_export(train_dir, eval_dir, validate_dir, split_dir, schema_path, raw_path, out: Path,
-                     params: dict | None = None) -> dict:
+                     params: dict | None = None, created: str | None = None) -> dict:
     import keras, tensorflow as tf
     import flex_ml
     import flex_ml.model  # registers the custom layers
@@ -397,10 +409,10 @@ def _assemble_export(train_dir, eval_dir, validate_dir, split_dir, schema_path, 
     (out / "reference.json").write_text(json.dumps(reference) + "\n")
     metrics = json.loads((eval_dir / "live" / "metrics.json").read_text())
     slices = json.loads((eval_dir / "slices.json").read_text())
-    git = git_revision()
+    git = git_revision(paths=[*PIPELINE_INPUTS, schema_path])
     meta = dict(
         version=model_version(model, stats, dict(threshold=metrics["test"]["model"]["threshold"], decisions=schema.decisions)),
-        created=created_at(git),
+        created=created or created_at(git),
         schema=dict(name=schema.name, description=schema.description, target=schema.target.name,
                     target_positive=schema.target_positive, decisions=schema.decisions,
                     features=[c.name for c in schema.features],
