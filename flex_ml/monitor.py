@@ -98,15 +98,19 @@ class Profile:
     @staticmethod
     def _empty(sp: dict) -> dict:
         if sp["kind"] == "numeric":
-            return dict(coarse=np.zeros(len(sp["edges"]) + 1, np.int64), fine=np.zeros(len(sp["fine_edges"]) + 1, np.int64),
-                        missing=0, out_of_contract=0, n=0, total=0.0, total_sq=0.0)
+            extra = int(bool(sp.get("undefined_bin")))  # a derived feature's undefined values (a zero denominator) get a bin of their own
+            return dict(coarse=np.zeros(len(sp["edges"]) + 1 + extra, np.int64), fine=np.zeros(len(sp["fine_edges"]) + 1 + extra, np.int64),
+                        missing=0, out_of_contract=0, n=0, total=0.0, total_sq=0.0, **({"undefined": 0} if extra else {}))
         return dict(counts=np.zeros(len(sp["categories"]) + 1, np.int64), missing=0, out_of_contract=0, n=0)
 
     @staticmethod
-    def _add_numeric(acc: dict, sp: dict, x: np.ndarray, missing, bad):
+    def _add_numeric(acc: dict, sp: dict, x: np.ndarray, missing, bad, undefined=None):
         ok = np.isfinite(x) & ~missing
         acc["coarse"] += np.bincount(_bin(x[ok], sp["edges"]), minlength=len(acc["coarse"]))
         acc["fine"] += np.bincount(_bin(x[ok], sp["fine_edges"]), minlength=len(acc["fine"]))
+        if undefined is not None and "undefined" in acc:  # counted in the last bin: a shift in their share is drift, not missing data
+            k = int(undefined.sum()); acc["undefined"] += k; acc["coarse"][-1] += k; acc["fine"][-1] += k
+            missing = missing & ~undefined
         acc["missing"] += int(missing.sum()); acc["out_of_contract"] += int(bad.sum()); acc["n"] += len(x)
         acc["total"] += float(x[ok].sum()); acc["total_sq"] += float(np.square(x[ok]).sum())
 
@@ -131,11 +135,12 @@ class Profile:
                 acc["missing"] += int(missing.sum()); acc["out_of_contract"] += int(bad.sum()); acc["n"] += n
         derived = [name for name, sp in self.spec["features"].items() if sp.get("derived")]
         if derived:  # computed from the raw fields as the model computes them
-            values, broken = derived_frame_values(frame, schema, parsed)
+            values, broken, undefined = derived_frame_values(frame, schema, parsed, undefined=True)
             for name in derived:
                 v = np.asarray(values[name], float) if name in values else np.full(n, np.nan)
                 bad = broken.get(name, np.zeros(n, bool))
-                self._add_numeric(self.features[name], self.spec["features"][name], v, np.isnan(v) & ~bad, bad)
+                self._add_numeric(self.features[name], self.spec["features"][name], v, np.isnan(v) & ~bad, bad,
+                                  undefined.get(name))
         if scores is not None and self.score is not None:
             s = np.asarray(scores, float)
             self._add_numeric(self.score, self.spec["score"], s, ~np.isfinite(s), np.zeros(n, bool))
@@ -176,10 +181,12 @@ class Profile:
                    score_hist=np.asarray(d.get("score_hist", np.zeros(SCORE_BINS)), np.int64))
 
 # %% ../nbs/09_monitor.ipynb #bbec9221
-def derived_frame_values(frame: pd.DataFrame, schema: Schema, parsed: dict | None = None) -> tuple[dict, dict]:
+def derived_frame_values(frame: pd.DataFrame, schema: Schema, parsed: dict | None = None, undefined: bool = False) -> tuple:
     """`(values, broken)`: each derived feature of `schema` from the raw fields of `frame`, and the rows where
     one of its fields holds something that is not a finite number (out of contract: no value, and not
-    "missing" either). A field the frame lacks counts as missing. `parsed`: `column_values` results by name."""
+    "missing" either). A field the frame lacks counts as missing. `parsed`: `column_values` results by name.
+    With `undefined`, also the rows where the value is NaN though every field it reads is there (a ratio
+    over a zero bill): `(values, broken, undefined)`. Those are not missing data, and monitoring keeps them apart."""
     from flex_ml.features import derive_all
     used = {n for d in schema.derived for n in d.inputs} & {c.name for c in schema.columns}
     x, broken, n = {}, {}, len(frame)
@@ -191,10 +198,14 @@ def derived_frame_values(frame: pd.DataFrame, schema: Schema, parsed: dict | Non
             v = np.asarray(v, float); bad = ~missing & ~np.isfinite(v)  # text or inf (a range breach still computes)
         x[col.key], broken[col.name] = np.where(bad, np.nan, v).astype(np.float32), bad
     values = derive_all(x, schema)
-    for d in schema.derived:  # along the chain: a derived input carries its own fields' breakage
+    absent = {c.name: np.isnan(x[c.key]) for c in schema.features if c.key in x}  # a field missing or broken
+    for d in schema.derived:  # along the chain: a derived input carries its own fields' breakage (and absence)
         broken[d.name] = np.logical_or.reduce([broken[i] for i in d.inputs])
+        absent[d.name] = np.logical_or.reduce([absent[i] for i in d.inputs])
         values[d.name] = np.where(broken[d.name], np.nan, values[d.name])
-    return values, {d.name: broken[d.name] for d in schema.derived}
+    if not undefined: return values, {d.name: broken[d.name] for d in schema.derived}
+    return (values, {d.name: broken[d.name] for d in schema.derived},
+            {d.name: np.isnan(values[d.name]) & ~absent[d.name] for d in schema.derived})
 
 # %% ../nbs/09_monitor.ipynb #c5c08c81
 def build_reference(train: pd.DataFrame, schema: Schema, test_scores=None, test_labels=None,
@@ -214,7 +225,7 @@ def build_reference(train: pd.DataFrame, schema: Schema, test_scores=None, test_
     for d in schema.derived:
         v = np.asarray(values[d.name], float); v = v[~np.isnan(v)]
         spec["features"][d.name] = dict(kind="numeric", derived=d.formula, edges=_quantile_edges(v, bins),
-                                        fine_edges=_quantile_edges(v, fine_bins))
+                                        fine_edges=_quantile_edges(v, fine_bins), undefined_bin=True)
     if test_scores is not None:
         s = np.asarray(test_scores, float)
         spec["score"] = dict(kind="numeric", edges=_quantile_edges(s, bins), fine_edges=_quantile_edges(s, fine_bins))
@@ -335,16 +346,18 @@ def compare(profile: Profile, reference: dict, metrics: dict | None = None,
             p = psi(r["coarse"], c["coarse"]); stat, pv = ks_from_counts(r["fine"], c["fine"]); test = "ks"
         else:
             p = psi(r["counts"], c["counts"]); stat, pv = chi2_from_counts(r["counts"], c["counts"]); test = "chi2"
-        present = c["n"] - c["missing"]
+        present = c["n"] - c["missing"]  # values, undefined ones included (their own bin)
         if present == 0: p, stat, pv = float("nan"), float("nan"), float("nan")
         label = f"{name} = {sp['derived']}" if sp.get("derived") else name  # an alert on a derived feature names its fields
         f = dict(kind="derived" if sp.get("derived") else sp["kind"], psi=p, test=test, statistic=stat, p_value=pv,
                  missing_rate=_rate(c["missing"], c["n"]), train_missing_rate=_rate(r["missing"], r["n"]),
                  out_of_contract_rate=_rate(c["out_of_contract"], c["n"]))
         if sp.get("derived"): f["formula"] = sp["derived"]
+        if "undefined" in c: f["undefined_rate"], f["train_undefined_rate"] = _rate(c["undefined"], c["n"]), _rate(r["undefined"], r["n"])
         if sp["kind"] == "numeric":
-            f["mean"] = c["total"] / present if present else float("nan")
-            rn = max(r["n"] - r["missing"], 1)
+            finite = present - c.get("undefined", 0)  # the mean is over numbers
+            f["mean"] = c["total"] / finite if finite else float("nan")
+            rn = max(r["n"] - r["missing"] - r.get("undefined", 0), 1)
             f["train_mean"] = r["total"] / rn
             sd = math.sqrt(max(r.get("total_sq", 0.0) / rn - f["train_mean"] ** 2, 0.0))
             # how far the window's mean moved, in training standard deviations: unlike PSI it keeps

@@ -105,6 +105,22 @@ def test_derived_features_are_watched_and_see_what_their_fields_hide(project, sc
     assert f["UTIL1"]["missing_rate"] < 0.01 and f["UTIL1"]["formula"] == "BILL_AMT1 / LIMIT_BAL clipped to [-1, 3]"
 
 
+def test_a_ratio_over_a_zero_bill_is_undefined_not_missing(project, scored_test, tmp_path):
+    """REPAID1 = PAY_AMT1 / BILL_AMT2 has no value when the bill is 0 (about 8% of clients). More zero
+    bills is a shift in the data, judged by PSI like any other; it is not missing data, which would
+    raise the missing-rate alert while BILL_AMT2 itself is complete."""
+    zero = scored_test.copy()
+    rows = zero.index[zero["BILL_AMT2"] != 0][:420]  # about 7 points more zero bills
+    zero.loc[rows, "BILL_AMT2"] = 0
+    zero.to_parquet(tmp_path / "zero.parquet")
+    monitor(project, "--input", tmp_path / "zero.parquet", "--window", "rows:6000", "--out", tmp_path / "out")
+    s = json.loads((tmp_path / "out" / "summary.json").read_text())
+    f = s["features"]["REPAID1"]
+    assert f["missing_rate"] == 0 and f["train_missing_rate"] == 0, f
+    assert f["undefined_rate"] - f["train_undefined_rate"] > 0.05, f
+    assert not any(a["check"] == "missing" for a in s["alerts"]), s["alerts"]
+
+
 def test_monitor_reads_the_services_sqlite_log_with_late_labels(project, scored_test, tmp_path):
     "A real server logs real requests to SQLite; the monitor reads the log and joins labels that came later."
     model = project / "artifacts" / "model"
