@@ -27,3 +27,30 @@ def load_study(a: argparse.Namespace, parts=("train", "valid", "test")):
     params = load_params(a.params)
     schema = load_schema(ROOT / params["dataset"]["schema"])
     return params, schema, split, [pd.read_parquet(split / f"{n}.parquet") for n in parts]
+
+
+def fit_seeds(name: str, train, valid, test, schema, model_params: dict, train_params: dict, seeds) -> tuple[list, list]:
+    """Train the Keras model once per seed (the train stage's `train_model`, with `train_params`), each scored
+    on valid and test: `(rows, test_scores)`, a row per seed (valid and test AUC, best epoch, seconds)."""
+    import contextlib
+    import time
+    from sklearn.metrics import roc_auc_score
+    from flex_ml.model import predict_scores
+    from flex_ml.split import labels
+    from flex_ml.train import train_model
+    yv, yt = labels(valid, schema), labels(test, schema)
+    tp, rows, test_scores = train_params, [], []
+    for seed in seeds:
+        t1 = time.perf_counter()
+        with contextlib.redirect_stdout(sys.stderr):  # Keras' early-stopping lines: stdout is the JSON
+            model, _, summary = train_model(train, valid, schema, model_params, epochs=tp.get("epochs", 30),
+                                            batch_size=tp.get("batch_size", 512), patience=tp.get("patience", 5),
+                                            seed=seed, class_weight=tp.get("class_weight", "none"), verbose=0)
+        pv, pt = predict_scores(model, valid, schema), predict_scores(model, test, schema)
+        test_scores.append(pt)
+        rows.append(dict(seed=seed, valid_auc=round(float(roc_auc_score(yv, pv)), 6),
+                         test_auc=round(float(roc_auc_score(yt, pt)), 6), best_epoch=summary["best_epoch"],
+                         seconds=round(time.perf_counter() - t1, 1)))
+        print(f"{name} seed {seed}: valid {rows[-1]['valid_auc']:.4f} test {rows[-1]['test_auc']:.4f} "
+              f"({rows[-1]['seconds']} s)", file=sys.stderr, flush=True)
+    return rows, test_scores

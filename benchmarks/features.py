@@ -15,16 +15,14 @@ design is chosen on valid (mean over the seeds, same rows for every variant, so 
 paired); test is reported, never used for a choice. Seeds 1, 2, ... keep clear of the pipeline's own
 `train.seed`.
 """
-import contextlib
 import dataclasses
 import json
 import statistics
 import sys
-import time
 
 import numpy as np
 
-from _study import load_study, study_parser  # benchmarks/ is on the path when run as a script
+from _study import fit_seeds, load_study, study_parser  # benchmarks/ is on the path when run as a script
 
 # the repayment-behaviour groups of the contract, by the names it gives them
 GROUPS = {"repaid": ["REPAID1", "REPAID2", "REPAID3", "REPAID4", "REPAID5"],
@@ -50,28 +48,13 @@ def main():
     a = ap.parse_args()
     params, schema, split, (train, valid, test) = load_study(a)
     from sklearn.metrics import roc_auc_score
-    from flex_ml.model import predict_scores
     from flex_ml.split import labels
-    from flex_ml.train import train_model
 
-    yv, yt = labels(valid, schema), labels(test, schema)
+    yt = labels(test, schema)
     tp = params["train"]
     out = {"split": str(split), "seeds": list(range(1, a.seeds + 1)), "variants": {}}
     for name, (sch, mp) in variants(schema, dict(params["model"])).items():
-        rows, test_scores = [], []
-        for seed in out["seeds"]:
-            t1 = time.perf_counter()
-            with contextlib.redirect_stdout(sys.stderr):  # Keras' early-stopping lines: stdout is the JSON
-                model, _, summary = train_model(train, valid, sch, mp, epochs=tp.get("epochs", 30),
-                                                batch_size=tp.get("batch_size", 512), patience=tp.get("patience", 5),
-                                                seed=seed, class_weight=tp.get("class_weight", "none"), verbose=0)
-            pv, pt = predict_scores(model, valid, sch), predict_scores(model, test, sch)
-            test_scores.append(pt)
-            rows.append(dict(seed=seed, valid_auc=round(float(roc_auc_score(yv, pv)), 6),
-                             test_auc=round(float(roc_auc_score(yt, pt)), 6), best_epoch=summary["best_epoch"],
-                             seconds=round(time.perf_counter() - t1, 1)))
-            print(f"{name} seed {seed}: valid {rows[-1]['valid_auc']:.4f} test {rows[-1]['test_auc']:.4f} "
-                  f"({rows[-1]['seconds']} s)", file=sys.stderr, flush=True)
+        rows, test_scores = fit_seeds(name, train, valid, test, sch, mp, tp, out["seeds"])
         v = {k: [r[k] for r in rows] for k in ("valid_auc", "test_auc", "seconds")}
         out["variants"][name] = dict(
             derived=[d.name for d in sch.derived], towers=mp.get("towers", 1), runs=rows,

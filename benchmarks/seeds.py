@@ -14,7 +14,6 @@ For each configuration: valid and test AUC per seed, their mean, standard deviat
 maximum, the test AUC of the mean score over the seeds (what averaging the fits would give), and
 how many seeds beat the GBDT on test. The model design is chosen on valid; test is reported.
 """
-import contextlib
 import json
 import statistics
 import sys
@@ -22,7 +21,7 @@ import time
 
 import numpy as np
 
-from _study import load_study, study_parser  # benchmarks/ is on the path when run as a script
+from _study import fit_seeds, load_study, study_parser  # benchmarks/ is on the path when run as a script
 
 
 def main():
@@ -33,11 +32,9 @@ def main():
     from sklearn.metrics import roc_auc_score
     from flex_ml.evaluate import fit_baselines
     from flex_ml.features import fit_feature_stats
-    from flex_ml.model import predict_scores
     from flex_ml.split import labels
-    from flex_ml.train import train_model
 
-    yv, yt = labels(valid, schema), labels(test, schema)
+    yt = labels(test, schema)
     tp = params["train"]
     configs = {"params_yaml": dict(params["model"]),
                "without_bins": {**params["model"], "numeric_bins": 0, "dropout": 0.2}}
@@ -49,20 +46,7 @@ def main():
            "baseline_seconds": round(time.perf_counter() - t0, 1), "configs": {}}
     gbdt = base_auc["baseline_gbdt"]
     for name, mp in configs.items():
-        rows, test_scores = [], []
-        for seed in out["seeds"]:
-            t1 = time.perf_counter()
-            with contextlib.redirect_stdout(sys.stderr):  # Keras' early-stopping lines: stdout is the JSON
-                model, _, summary = train_model(train, valid, schema, mp, epochs=tp.get("epochs", 30),
-                                                batch_size=tp.get("batch_size", 512), patience=tp.get("patience", 5),
-                                                seed=seed, class_weight=tp.get("class_weight", "none"), verbose=0)
-            pv, pt = predict_scores(model, valid, schema), predict_scores(model, test, schema)
-            test_scores.append(pt)
-            rows.append(dict(seed=seed, valid_auc=round(float(roc_auc_score(yv, pv)), 6),
-                             test_auc=round(float(roc_auc_score(yt, pt)), 6), best_epoch=summary["best_epoch"],
-                             seconds=round(time.perf_counter() - t1, 1)))
-            print(f"{name} seed {seed}: valid {rows[-1]['valid_auc']:.4f} test {rows[-1]['test_auc']:.4f}",
-                  file=sys.stderr, flush=True)
+        rows, test_scores = fit_seeds(name, train, valid, test, schema, mp, tp, out["seeds"])
         summary = {}
         for k in ("valid_auc", "test_auc"):
             v = [r[k] for r in rows]
