@@ -30,8 +30,8 @@ app.add_typer(params_app, name="params")
 
 # %% auto #0
 __all__ = ['app', 'schema_app', 'params_app', 'PARAMS', 'dataset_paths', 'fetch', 'schema_infer', 'schema_check', 'params_check',
-           'validate', 'split', 'train', 'tune', 'evaluate', 'export', 'report', 'serve', 'score', 'monitor', 'retrain',
-           'main']
+           'validate', 'split', 'profile', 'train', 'tune', 'evaluate', 'export', 'report', 'serve', 'score', 'monitor',
+           'retrain', 'main']
 
 # %% ../nbs/10_cli.ipynb #831b1a3f
 def dataset_paths(params: dict) -> tuple[str, str]:
@@ -149,6 +149,21 @@ def split(input: Path = typer.Option("artifacts/validate/accepted.parquet", help
     _require("split", {input: "flex-ml validate"})
     _echo_json(run_split(input, sp, out, s.get("valid_fraction", 0.2), s.get("test_fraction", 0.2),
                          s.get("seed", 42), s.get("strategy", "auto")))
+
+@app.command()
+def profile(validate_dir: Path = typer.Option("artifacts/validate", help="The validate stage's output (its summary)."),
+            split_dir: Path = typer.Option("artifacts/split", help="Folder with the splits (train is profiled; valid and test are not read)."),
+            out: Path = typer.Option("artifacts/report", help="Output folder: data.ipynb and data.html."),
+            notebook: Path = typer.Option("nbs/reports/data.ipynb", help="The data report notebook."),
+            kernel: str = typer.Option("flex-ml", help="Jupyter kernel."), params: Path = PARAMS):
+    "Profile the data: the data report (what validation kept and quarantined, every model input on train), as HTML."
+    from flex_ml.report import run_report
+    load_params(params)  # checked here, with one message, before a kernel starts
+    _require("profile", {validate_dir / "summary.json": "flex-ml validate",
+                         **{split_dir / f: "flex-ml split" for f in ("train.parquet", "summary.json")}})
+    html = run_report(notebook, out, {"validate_dir": str(validate_dir), "split_dir": str(split_dir),
+                                      "params_path": str(params)}, kernel)
+    typer.echo(f"wrote {html}")
 
 @app.command()
 def train(split_dir: Path = typer.Option("artifacts/split", help="Folder with the splits."),
