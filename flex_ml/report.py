@@ -73,12 +73,18 @@ def strip_run_details(executed) -> None:
     nbformat.write(nb, str(executed))
 
 def render_html(executed) -> Path:
-    "Render an executed notebook to HTML without the input cells' prompts or its nbdev front matter."
+    "Render an executed notebook to HTML without the input cells' prompts, its nbdev front matter, hidden set-up cells or the default parameters."
     import nbformat
     from nbconvert import HTMLExporter
     nb = nbformat.read(str(executed), as_version=4)
-    # the raw `---` cell is for nbdev (skip_exec), not for readers
-    nb.cells = [c for c in nb.cells if not (c.cell_type == "raw" and c.source.lstrip().startswith("---"))]
+    # for the notebook's users, not its readers: the raw `---` cell (nbdev's skip_exec), `#| hide` cells (the
+    # JupyterLab set-up, without output), and the default parameters when papermill injected the run's own
+    injected = any("injected-parameters" in c.metadata.get("tags", []) for c in nb.cells)
+    def for_readers(c) -> bool:
+        if c.cell_type == "raw" and c.source.lstrip().startswith("---"): return False
+        if c.cell_type == "code" and c.source.lstrip().startswith("#| hide") and not c.get("outputs"): return False
+        return not (injected and "parameters" in c.metadata.get("tags", []))
+    nb.cells = [c for c in nb.cells if for_readers(c)]
     exporter = HTMLExporter(template_name="lab")
     exporter.exclude_input_prompt = exporter.exclude_output_prompt = True
     body, _ = exporter.from_notebook_node(nb)
