@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 import re
 
+import flex_ml.determinism  # noqa: F401  before keras loads TensorFlow: the same numbers on every CPU
 import keras
 from keras import layers, ops
 

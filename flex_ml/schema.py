@@ -13,6 +13,8 @@ from pathlib import Path
 
 import yaml
 
+import flex_ml.determinism  # noqa: F401  first: fixes TensorFlow's numerics before any module can load it
+
 # %% auto #0
 __all__ = ['TYPES', 'ROLES', 'TRANSFORMS', 'ENCODINGS', 'UNKNOWN_POLICIES', 'DERIVED_OPS', 'FIELD_KINDS', 'COLUMN_FIELDS',
            'SCHEMA_FIELDS', 'DERIVED_FIELDS', 'MISSING_TOKENS', 'FlexMLError', 'Column', 'canonical_str',

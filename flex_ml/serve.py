@@ -490,8 +490,16 @@ def _is_json(ctype: bytes) -> bool:
     mt = ctype.split(b";", 1)[0].strip().lower()
     return mt == b"application/json" or (mt.startswith(b"application/") and mt.endswith(b"+json"))
 
-def _problems(errors) -> list[dict]:
-    "pydantic errors as `{record, field, rule, message, value}`."
+def _extra_field_message(field, schema: Schema | None) -> str:
+    "Why a record may not hold `field`: a contract column the model does not take, or no column at all."
+    col = next((c for c in schema.columns if c.name == field), None) if schema is not None else None
+    if col is None:
+        return "the field is not a column of the contract: check its spelling (the API docs at /docs list the fields)"
+    why = dict(target="it is what the model predicts", ignored="the contract keeps it out of the model (role ignored)")
+    return f"the field is in the contract but is not a model input ({why.get(col.role, 'role ' + col.role)}): leave it out of the request"
+
+def _problems(errors, schema: Schema | None = None) -> list[dict]:
+    "pydantic errors as `{record, field, rule, message, value}`; `schema` explains fields a record may not hold."
     out = []
     for e in errors:
         loc = [x for x in e.get("loc", ()) if x != "body"]
@@ -511,6 +519,7 @@ def _problems(errors) -> list[dict]:
         rule, msg = e.get("type"), e.get("msg")
         if rule == "string_pattern_mismatch":  # the only pattern is _not_missing's
             rule, msg = "missing_value", f"the field is not nullable, and {value!r} means a missing value in the contract"
+        elif rule == "extra_forbidden" and rec is not None: msg = _extra_field_message(fld, schema)
         out.append({"record": rec, "field": fld, "rule": rule, "message": msg, "value": value})
     return _one_per_field(out)
 
@@ -605,7 +614,7 @@ def create_app(model_dir, settings: ServeSettings | None = None):
     # `problems` (one per record and field), so a client handles all of them in one place
     @app.exception_handler(RequestValidationError)
     async def invalid(request, exc):
-        return _json_response(_invalid_body(_problems(exc.errors())), status_code=422)
+        return _json_response(_invalid_body(_problems(exc.errors(), schema)), status_code=422)
 
     from starlette.exceptions import HTTPException as StarletteHTTPException
     @app.exception_handler(StarletteHTTPException)  # 401, 404, 405, 409, 503: FastAPI's {"detail"} plus `error`
@@ -624,7 +633,7 @@ def create_app(model_dir, settings: ServeSettings | None = None):
         try: req = adapter.validate_json(raw)  # parse and validate in one pass (pydantic-core)
         except ValidationError as first:
             if not any(e["type"] == "json_invalid" for e in first.errors()):
-                return invalid_response(_problems(first.errors()))
+                return invalid_response(_problems(first.errors(), schema))
             try: data = orjson.loads(raw)
             except orjson.JSONDecodeError as e:
                 try: data = json.loads(raw)  # NaN / Infinity: not JSON, but validation below names the field
@@ -632,7 +641,7 @@ def create_app(model_dir, settings: ServeSettings | None = None):
                     return invalid_response([{"record": None, "field": None, "rule": "json_invalid", "value": None,
                                               "message": f"the body is not valid JSON: {e}"}])
             try: req = adapter.validate_python(data)
-            except ValidationError as e: return invalid_response(_problems(e.errors()))
+            except ValidationError as e: return invalid_response(_problems(e.errors(), schema))
         if dup := repeated_keys(raw, req): return invalid_response(dup)
         if bad := invalid_text(raw, req): return invalid_response(bad)
         if has_ts and (bad := timestamp_problems(req["records"], schema)): return invalid_response(bad)

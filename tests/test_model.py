@@ -208,3 +208,20 @@ def test_derived_operations_agree_in_numpy_keras_savedmodel_and_runtime(trained,
     scores = predict_scores(model, rows, schema)
     for m in (fused, slow):
         assert np.abs(m(to_model_inputs(rows, schema)) - scores).max() < 1e-6
+
+
+def test_tensorflow_numerics_do_not_depend_on_the_cpu():
+    """flex_ml turns TensorFlow's oneDNN kernels off before TensorFlow loads: they are picked by CPU type
+    and sum in another order, so the same seed would train another model on another machine. TensorFlow
+    logs a line when they are on; a user's own setting is kept."""
+    import os, subprocess, sys
+    code = "import os, flex_ml.model, tensorflow; print(os.environ['TF_ENABLE_ONEDNN_OPTS'])"
+    env = {k: v for k, v in os.environ.items() if k not in ("TF_ENABLE_ONEDNN_OPTS", "TF_CPP_MIN_LOG_LEVEL")}
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["0"] and "oneDNN custom operations are on" not in r.stderr
+    kept = subprocess.run([sys.executable, "-c", code], env=dict(env, TF_ENABLE_ONEDNN_OPTS="1"), capture_output=True, text=True, timeout=120)
+    assert kept.stdout.split() == ["1"]
+    # TensorFlow loaded first: too late to choose, and the user is told so
+    late = subprocess.run([sys.executable, "-c", "import tensorflow, flex_ml.schema"], env=env, capture_output=True, text=True, timeout=120)
+    assert late.returncode == 0 and "TensorFlow was loaded before flex_ml" in late.stderr

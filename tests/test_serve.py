@@ -110,6 +110,13 @@ def test_bad_records_get_422_naming_field_and_rule(server, golden, change, expec
     assert expected in problems(server.client.post("/v1/predict", json={"records": [golden[0]["record"] | change]}))
 
 
+def test_a_field_the_model_does_not_take_says_why(server, golden):
+    r = server.client.post("/v1/predict", json={"records": [golden[0]["record"] | {"SEX": 1, "SEXE": 1}]})
+    by_field = {p["field"]: p["message"] for p in r.json()["problems"]}
+    assert "in the contract but is not a model input" in by_field["SEX"] and "role ignored" in by_field["SEX"]
+    assert "not a column of the contract" in by_field["SEXE"]
+
+
 def test_missing_field(server, golden):
     rec = dict(golden[0]["record"]); rec.pop("BILL_AMT3")
     assert (0, "BILL_AMT3", "missing") in problems(server.client.post("/v1/predict", json={"records": [rec]}))
