@@ -85,7 +85,12 @@ def render_html(executed) -> Path:
         if c.cell_type == "code" and c.source.lstrip().startswith("#| hide") and not c.get("outputs"): return False
         return not (injected and "parameters" in c.metadata.get("tags", []))
     nb.cells = [c for c in nb.cells if for_readers(c)]
-    exporter = HTMLExporter(template_name="lab")
+    # lab's page loads require.js and MathJax from a CDN: nothing here needs them (no widgets, no TeX), and
+    # a page that reaches out to the internet does not open cleanly where the team's machines cannot
+    from jinja2 import DictLoader
+    offline = DictLoader({"flex_ml_report.html.j2": "{%- extends 'lab/index.html.j2' -%}\n"
+                          "{%- block html_head_js_requirejs -%}{%- endblock -%}\n{%- block html_head_js_mathjax -%}{%- endblock -%}\n"})
+    exporter = HTMLExporter(template_name="lab", extra_loaders=[offline], template_file="flex_ml_report.html.j2")
     exporter.exclude_input_prompt = exporter.exclude_output_prompt = True
     body, _ = exporter.from_notebook_node(nb)
     html = Path(executed).with_suffix(".html")

@@ -73,6 +73,7 @@ def test_export_is_self_contained_and_parity_holds(credit_project):
     assert "## Intended use" in card and "## Fairness slices" in card and "SEX" in card
     html = (p / "artifacts/report/evaluation.html").read_text()
     assert "Fairness slices" in html and "data:image/png;base64" in html
+    assert 'src="http' not in html  # a standalone page: no script from a CDN (it opens offline)
 
 
 def test_data_report_profiles_every_model_input(credit_project):
@@ -83,6 +84,7 @@ def test_data_report_profiles_every_model_input(credit_project):
     p, _ = credit_project
     html = (p / "artifacts/report/data.html").read_text()
     assert "Rate of the target by value" in html and "data:image/png;base64" in html and "Traceback" not in html
+    assert 'src="http' not in html
     nb = nbformat.read(p / "artifacts/report/data.ipynb", as_version=4)
     table = next(o["data"]["text/html"] for c in nb.cells for o in c.get("outputs", []) if "T_profile" in o.get("data", {}).get("text/html", ""))
     schema = load_schema(p / "schemas/credit_default.yaml")
