@@ -29,9 +29,11 @@ def load_study(a: argparse.Namespace, parts=("train", "valid", "test")):
     return params, schema, split, [pd.read_parquet(split / f"{n}.parquet") for n in parts]
 
 
-def fit_seeds(name: str, train, valid, test, schema, model_params: dict, train_params: dict, seeds) -> tuple[list, list]:
-    """Train the Keras model once per seed (the train stage's `train_model`, with `train_params`), each scored
-    on valid and test: `(rows, test_scores)`, a row per seed (valid and test AUC, best epoch, seconds)."""
+def fit_seeds(name: str, train, valid, test, schema, model_params: dict, train_params: dict, seeds,
+              targets=None) -> tuple[list, list]:
+    """Train the Keras model once per seed (the train stage's `train_model`, with `train_params` and the training
+    `targets` of `flex_ml.teacher.training_targets`), each scored on valid and test: `(rows, test_scores)`, a row
+    per seed (valid and test AUC, best epoch, seconds)."""
     import contextlib
     import time
     from sklearn.metrics import roc_auc_score
@@ -45,7 +47,7 @@ def fit_seeds(name: str, train, valid, test, schema, model_params: dict, train_p
         with contextlib.redirect_stdout(sys.stderr):  # Keras' early-stopping lines: stdout is the JSON
             model, _, summary = train_model(train, valid, schema, model_params, epochs=tp.get("epochs", 30),
                                             batch_size=tp.get("batch_size", 512), patience=tp.get("patience", 5),
-                                            seed=seed, class_weight=tp.get("class_weight", "none"), verbose=0)
+                                            seed=seed, class_weight=tp.get("class_weight", "none"), verbose=0, targets=targets)
         pv, pt = predict_scores(model, valid, schema), predict_scores(model, test, schema)
         test_scores.append(pt)
         rows.append(dict(seed=seed, valid_auc=round(float(roc_auc_score(yv, pv)), 6),

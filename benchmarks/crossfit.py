@@ -34,6 +34,7 @@ def main():
     from flex_ml.features import fit_feature_stats
     from flex_ml.model import predict_scores
     from flex_ml.split import labels
+    from flex_ml.teacher import training_targets
     from flex_ml.train import train_model
 
     full = pd.concat([train, valid], ignore_index=True)
@@ -41,7 +42,8 @@ def main():
     tp, seed = params["train"], params["train"].get("seed", 42)
     fit = lambda tr, va, s: train_model(tr, va, schema, params["model"], epochs=tp.get("epochs", 30),  # noqa: E731
                                         batch_size=tp.get("batch_size", 512), patience=tp.get("patience", 5), seed=s,
-                                        class_weight=tp.get("class_weight", "none"), verbose=0, calibration="none")[0]
+                                        class_weight=tp.get("class_weight", "none"), verbose=0, calibration="none",
+                                        targets=training_targets(tr, va, schema, params, verbose=False)[0])
     auc = lambda lab, p: round(float(roc_auc_score(lab, p)), 6)  # noqa: E731
 
     t0 = time.perf_counter()

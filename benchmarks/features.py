@@ -53,8 +53,10 @@ def main():
     yt = labels(test, schema)
     tp = params["train"]
     out = {"split": str(split), "seeds": list(range(1, a.seeds + 1)), "variants": {}}
+    from flex_ml.teacher import training_targets
     for name, (sch, mp) in variants(schema, dict(params["model"])).items():
-        rows, test_scores = fit_seeds(name, train, valid, test, sch, mp, tp, out["seeds"])
+        targets, _ = training_targets(train, valid, sch, params, verbose=False)  # the teacher sees the variant's features too
+        rows, test_scores = fit_seeds(name, train, valid, test, sch, mp, tp, out["seeds"], targets)
         v = {k: [r[k] for r in rows] for k in ("valid_auc", "test_auc", "seconds")}
         out["variants"][name] = dict(
             derived=[d.name for d in sch.derived], towers=mp.get("towers", 1), runs=rows,

@@ -45,8 +45,10 @@ def main():
     out = {"split": str(split), "seeds": list(range(1, a.seeds + 1)), "test_auc_baselines": base_auc,
            "baseline_seconds": round(time.perf_counter() - t0, 1), "configs": {}}
     gbdt = base_auc["baseline_gbdt"]
+    from flex_ml.teacher import training_targets
+    targets, out["teacher"] = training_targets(train, valid, schema, params, verbose=False)  # the train stage's targets
     for name, mp in configs.items():
-        rows, test_scores = fit_seeds(name, train, valid, test, schema, mp, tp, out["seeds"])
+        rows, test_scores = fit_seeds(name, train, valid, test, schema, mp, tp, out["seeds"], targets)
         summary = {}
         for k in ("valid_auc", "test_auc"):
             v = [r[k] for r in rows]

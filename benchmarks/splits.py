@@ -44,6 +44,7 @@ def main():
     from flex_ml.params import load_params
     from flex_ml.schema import load_schema
     from flex_ml.split import labels, split_table
+    from flex_ml.teacher import training_targets
     from flex_ml.train import train_model
 
     params = load_params(a.params)  # checked against its contract, like every flex-ml verb
@@ -59,10 +60,12 @@ def main():
                             sp.get("strategy", "auto"))
         train, valid, test = parts["train"], parts["valid"], parts["test"]
         yv, yt = labels(valid, schema), labels(test, schema)
+        targets, _ = training_targets(train, valid, schema, params, verbose=False)
         with contextlib.redirect_stdout(sys.stderr):  # Keras' early-stopping lines: stdout is the JSON
             model, _, summary = train_model(train, valid, schema, params["model"], epochs=tp.get("epochs", 30),
                                             batch_size=tp.get("batch_size", 512), patience=tp.get("patience", 5),
-                                            seed=tp.get("seed", 42), class_weight=tp.get("class_weight", "none"), verbose=0)
+                                            seed=tp.get("seed", 42), class_weight=tp.get("class_weight", "none"), verbose=0,
+                                            targets=targets)
         scores = {"model": (predict_scores(model, valid, schema), predict_scores(model, test, schema))}
         for name, est in fit_baselines(train, valid, schema, fit_feature_stats(schema, train), params.get("baselines")).items():
             scores[name] = (est.predict_proba(valid)[:, 1], est.predict_proba(test)[:, 1])

@@ -172,7 +172,7 @@ def train(split_dir: Path = typer.Option("artifacts/split", help="Folder with th
     from flex_ml.train import run_train
     p = load_params(params); sp, _ = dataset_paths(p)
     _require("train", {split_dir / f"{n}.parquet": "flex-ml split" for n in ("train", "valid")})
-    _echo_json(run_train(split_dir, sp, out, {"train": p.get("train", {}), "model": p.get("model", {})}))
+    _echo_json(run_train(split_dir, sp, out, {k: p.get(k, {}) for k in ("train", "model", "baselines")}))
 
 @app.command()
 def tune(split_dir: Path = typer.Option("artifacts/split", help="Folder with the splits (test is not read)."),

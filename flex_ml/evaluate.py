@@ -18,7 +18,8 @@ from .split import labels
 
 # %% auto #0
 __all__ = ['resampled_auc', 'bootstrap_auc', 'calibration_table', 'expected_calibration_error', 'ks_statistic', 'binary_metrics',
-           'choose_threshold', 'slice_groups', 'slice_metrics', 'fit_baselines', 'evaluation_figure', 'run_evaluate']
+           'choose_threshold', 'slice_groups', 'slice_metrics', 'without_bins', 'gbdt_hyperparameters',
+           'gbdt_tree_count', 'fit_baselines', 'evaluation_figure', 'run_evaluate']
 
 # %% ../nbs/06_evaluate.ipynb #f027fc9d
 def resampled_auc(y, p, counts: np.ndarray) -> np.ndarray:
@@ -147,26 +148,24 @@ def slice_metrics(df: pd.DataFrame, y, p, schema: Schema, threshold: float, min_
     return out
 
 # %% ../nbs/06_evaluate.ipynb #89500fe6
-def fit_baselines(train, valid, schema: Schema, stats: dict, params: dict | None = None) -> dict:
-    "Fit `logistic` and `gbdt` baselines on train; returns `{name: fitted model}`."
+def without_bins(stats: dict) -> dict:
+    "Feature statistics without the piecewise-linear bins: the design matrix a tree or a linear model takes."
+    return {k: {**v, "bins": None} if isinstance(v, dict) and "bins" in v else v for k, v in stats.items()}
+
+def gbdt_hyperparameters(g: dict, seed: int) -> dict:
+    "scikit-learn's `HistGradientBoostingClassifier` arguments from params.yaml's `baselines.gbdt` (less the tree count)."
+    return dict(learning_rate=g.get("learning_rate", 0.05), max_leaf_nodes=g.get("max_leaf_nodes", 31),
+                min_samples_leaf=g.get("min_samples_leaf", 20), l2_regularization=g.get("l2_regularization", 0.0),
+                early_stopping=False, random_state=seed)
+
+def gbdt_tree_count(xt, yt, xv, yv, g: dict, seed: int) -> int:
+    """How many trees the GBDT of `g` (`baselines.gbdt`) should grow on (`xt`, `yt`): the count with the best
+    AUC on (`xv`, `yv`). scikit-learn's own early stopping carves a random slice out of train; this stops
+    on our validation split instead: trees grow in steps (warm start) until valid AUC has not improved
+    for `patience` trees."""
     from sklearn.ensemble import HistGradientBoostingClassifier
-    from sklearn.linear_model import LogisticRegression
-    params = params or {}
-    from sklearn.pipeline import Pipeline
-    from sklearn.preprocessing import FunctionTransformer
-    plain = {k: {**v, "bins": None} if isinstance(v, dict) and "bins" in v else v for k, v in stats.items()}
-    design = FunctionTransformer(functools.partial(design_matrix, schema=schema, stats=plain))  # DataFrame in
-    xt, yt = design_matrix(train, schema, plain), labels(train, schema)
-    xv, yv = design_matrix(valid, schema, plain), labels(valid, schema)
-    lr = LogisticRegression(max_iter=2000, C=params.get("logistic_C", 1.0)).fit(xt, yt)
-    g = params.get("gbdt", {})
     from sklearn.metrics import roc_auc_score
-    hp = dict(learning_rate=g.get("learning_rate", 0.05), max_leaf_nodes=g.get("max_leaf_nodes", 31),
-              min_samples_leaf=g.get("min_samples_leaf", 20), l2_regularization=g.get("l2_regularization", 0.0),
-              early_stopping=False, random_state=params.get("seed", 42))
-    # scikit-learn's own early stopping carves a random slice out of train; we stop on our validation
-    # split instead: grow trees in steps (warm start) until valid AUC has not improved for `patience`
-    # trees, then refit with the best number of trees.
+    hp = gbdt_hyperparameters(g, seed)
     max_iter, step, patience = g.get("max_iter", 500), 20, g.get("patience", 60)
     gb = HistGradientBoostingClassifier(max_iter=step, warm_start=True, **hp)
     best_auc, best_n, n = -1.0, 0, 0
@@ -178,7 +177,22 @@ def fit_baselines(train, valid, schema: Schema, stats: dict, params: dict | None
         elif n - best_n >= patience: break
     once = np.ones((1, len(yv)))  # resampled_auc with every row drawn once: the exact AUC, ~10x cheaper per tree
     aucs = [resampled_auc(yv == 1, s[:, 1], once)[0] for s in gb.staged_predict_proba(xv)]
-    gb = HistGradientBoostingClassifier(max_iter=int(np.argmax(aucs)) + 1, **hp).fit(xt, yt)
+    return int(np.argmax(aucs)) + 1
+
+def fit_baselines(train, valid, schema: Schema, stats: dict, params: dict | None = None) -> dict:
+    "Fit `logistic` and `gbdt` baselines on train; returns `{name: fitted model}`."
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.linear_model import LogisticRegression
+    params = params or {}
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import FunctionTransformer
+    plain = without_bins(stats)
+    design = FunctionTransformer(functools.partial(design_matrix, schema=schema, stats=plain))  # DataFrame in
+    xt, yt = design_matrix(train, schema, plain), labels(train, schema)
+    xv, yv = design_matrix(valid, schema, plain), labels(valid, schema)
+    lr = LogisticRegression(max_iter=2000, C=params.get("logistic_C", 1.0)).fit(xt, yt)
+    g, seed = params.get("gbdt", {}), params.get("seed", 42)
+    gb = HistGradientBoostingClassifier(max_iter=gbdt_tree_count(xt, yt, xv, yv, g, seed), **gbdt_hyperparameters(g, seed)).fit(xt, yt)
     return {"baseline_logistic": Pipeline([("design", design), ("model", lr)]),
             "baseline_gbdt": Pipeline([("design", design), ("model", gb)])}
 

@@ -221,6 +221,9 @@ def _model_section(params: dict) -> str:
         "- numbers imputed, transformed and standardised" + (f", plus up to {bins} piecewise-linear bins each (quantiles of train)" if bins else ""),
         f"- Adam, learning rate {mp.get('learning_rate')}, batch {tp.get('batch_size')}, up to {tp.get('epochs')} epochs, "
         f"early stopping on validation AUC (patience {tp.get('patience')}), seed {tp.get('seed')}, class weights {tp.get('class_weight', 'none')}",
+        "- " + (f"training targets: {1 - tp['teacher_weight']:g} the label, {tp['teacher_weight']:g} the out-of-fold score of a GBDT "
+                f"({tp.get('teacher_folds', 5)} folds of train; the baseline's hyperparameters): distilled from trees, served without them"
+                if tp.get("teacher_weight") else "training targets: the labels"),
         "- " + ("Platt-recalibrated on the validation split (folded into the output layer)" if tp.get("calibration", "platt") == "platt"
                 else "scores as trained (no recalibration)")])
 

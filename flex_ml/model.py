@@ -15,7 +15,7 @@ from keras import layers, ops
 from .schema import Schema
 
 # %% auto #0
-__all__ = ['NumericEncoder', 'Ratio', 'Aggregate', 'preprocessing_block', 'build_model', 'EnsembleAUC', 'tower_count',
+__all__ = ['NumericEncoder', 'Ratio', 'Aggregate', 'preprocessing_block', 'build_model', 'LabelAUC', 'EnsembleAUC', 'tower_count',
            'feature_encoder', 'training_model', 'trains_from_features', 'as_tensors', 'predict_scores', 'save_model']
 
 # %% ../nbs/04_model.ipynb #795a4bf9
@@ -145,7 +145,15 @@ def build_model(schema: Schema, stats: dict, hidden: list[int] = (128, 64), drop
 
 # %% ../nbs/04_model.ipynb #0224268f
 @keras.saving.register_keras_serializable(package="flex_ml")
-class EnsembleAUC(keras.metrics.AUC):
+class LabelAUC(keras.metrics.AUC):
+    """AUC (or PR-AUC) against the labels behind the training targets. Keras' AUC counts any target above
+    zero as a positive; a soft target (`flex_ml.teacher`: the label with at most half of it replaced by a
+    teacher's score) stays on its label's side of one half, so the label is `target > 0.5`."""
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        return super().update_state(ops.cast(ops.greater(y_true, 0.5), y_pred.dtype), y_pred, sample_weight)
+
+@keras.saving.register_keras_serializable(package="flex_ml")
+class EnsembleAUC(LabelAUC):
     "AUC (or PR-AUC) of the mean of the towers' scores, against the first label column."
     def update_state(self, y_true, y_pred, sample_weight=None):
         return super().update_state(y_true[:, :1], ops.mean(y_pred, axis=-1, keepdims=True), sample_weight)
@@ -164,7 +172,7 @@ def training_model(model: keras.Model, learning_rate: float) -> keras.Model:
     towers = [l.output for l in model.layers if re.fullmatch(r"tower\d+_score", l.name)]
     if len(towers) <= 1:
         trainer = keras.Model(start, model.output, name=f"{model.name}_head")
-        metrics = [keras.metrics.AUC(name="auc"), keras.metrics.AUC(curve="PR", name="pr_auc")]
+        metrics = [LabelAUC(name="auc"), LabelAUC(curve="PR", name="pr_auc")]
     else:
         trainer = keras.Model(start, layers.Concatenate(name="towers")(towers), name=f"{model.name}_towers")
         metrics = [EnsembleAUC(name="auc"), EnsembleAUC(curve="PR", name="pr_auc")]

@@ -213,7 +213,7 @@ def train_candidate(raw_file, schema_path, work, params: dict) -> Path:
     run_validate(raw_file, schema_path, w / "validate", v.get("max_quarantine_fraction", 0.01), v.get("min_rows", 1))
     run_split(w / "validate" / "accepted.parquet", schema_path, w / "split", s.get("valid_fraction", 0.2),
               s.get("test_fraction", 0.2), s.get("seed", 42), s.get("strategy", "auto"))
-    run_train(w / "split", schema_path, w / "train", {"train": p.get("train", {}), "model": p.get("model", {})})
+    run_train(w / "split", schema_path, w / "train", {k: p.get(k, {}) for k in ("train", "model", "baselines")})
     run_evaluate(w / "split", w / "train", schema_path, w / "evaluate",
                  {"evaluate": p.get("evaluate", {}), "baselines": p.get("baselines", {})})
     # trained now on files git does not hold: the export is dated now, not by the code's last commit

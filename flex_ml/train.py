@@ -21,13 +21,15 @@ __all__ = ['make_dataset', 'platt_recalibrate', 'train_model', 'run_train']
 
 # %% ../nbs/05_train.ipynb #e7d35e36
 def make_dataset(df: pd.DataFrame, schema: Schema, batch_size: int, shuffle_seed: int | None = None,
-                 label_columns: int = 1, class_weight: dict | None = None, encoder=None):
-    "A batched `tf.data.Dataset` of `(inputs, label[, weight])` from the rows of `df`, encoded once by `encoder` if given."
+                 label_columns: int = 1, class_weight: dict | None = None, encoder=None, targets=None):
+    "A batched `tf.data.Dataset` of `(inputs, label[, weight])` from the rows of `df` (`targets` in place of the labels if given), encoded once by `encoder` if given."
     import tensorflow as tf
     from flex_ml.model import as_tensors
     x = as_tensors(to_model_inputs(df, schema))
     if encoder is not None: x = encoder.predict(x, batch_size=4096, verbose=0)
-    y = labels(df, schema).astype("float32")
+    if targets is not None and len(targets) != len(df):
+        raise ValueError(f"{len(targets)} training targets for {len(df)} rows")  # a caller's bug, not a user's
+    y = (labels(df, schema) if targets is None else np.asarray(targets)).astype("float32")
     if label_columns > 1: y = np.repeat(y[:, None], label_columns, axis=1)
     parts = (x, y) if class_weight is None else (x, y, np.where(labels(df, schema) == 1, class_weight[1], class_weight[0]).astype("float32"))
     ds = tf.data.Dataset.from_tensor_slices(parts)
@@ -70,8 +72,9 @@ def platt_recalibrate(model, valid: pd.DataFrame, schema: Schema) -> dict:
 # %% ../nbs/05_train.ipynb #71b088f5
 def train_model(train: pd.DataFrame, valid: pd.DataFrame, schema: Schema, model_params: dict | None = None,
                 epochs: int = 30, batch_size: int = 512, patience: int = 5, seed: int = 42,
-                class_weight: str = "none", live=None, verbose: int = 2, calibration: str = "platt"):
-    "Fit the Keras model (then recalibrate it on valid, unless `calibration` is `none`); returns `(model, stats, summary)`."
+                class_weight: str = "none", live=None, verbose: int = 2, calibration: str = "platt", targets=None):
+    """Fit the Keras model (then recalibrate it on valid, unless `calibration` is `none`); returns `(model, stats, summary)`.
+    `targets`: what to fit for each row of `train` in place of its label (`flex_ml.teacher.training_targets`)."""
     import keras, tensorflow as tf
     from flex_ml.model import build_model, feature_encoder, tower_count, trains_from_features, training_model
     keras.utils.set_random_seed(seed)
@@ -94,7 +97,8 @@ def train_model(train: pd.DataFrame, valid: pd.DataFrame, schema: Schema, model_
         callbacks.append(DVCLiveCallback(live=live))
     t0 = time.perf_counter()
     enc = feature_encoder(model) if trains_from_features(trainer) else None  # encode the rows once, not every epoch
-    hist = trainer.fit(make_dataset(train, schema, batch_size, shuffle_seed=seed, label_columns=towers, class_weight=cw, encoder=enc),
+    hist = trainer.fit(make_dataset(train, schema, batch_size, shuffle_seed=seed, label_columns=towers, class_weight=cw, encoder=enc,
+                                    targets=targets),
                        validation_data=make_dataset(valid, schema, 4096, label_columns=towers, encoder=enc), epochs=epochs,
                        callbacks=callbacks, verbose=verbose, shuffle=False)  # the dataset shuffles itself, seeded
     aucs = hist.history["val_auc"]
@@ -115,26 +119,29 @@ def train_model(train: pd.DataFrame, valid: pd.DataFrame, schema: Schema, model_
         print(f"recalibrated on valid (Platt a={cal['a']:.3f}, b={cal['b']:+.3f}): mean score "
               f"{cal['valid_mean_score_before']:.4f} -> {cal['valid_mean_score_after']:.4f}, observed {cal['valid_positive_rate']:.4f}", flush=True)
     summary = dict(epochs_run=len(aucs), best_epoch=best + 1, best_val_auc=round(float(aucs[best]), 6),
-                   n_train=len(train), n_valid=len(valid),
+                   n_train=len(train), n_valid=len(valid), targets="labels" if targets is None else "soft",
                    n_parameters=int(model.count_params()), towers=towers, numeric_bins=bins, calibration=cal)
     return model, stats, summary
 
 # %% ../nbs/05_train.ipynb #25890f41
 def run_train(split_dir, schema, out_dir, params: dict) -> dict:
-    "The `train` stage; `params` holds the `train` and `model` sections of params.yaml."
+    "The `train` stage; `params` holds the `train`, `model` and `baselines` sections of params.yaml."
     from dvclive import Live
     from flex_ml.model import save_model
+    from flex_ml.teacher import training_targets
     schema = load_schema(schema) if not isinstance(schema, Schema) else schema
     split_dir, out = Path(split_dir), Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     train, valid = (pd.read_parquet(split_dir / f"{n}.parquet") for n in ("train", "valid"))
     tp = params.get("train", {})
+    targets, teacher = training_targets(train, valid, schema, params)
     with Live(str(out / "live"), dvcyaml=False, save_dvc_exp=False) as live:
         live.log_params({"model": params.get("model", {}), "train": tp})
         model, stats, summary = train_model(
             train, valid, schema, params.get("model", {}), epochs=tp.get("epochs", 30),
             batch_size=tp.get("batch_size", 512), patience=tp.get("patience", 5), seed=tp.get("seed", 42),
-            class_weight=tp.get("class_weight", "none"), live=live, calibration=tp.get("calibration", "platt"))
+            class_weight=tp.get("class_weight", "none"), live=live, calibration=tp.get("calibration", "platt"), targets=targets)
+    summary["teacher"] = teacher
     save_model(model, out / "model.keras")  # same weights, same bytes: DVC sees no change
     (out / "feature_stats.json").write_text(json.dumps(stats, indent=1) + "\n")
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")

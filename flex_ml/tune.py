@@ -99,31 +99,34 @@ def verdict(baseline: float, best: float, noise: float | None, seeds: int, rows_
                       f"(2 standard errors of a difference, seeds and validation rows: {2 * se:.4f})")
 
 # %% ../nbs/05a_tune.ipynb #34292544
-def _run_trial(train, valid, schema: Schema, params: dict, seeds: list[int]) -> tuple[dict, np.ndarray]:
-    "Train `params` with each seed; the figures, and the seed-averaged validation scores."
+def _run_trial(train, valid, schema: Schema, params: dict, seeds: list[int], teachers: dict | None = None) -> tuple[dict, np.ndarray]:
+    "Train `params` with each seed; the figures, and the seed-averaged validation scores. `teachers`: the search's teacher scores, reused."
     import logging, warnings
     from sklearn.metrics import roc_auc_score
     from flex_ml.model import predict_scores
+    from flex_ml.teacher import training_targets
     from flex_ml.train import train_model
     tp, yv = params.get("train", {}), labels(valid, schema)
+    targets, _ = training_targets(train, valid, schema, params, verbose=False, cache=teachers)
     aucs, epochs, scores, t0 = [], [], [], time.perf_counter()
     logging.getLogger("tensorflow").setLevel(logging.ERROR)  # retracing notes, once per trial: noise beside the progress bar
     for s in seeds:
         with warnings.catch_warnings():
             model, _, summary = train_model(train, valid, schema, params.get("model", {}), epochs=tp.get("epochs", 30),
                                             batch_size=tp.get("batch_size", 512), patience=tp.get("patience", 5), seed=s,
-                                            class_weight=tp.get("class_weight", "none"), verbose=0, calibration="none")
+                                            class_weight=tp.get("class_weight", "none"), verbose=0, calibration="none", targets=targets)
         p = predict_scores(model, valid, schema)
         if not np.isfinite(p).all(): raise FlexMLError("the network's scores are not finite (the loss diverged)")
         aucs.append(float(roc_auc_score(yv, p))); epochs.append(summary["best_epoch"]); scores.append(p)
     return (dict(valid_auc=float(np.mean(aucs)), valid_auc_by_seed=aucs, seeds=list(seeds), best_epochs=epochs,
                  seconds=round(time.perf_counter() - t0, 1)), np.mean(scores, axis=0))
 
-def _confirm(train, valid, schema: Schema, params: dict, best: dict, seeds: list[int], noise, tu: dict) -> dict:
+def _confirm(train, valid, schema: Schema, params: dict, best: dict, seeds: list[int], noise, tu: dict,
+             teachers: dict | None = None) -> dict:
     "Train the baseline and `best` again on fresh `seeds`; their gain, judged against seeds and rows."
     from flex_ml.evaluate import bootstrap_auc
-    base, p_base = _run_trial(train, valid, schema, params, seeds)
-    cand, p_cand = _run_trial(train, valid, schema, with_overrides(params, best["overrides"]), seeds)
+    base, p_base = _run_trial(train, valid, schema, params, seeds, teachers)
+    cand, p_cand = _run_trial(train, valid, schema, with_overrides(params, best["overrides"]), seeds, teachers)
     boot = bootstrap_auc(labels(valid, schema), {"best": p_cand, "baseline": p_base}, reference="baseline",
                          n=300, seed=tu.get("seed", 0))["best"]
     rows_se = (boot["delta_ci_high"] - boot["delta_ci_low"]) / (2 * 1.96)
@@ -177,14 +180,14 @@ def tune(train: pd.DataFrame, valid: pd.DataFrame, schema: Schema, params: dict,
     seed0 = params.get("train", {}).get("seed", 42)
     rows = [dict(trial=i, label=trial_label(ov, params), overrides=ov, valid_auc=None, valid_auc_by_seed=[], seeds=[],
                  best_epochs=[], seconds=0.0, failed=None, dropped_after=None) for i, ov in enumerate(points)]
-    alive, interrupted = list(range(len(rows))), False
+    alive, interrupted, teachers = list(range(len(rows))), False, {}  # teacher scores: one GBDT set per teacher setting
     bar = tqdm(total=planned_fits(len(rows), n_seeds, halving), desc="tuning", unit="fit", disable=not progress)
     try:
         for k in range(n_seeds):  # round k: every trial still in the race trains with seed `train.seed + k`
             for i in alive:
                 row = rows[i]
                 try:
-                    got = _run_trial(train, valid, schema, checked[i], [seed0 + k])[0]
+                    got = _run_trial(train, valid, schema, checked[i], [seed0 + k], teachers)[0]
                     for f in ("valid_auc_by_seed", "seeds", "best_epochs"): row[f] = row[f] + got[f]
                     row.update(valid_auc=float(np.mean(row["valid_auc_by_seed"])), seconds=round(row["seconds"] + got["seconds"], 1))
                 except Exception as e:  # one bad point of the space must not lose the other trials' hours
@@ -213,7 +216,7 @@ def tune(train: pd.DataFrame, valid: pd.DataFrame, schema: Schema, params: dict,
         fresh = [seed0 + n_seeds + k for k in range(n_seeds)]
         if progress: print(f"confirming trial {r['best']['trial']} against params.yaml on fresh seeds {fresh}", flush=True)
         try:
-            r["confirmation"] = _confirm(train, valid, schema, params, r["best"], fresh, r["seed_noise_sd"], tu)
+            r["confirmation"] = _confirm(train, valid, schema, params, r["best"], fresh, r["seed_noise_sd"], tu, teachers)
             r["verdict"] = r["confirmation"]["verdict"]
         except KeyboardInterrupt:  # the search is kept; only the verdict is missing
             r["interrupted"] = True
