@@ -81,6 +81,7 @@ bench: install
 	$(BIN)/python benchmarks/seeds.py
 	$(BIN)/python benchmarks/splits.py
 	$(BIN)/python benchmarks/features.py
+	$(BIN)/python benchmarks/teacher.py
 	$(BIN)/python benchmarks/crossfit.py
 	$(BIN)/python benchmarks/retrain_gates.py
 
