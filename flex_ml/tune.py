@@ -5,6 +5,7 @@
 # %% ../nbs/05a_tune.ipynb #7c9c24ee
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import itertools
@@ -160,6 +161,27 @@ def planned_fits(trials: int, seeds: int, halving: int) -> int:
     return total
 
 # %% ../nbs/05a_tune.ipynb #1f3e26fb
+@contextlib.contextmanager
+def _interrupt_requests():
+    """A first Ctrl-C (SIGINT) asks the search to stop after the fit in progress; a second stops it at once.
+    Why not at once: a KeyboardInterrupt raised wherever the signal lands can land in a garbage-collection
+    callback, where Python prints it as "Exception ignored" and the search runs on. A noted request is
+    checked after every fit, so one Ctrl-C always stops the search, with every finished fit kept."""
+    import signal, sys, threading
+    seen = []
+    previous = signal.getsignal(signal.SIGINT) if threading.current_thread() is threading.main_thread() else None
+    if previous in (None, signal.SIG_IGN):  # not ours to handle (a thread), or Ctrl-C is ignored (a background job)
+        yield seen; return
+    def note(signum, frame):
+        seen.append(signum)
+        if len(seen) == 1:
+            print("\nCtrl-C: the search stops after the fit in progress (Ctrl-C again to stop at once)", file=sys.stderr, flush=True)
+        elif callable(previous): previous(signum, frame)  # Python's (KeyboardInterrupt) or Jupyter's kernel interrupt
+        else: raise KeyboardInterrupt
+    signal.signal(signal.SIGINT, note)
+    try: yield seen
+    finally: signal.signal(signal.SIGINT, previous)
+
 def tune_section(params: dict) -> dict:
     "`params['tune']`, or a clear error when it has no `space` to search."
     tu = params.get("tune") or {}
@@ -182,6 +204,8 @@ def tune(train: pd.DataFrame, valid: pd.DataFrame, schema: Schema, params: dict,
                  best_epochs=[], seconds=0.0, failed=None, dropped_after=None) for i, ov in enumerate(points)]
     alive, interrupted, teachers = list(range(len(rows))), False, {}  # teacher scores: one GBDT set per teacher setting
     bar = tqdm(total=planned_fits(len(rows), n_seeds, halving), desc="tuning", unit="fit", disable=not progress)
+    interrupts = contextlib.ExitStack()
+    ctrl_c = interrupts.enter_context(_interrupt_requests())
     try:
         for k in range(n_seeds):  # round k: every trial still in the race trains with seed `train.seed + k`
             for i in alive:
@@ -200,6 +224,7 @@ def tune(train: pd.DataFrame, valid: pd.DataFrame, schema: Schema, params: dict,
                     raise FlexMLError(r["aborted"], "fix params.yaml first: `flex-ml train` shows the whole error")
                 if r["best"]: bar.set_postfix_str(f"best {r['best']['valid_auc']:.4f} (trial {r['best']['trial']})")
                 if on_trial: on_trial(r)
+                if ctrl_c: raise KeyboardInterrupt  # asked during this fit: stop, the fit kept
             alive = [i for i in alive if rows[i]["failed"] is None]
             if k < n_seeds - 1 and halving > 1:
                 keep = survivors([rows[i] for i in alive], halving)
@@ -210,7 +235,7 @@ def tune(train: pd.DataFrame, valid: pd.DataFrame, schema: Schema, params: dict,
     except KeyboardInterrupt:
         interrupted = True
     finally:
-        bar.close()
+        bar.close(); interrupts.close()
     r = _result(rows, params, n_seeds, train, valid, interrupted, halving)
     if not interrupted and r["best"] is not None and r["best"]["trial"] != 0:
         fresh = [seed0 + n_seeds + k for k in range(n_seeds)]
