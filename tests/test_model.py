@@ -225,3 +225,30 @@ def test_tensorflow_numerics_do_not_depend_on_the_cpu():
     # TensorFlow loaded first: too late to choose, and the user is told so
     late = subprocess.run([sys.executable, "-c", "import tensorflow, flex_ml.schema"], env=env, capture_output=True, text=True, timeout=120)
     assert late.returncode == 0 and "TensorFlow was loaded before flex_ml" in late.stderr
+
+
+def test_teacher_targets_hold_no_memory_of_their_rows_and_train_a_model(credit_schema, credit_raw):
+    """The teacher's score for a train row comes from a GBDT that never saw the row (out of fold): it ranks
+    train about as well as valid, far below a GBDT scoring its own training rows. A network trained on the
+    soft targets learns the signal, and its training curves count the labels behind them."""
+    from sklearn.metrics import roc_auc_score
+    from flex_ml.evaluate import fit_baselines
+    from flex_ml.features import fit_feature_stats
+    from flex_ml.model import predict_scores
+    from flex_ml.split import labels
+    from flex_ml.teacher import training_targets
+    acc = validate_table(read_raw(credit_raw, credit_schema), credit_schema).accepted
+    s = split_table(acc.head(9000), credit_schema, seed=2)
+    params = {"train": {"teacher_weight": 0.5, "teacher_folds": 4, "seed": 0}, "baselines": {"gbdt": {"max_iter": 200}}}
+    targets, about = training_targets(s["train"], s["valid"], credit_schema, params, verbose=False)
+    y = labels(s["train"], credit_schema)
+    assert about["model"] == "gbdt" and about["folds"] == 4 and ((targets > 0.5) == (y == 1)).all()
+    gbdt = fit_baselines(s["train"], s["valid"], credit_schema, fit_feature_stats(credit_schema, s["train"]),
+                         {"gbdt": {"max_iter": 200}, "seed": 0})["baseline_gbdt"]
+    in_sample = roc_auc_score(y, gbdt.predict_proba(s["train"])[:, 1])
+    on_valid = roc_auc_score(labels(s["valid"], credit_schema), gbdt.predict_proba(s["valid"])[:, 1])
+    assert abs(about["out_of_fold_auc"] - on_valid) < 0.03 and about["out_of_fold_auc"] < in_sample - 0.02, (about, on_valid, in_sample)
+    model, _, summary = train_model(s["train"], s["valid"], credit_schema, {"hidden": [32, 16]}, epochs=4,
+                                    batch_size=512, seed=3, verbose=0, targets=targets)
+    assert summary["targets"] == "soft" and 0.65 < summary["best_val_auc"] <= 1
+    assert roc_auc_score(labels(s["test"], credit_schema), predict_scores(model, s["test"], credit_schema)) > 0.65
