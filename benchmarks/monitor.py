@@ -103,7 +103,7 @@ def main():
         res["baseline_in_memory_1m"] = json.loads(r.stdout)
         # the service's SQLite log: written by its own writer, read back by the monitor
         sys.path.insert(0, str(ROOT))
-        from flex_ml.serve import PredictionLog
+        from flex_ml.predlog import PredictionLog
         db = Path(tmp) / "log.sqlite"
         log = PredictionLog(str(db))
         recs = test.drop(columns=["score", "ID", "SEX", "MARRIAGE", "default_payment_next_month"]).to_dict("records")

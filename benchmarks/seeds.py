@@ -30,7 +30,7 @@ def main():
     a = ap.parse_args()
     params, schema, split, (train, valid, test) = load_study(a)
     from sklearn.metrics import roc_auc_score
-    from flex_ml.evaluate import fit_baselines
+    from flex_ml.baselines import fit_baselines
     from flex_ml.features import fit_feature_stats
     from flex_ml.split import labels
 

@@ -38,7 +38,7 @@ def main():
     if not Path(a.accepted).exists():
         sys.exit(f"{a.accepted} does not exist: run `make repro` (or `dvc repro validate`) first")
     from sklearn.metrics import roc_auc_score
-    from flex_ml.evaluate import fit_baselines
+    from flex_ml.baselines import fit_baselines
     from flex_ml.features import fit_feature_stats
     from flex_ml.model import predict_scores
     from flex_ml.params import load_params

@@ -1,5 +1,5 @@
 """Teacher study: what training on soft targets (`train.teacher_weight` of a GBDT's out-of-fold score, the
-rest the label; nbs/05b_teacher.ipynb) does to the Keras model, against the labels alone. Prints one JSON
+rest the label; nbs/04b_teacher.ipynb) does to the Keras model, against the labels alone. Prints one JSON
 object (about 5 minutes on 2 cores with the defaults).
 
     .venv/bin/python benchmarks/teacher.py [--weights 0,0.3,0.5] [--seeds 6] [--split-dir artifacts/split] [--params params.yaml]

@@ -16,44 +16,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .features import is_numeric_feature, to_model_inputs
-from .schema import FlexMLError, Schema, load_schema, save_schema
+from .bundle import check_parity, load_serving_function, packed_columns, to_raw_record
+from .features import is_numeric_feature
+from .schema import Schema, load_schema, save_schema
 from .split import labels
 
 # %% auto #0
-__all__ = ['PIPELINE_INPUTS', 'MODEL_PARAMS', 'to_raw_record', 'packed_columns', 'pack_inputs', 'export_saved_model',
-           'load_serving_function', 'golden_examples', 'check_parity', 'git_revision', 'created_at', 'id_hash_each',
-           'id_hashes', 'model_version', 'model_card', 'run_export']
-
-# %% ../nbs/07_export.ipynb #bac76366
-def _plain(v, col):
-    if v is None or v is pd.NA or (isinstance(v, float) and np.isnan(v)): return None
-    if col.type == "integer": return int(v)
-    if col.type == "float": return float(v)
-    if col.type == "bool": return bool(v)
-    if col.type == "timestamp": return pd.Timestamp(v).isoformat()
-    if col.type == "category" and col.categories and all(isinstance(c, int) for c in col.categories):
-        return int(v)
-    return str(v)
-
-def to_raw_record(row: dict, schema: Schema) -> dict:
-    "The feature fields of `row` as JSON-ready raw values."
-    return {c.name: _plain(row.get(c.name), c) for c in schema.features}
+__all__ = ['PIPELINE_INPUTS', 'MODEL_PARAMS', 'export_saved_model', 'golden_examples', 'git_revision', 'created_at',
+           'id_hash_each', 'id_hashes', 'model_version', 'model_card', 'run_export']
 
 # %% ../nbs/07_export.ipynb #974c18d3
-def packed_columns(schema: Schema) -> tuple[list, list]:
-    "Feature keys in the order of the `serve_packed` endpoint: (numeric keys, text keys)."
-    return ([c.key for c in schema.features if is_numeric_feature(c)],
-            [c.key for c in schema.features if not is_numeric_feature(c)])
-
-def pack_inputs(inputs: dict, schema: Schema) -> tuple[np.ndarray, np.ndarray]:
-    "`to_model_inputs` arrays as the two matrices `serve_packed` takes."
-    num, cat = packed_columns(schema)
-    n = len(next(iter(inputs.values())))
-    nums = np.column_stack([inputs[k] for k in num]).astype(np.float32) if num else np.zeros((n, 0), np.float32)
-    cats = np.column_stack([inputs[k].astype(str) for k in cat]) if cat else np.zeros((n, 0), str)
-    return nums, cats
-
 def export_saved_model(model, schema: Schema, path) -> Path:
     "Write `model` as a SavedModel at `path` with the `serve` signature and the `serve_packed` endpoint."
     import keras, tensorflow as tf
@@ -99,29 +71,6 @@ def _content_uuid(path: Path) -> None:
     fp.uuid = str(uuid.uuid5(uuid.NAMESPACE_OID, content).int)
     f.write_bytes(fp.SerializeToString(deterministic=True))
 
-def load_serving_function(path, endpoint: str = "serve_packed", loaded=None):
-    """Load the SavedModel at `path`; returns `f({key: array}) -> np.ndarray` of scores through
-    `endpoint`: `serve_packed` (two tensors per call, the fast path) or `serve` (one tensor per feature).
-    `loaded`: the SavedModel already loaded from `path` (loading takes seconds)."""
-    import tensorflow as tf
-    from flex_ml.schema import load_schema
-    if loaded is None: loaded = tf.saved_model.load(str(path))
-    if endpoint == "serve":
-        fn = loaded.signatures["serve"]
-        def score(inputs: dict) -> np.ndarray:
-            x = {k: tf.constant(v.astype(str) if v.dtype == object else v.astype(np.float32)) for k, v in inputs.items()}
-            return fn(**x)["score"].numpy().astype(np.float64)
-    else:
-        schema = load_schema(Path(path) / "schema.yaml")
-        num, cat = packed_columns(schema)
-        # the concrete function skips the argument matching of a tf.function call: 0.7 ms instead of 1.3
-        fn = loaded.serve_packed.get_concrete_function(tf.TensorSpec([None, len(num)], tf.float32),
-                                                       tf.TensorSpec([None, len(cat)], tf.string))
-        def score(inputs: dict) -> np.ndarray:
-            nums, cats = pack_inputs(inputs, schema)
-            return fn(tf.constant(nums), tf.constant(cats))["score"].numpy().astype(np.float64)
-    score.loaded = loaded  # keep the trackable object alive
-    return score
 
 # %% ../nbs/07_export.ipynb #3ceeab7b
 def golden_examples(model, test: pd.DataFrame, schema: Schema, n: int = 20, seed: int = 42) -> list[dict]:
@@ -147,16 +96,6 @@ def golden_examples(model, test: pd.DataFrame, schema: Schema, n: int = 20, seed
     return [dict(name=nm, record=rec, expected_score=float(p), label=t)
             for nm, rec, p, t in zip(names, records, expected, truth)]
 
-def check_parity(score_fn, golden: list[dict], schema: Schema, tolerance: float = 1e-6) -> float:
-    "Raise `FlexMLError` when `score_fn` misses a golden score by more than `tolerance`; return the max gap."
-    got = score_fn(to_model_inputs([g["record"] for g in golden], schema))
-    want = np.array([g["expected_score"] for g in golden])
-    gap = float(np.max(np.abs(got - want)))
-    if gap > tolerance:
-        worst = golden[int(np.argmax(np.abs(got - want)))]["name"]
-        raise FlexMLError(f"export parity failed: the SavedModel differs from the trained model by {gap:.2e} "
-                          f"(worst: {worst}), tolerance {tolerance:g}", "this is a bug in export; report it")
-    return gap
 
 # %% ../nbs/07_export.ipynb #fc098852
 # what makes a model, as far as git knows: the code, the parameters, the pipeline, the data's pointer and
@@ -399,13 +338,13 @@ def _assemble_export(train_dir, eval_dir, validate_dir, split_dir, schema_path, 
     loaded = tf.saved_model.load(str(out))  # once, for both endpoints
     gap = max(check_parity(load_serving_function(out, e, loaded), golden, schema, tolerance=tol) for e in ("serve", "serve_packed"))
     from flex_ml.runtime import NumpyModel, save_runtime
-    unsupported = save_runtime(model, out)  # the same network for NumPy (see 07b_runtime): held to the same parity
+    unsupported = save_runtime(model, out)  # the same network for NumPy (see 03a_runtime): held to the same parity
     numpy_gap = None if unsupported else check_parity(NumpyModel(out), golden, schema, tolerance=tol)
     (out / "golden_examples.json").write_text(json.dumps(golden, indent=1) + "\n")
     if schema.id is not None:  # what the model saw: fitted on train, early-stopped and thresholded on valid
         seen = [pd.read_parquet(Path(split_dir) / f"{n}.parquet", columns=[schema.id.name])[schema.id.name] for n in ("train", "valid")]
         np.save(out / "seen_ids.npy", id_hashes(pd.concat(seen)))
-    from flex_ml.monitor import build_reference
+    from flex_ml.reference import build_reference
     test_scores = pd.read_parquet(eval_dir / "test_scores.parquet")
     reference = build_reference(pd.read_parquet(Path(split_dir) / "train.parquet"), schema,
                                 test_scores=test_scores["score_model"].to_numpy(), test_labels=labels(test_scores, schema))

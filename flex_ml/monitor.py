@@ -11,298 +11,21 @@ import json
 import math
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from .schema import Column, FlexMLError, Schema, canonical_str, load_schema, parse_timestamps
+from .predlog import log_versions, read_predictions
+from .reference import (Profile, auc_from_hist, auc_standard_error, calibration_from_hist, chi2_from_counts,
+                               ks_from_counts, psi, upper_quantile)
+from .schema import FlexMLError, Schema, canonical_str, load_schema
 
 # %% auto #0
-__all__ = ['SCORE_BINS', 'column_values', 'Profile', 'derived_frame_values', 'build_reference', 'psi', 'ks_from_counts',
-           'chi2_from_counts', 'auc_from_hist', 'calibration_from_hist', 'auc_standard_error', 'MonitorThresholds',
-           'compare', 'window_keys', 'Chunk', 'read_log', 'log_versions', 'read_records', 'labels_of', 'read_labels',
+__all__ = ['MonitorThresholds', 'compare', 'window_keys', 'Chunk', 'read_log', 'read_records', 'labels_of', 'read_labels',
            'load_reference', 'monitor', 'monitor_figures', 'render_monitor_html', 'write_report', 'notify',
            'run_monitor']
-
-# %% ../nbs/09_monitor.ipynb #c21abca2
-def column_values(values, col: Column, missing_values=("",)) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    "`(values, missing, out_of_contract)` of one column: floats for numeric columns, canonical strings for categories."
-    s = pd.Series(values)
-    if s.dtype == object or pd.api.types.is_string_dtype(s.dtype):
-        text = s.astype(str).str.strip()
-        missing = (s.isna() | text.isin(list(missing_values)) | text.isin(["None", "nan", "NaN", "<NA>"])).to_numpy()
-    else:
-        text, missing = None, s.isna().to_numpy()
-    if col.type in ("integer", "float", "bool", "timestamp"):
-        src = text if text is not None else s
-        if col.type == "bool": src = src.astype(str).str.lower().map({"true": 1, "1": 1, "yes": 1, "false": 0, "0": 0, "no": 0})
-        if col.type == "timestamp":  # days since the epoch, as the model sees it
-            src = (parse_timestamps(src, col) - pd.Timestamp(0)) / pd.Timedelta(days=1)
-        num = np.array(pd.to_numeric(src, errors="coerce").to_numpy(dtype=float, na_value=np.nan))  # writable copy
-        bad = ~missing & ~np.isfinite(num)
-        if col.type == "integer": bad |= ~missing & np.isfinite(num) & (num != np.round(num))
-        ok = ~missing & ~bad
-        with np.errstate(invalid="ignore"):
-            if col.min is not None: bad |= ok & (num < col.min)
-            if col.max is not None: bad |= ok & (num > col.max)
-        num[missing] = np.nan
-        if not col.nullable: bad |= missing
-        return num, missing, bad
-    text = text if text is not None else s.astype(str)
-    canon = np.array(text.str.replace(r"^(-?\d+)\.0+$", r"\1", regex=True).to_numpy(dtype=object))
-    canon[missing] = None
-    vocab = col.vocabulary
-    # `unknown: keep` admits new categories (validation keeps them, the model encodes them as unknown):
-    # only a closed vocabulary makes them a breach of the contract
-    closed = vocab and col.unknown != "keep"
-    bad = (~missing & ~np.isin(canon, vocab, assume_unique=False)) if closed else np.zeros(len(s), bool)
-    if not col.nullable: bad |= missing
-    return canon, missing, bad
-
-# %% ../nbs/09_monitor.ipynb #c6caae0d
-SCORE_BINS = 1000  # uniform bins on [0, 1] for AUC and calibration with labels
-
-def _quantile_edges(x: np.ndarray, n: int, max_values: int = 20) -> list[float]:
-    """Bin edges from training quantiles; a feature with at most `max_values` distinct values (a status
-    code, a count) gets one bin per value instead: quantile bins would merge codes (-2 "no consumption"
-    with -1 "paid in full"), and a shift between merged codes would be invisible to PSI."""
-    x = x[np.isfinite(x)]
-    if len(x) == 0: return []
-    values = np.unique(x)
-    if len(values) <= max_values: return values.tolist()  # bin i holds edges[i-1] < x <= edges[i]: one value each
-    return np.unique(np.quantile(x, np.linspace(0, 1, n + 1)[1:-1])).tolist()
-
-def _bin(x: np.ndarray, edges) -> np.ndarray:
-    "Bin index of each finite value: bin i holds edges[i-1] < x <= edges[i]."
-    return np.searchsorted(np.asarray(edges, dtype=float), x, side="left")
-
-@dataclass
-class Profile:
-    "Counts of one window of records in the reference's bins; `update` adds a chunk."
-    spec: dict                                   # per feature: kind and edges or categories
-    rows: int = 0
-    features: dict = field(default_factory=dict)
-    score: dict | None = None
-    labelled: int = 0
-    hist_pos: np.ndarray = field(default_factory=lambda: np.zeros(SCORE_BINS, np.int64))
-    hist_neg: np.ndarray = field(default_factory=lambda: np.zeros(SCORE_BINS, np.int64))
-    score_hist: np.ndarray = field(default_factory=lambda: np.zeros(SCORE_BINS, np.int64))  # all scored rows
-
-    def __post_init__(self):
-        for name, sp in self.spec["features"].items():
-            if name not in self.features: self.features[name] = self._empty(sp)
-        if self.score is None and self.spec.get("score"): self.score = self._empty(self.spec["score"])
-
-    @staticmethod
-    def _empty(sp: dict) -> dict:
-        if sp["kind"] == "numeric":
-            extra = int(bool(sp.get("undefined_bin")))  # a derived feature's undefined values (a zero denominator) get a bin of their own
-            return dict(coarse=np.zeros(len(sp["edges"]) + 1 + extra, np.int64), fine=np.zeros(len(sp["fine_edges"]) + 1 + extra, np.int64),
-                        missing=0, out_of_contract=0, n=0, total=0.0, total_sq=0.0, **({"undefined": 0} if extra else {}))
-        return dict(counts=np.zeros(len(sp["categories"]) + 1, np.int64), missing=0, out_of_contract=0, n=0)
-
-    @staticmethod
-    def _add_numeric(acc: dict, sp: dict, x: np.ndarray, missing, bad, undefined=None):
-        ok = np.isfinite(x) & ~missing
-        acc["coarse"] += np.bincount(_bin(x[ok], sp["edges"]), minlength=len(acc["coarse"]))
-        acc["fine"] += np.bincount(_bin(x[ok], sp["fine_edges"]), minlength=len(acc["fine"]))
-        if undefined is not None and "undefined" in acc:  # counted in the last bin: a shift in their share is drift, not missing data
-            k = int(undefined.sum()); acc["undefined"] += k; acc["coarse"][-1] += k; acc["fine"][-1] += k
-            missing = missing & ~undefined
-        acc["missing"] += int(missing.sum()); acc["out_of_contract"] += int(bad.sum()); acc["n"] += len(x)
-        acc["total"] += float(x[ok].sum()); acc["total_sq"] += float(np.square(x[ok]).sum())
-
-    def update(self, frame: pd.DataFrame, schema: Schema, scores=None, labels=None):
-        "Fold the records in `frame` (raw fields), their `scores` and their 0/1 `labels` (NaN: unknown) in."
-        n = len(frame)
-        if n == 0: return self
-        self.rows += n
-        parsed = {}  # numeric fields' values, which the derived features reuse
-        for name, sp in self.spec["features"].items():
-            if sp.get("derived"): continue
-            acc, col = self.features[name], schema[name]
-            if name not in frame:  # reported by the caller; counted as missing here
-                acc["missing"] += n; acc["n"] += n; continue
-            x, missing, bad = column_values(frame[name], col, schema.missing_values)
-            if sp["kind"] == "numeric":
-                parsed[name] = (x, missing, bad); self._add_numeric(acc, sp, np.asarray(x, float), missing, bad)
-            else:
-                idx = pd.Index(sp["categories"]).get_indexer(pd.Series(x).where(~pd.Series(missing), None))
-                idx = np.where(idx < 0, len(sp["categories"]), idx)[~missing]
-                acc["counts"] += np.bincount(idx, minlength=len(acc["counts"]))
-                acc["missing"] += int(missing.sum()); acc["out_of_contract"] += int(bad.sum()); acc["n"] += n
-        derived = [name for name, sp in self.spec["features"].items() if sp.get("derived")]
-        if derived:  # computed from the raw fields as the model computes them
-            values, broken, undefined = derived_frame_values(frame, schema, parsed, undefined=True)
-            for name in derived:
-                v = np.asarray(values[name], float) if name in values else np.full(n, np.nan)
-                bad = broken.get(name, np.zeros(n, bool))
-                self._add_numeric(self.features[name], self.spec["features"][name], v, np.isnan(v) & ~bad, bad,
-                                  undefined.get(name))
-        if scores is not None and self.score is not None:
-            s = np.asarray(scores, float)
-            self._add_numeric(self.score, self.spec["score"], s, ~np.isfinite(s), np.zeros(n, bool))
-            fin = s[np.isfinite(s)]
-            self.score_hist += np.bincount(np.clip((fin * SCORE_BINS).astype(int), 0, SCORE_BINS - 1), minlength=SCORE_BINS)
-            if labels is not None:
-                y = np.asarray(labels, float)
-                known = np.isfinite(y) & np.isfinite(s)
-                b = np.clip((s[known] * SCORE_BINS).astype(int), 0, SCORE_BINS - 1)
-                self.hist_pos += np.bincount(b[y[known] == 1], minlength=SCORE_BINS)
-                self.hist_neg += np.bincount(b[y[known] == 0], minlength=SCORE_BINS)
-                self.labelled += int(known.sum())
-        return self
-
-    def add(self, other: "Profile") -> "Profile":
-        "Add the counts of `other` (same reference) to this profile."
-        def acc(a: dict, b: dict):
-            for k, v in b.items(): a[k] = a[k] + v
-        self.rows += other.rows; self.labelled += other.labelled
-        for name, f in other.features.items(): acc(self.features[name], f)
-        if self.score is not None and other.score is not None: acc(self.score, other.score)
-        self.hist_pos += other.hist_pos; self.hist_neg += other.hist_neg; self.score_hist += other.score_hist
-        return self
-
-    def to_dict(self) -> dict:
-        conv = lambda d: {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in d.items()}
-        return dict(rows=self.rows, features={k: conv(v) for k, v in self.features.items()},
-                    score=conv(self.score) if self.score else None, labelled=self.labelled,
-                    hist_pos=self.hist_pos.tolist(), hist_neg=self.hist_neg.tolist(), score_hist=self.score_hist.tolist())
-
-    @classmethod
-    def from_dict(cls, spec: dict, d: dict) -> "Profile":
-        arr = lambda v: {k: (np.asarray(x, np.int64) if isinstance(x, list) else x) for k, x in v.items()}
-        return cls(spec, rows=d["rows"], features={k: arr(v) for k, v in d["features"].items()},
-                   score=arr(d["score"]) if d.get("score") else None, labelled=d.get("labelled", 0),
-                   hist_pos=np.asarray(d.get("hist_pos", np.zeros(SCORE_BINS)), np.int64),
-                   hist_neg=np.asarray(d.get("hist_neg", np.zeros(SCORE_BINS)), np.int64),
-                   score_hist=np.asarray(d.get("score_hist", np.zeros(SCORE_BINS)), np.int64))
-
-# %% ../nbs/09_monitor.ipynb #bbec9221
-def derived_frame_values(frame: pd.DataFrame, schema: Schema, parsed: dict | None = None, undefined: bool = False) -> tuple:
-    """`(values, broken)`: each derived feature of `schema` from the raw fields of `frame`, and the rows where
-    one of its fields holds something that is not a finite number (out of contract: no value, and not
-    "missing" either). A field the frame lacks counts as missing. `parsed`: `column_values` results by name.
-    With `undefined`, also the rows where the value is NaN though every field it reads is there (a ratio
-    over a zero bill): `(values, broken, undefined)`. Those are not missing data, and monitoring keeps them apart."""
-    from flex_ml.features import derive_all
-    used = {n for d in schema.derived for n in d.inputs} & {c.name for c in schema.columns}
-    x, broken, n = {}, {}, len(frame)
-    for col in schema.features:
-        if col.name not in used: continue
-        if col.name not in frame: v, bad = np.full(n, np.nan), np.zeros(n, bool)
-        else:
-            v, missing, _ = parsed[col.name] if parsed and col.name in parsed else column_values(frame[col.name], col, schema.missing_values)
-            v = np.asarray(v, float); bad = ~missing & ~np.isfinite(v)  # text or inf (a range breach still computes)
-        x[col.key], broken[col.name] = np.where(bad, np.nan, v).astype(np.float32), bad
-    values = derive_all(x, schema)
-    absent = {c.name: np.isnan(x[c.key]) for c in schema.features if c.key in x}  # a field missing or broken
-    for d in schema.derived:  # along the chain: a derived input carries its own fields' breakage (and absence)
-        broken[d.name] = np.logical_or.reduce([broken[i] for i in d.inputs])
-        absent[d.name] = np.logical_or.reduce([absent[i] for i in d.inputs])
-        values[d.name] = np.where(broken[d.name], np.nan, values[d.name])
-    if not undefined: return values, {d.name: broken[d.name] for d in schema.derived}
-    return (values, {d.name: broken[d.name] for d in schema.derived},
-            {d.name: np.isnan(values[d.name]) & ~absent[d.name] for d in schema.derived})
-
-# %% ../nbs/09_monitor.ipynb #c5c08c81
-def build_reference(train: pd.DataFrame, schema: Schema, test_scores=None, test_labels=None,
-                    bins: int = 10, fine_bins: int = 100) -> dict:
-    "The training profile `monitor` compares traffic with (saved as `reference.json` by `export`)."
-    spec = {"features": {}, "score": None}
-    for col in schema.features:
-        x, missing, bad = column_values(train[col.name], col, schema.missing_values)
-        if col.type in ("integer", "float", "bool", "timestamp"):
-            x = np.asarray(x, float)
-            spec["features"][col.name] = dict(kind="numeric", edges=_quantile_edges(x[~missing], bins),
-                                              fine_edges=_quantile_edges(x[~missing], fine_bins))
-        else:
-            cats = list(col.vocabulary or pd.Series(x[~missing]).value_counts().index[:100].tolist())
-            spec["features"][col.name] = dict(kind="category", categories=[str(c) for c in cats])
-    values, _ = derived_frame_values(train, schema)
-    for d in schema.derived:
-        v = np.asarray(values[d.name], float); v = v[~np.isnan(v)]
-        spec["features"][d.name] = dict(kind="numeric", derived=d.formula, edges=_quantile_edges(v, bins),
-                                        fine_edges=_quantile_edges(v, fine_bins), undefined_bin=True)
-    if test_scores is not None:
-        s = np.asarray(test_scores, float)
-        spec["score"] = dict(kind="numeric", edges=_quantile_edges(s, bins), fine_edges=_quantile_edges(s, fine_bins))
-    features = Profile(spec).update(train, schema)
-    ref = dict(schema=schema.name, bins=bins, fine_bins=fine_bins, spec=spec, train=features.to_dict())
-    if test_scores is not None:
-        scored = Profile(spec).update(pd.DataFrame(index=range(len(s))), schema, scores=s, labels=test_labels)
-        ref["test"] = scored.to_dict()
-    return ref
-
-# %% ../nbs/09_monitor.ipynb #f923ce4d
-def psi(expected, actual, smoothing: float = 0.5) -> float:
-    "Population stability index of two count vectors over the same bins."
-    e, a = np.asarray(expected, float) + smoothing, np.asarray(actual, float) + smoothing
-    e, a = e / e.sum(), a / a.sum()
-    return float(np.sum((a - e) * np.log(a / e)))
-
-def ks_from_counts(ref, cur) -> tuple[float, float]:
-    "Two-sample KS statistic on binned counts and its asymptotic p-value."
-    from scipy.stats import kstwobign
-    r, c = np.asarray(ref, float), np.asarray(cur, float)
-    n, m = r.sum(), c.sum()
-    if n == 0 or m == 0: return float("nan"), float("nan")
-    d = float(np.max(np.abs(np.cumsum(r) / n - np.cumsum(c) / m)))
-    en = math.sqrt(n * m / (n + m))
-    return d, float(kstwobign.sf((en + 0.12 + 0.11 / en) * d))
-
-def chi2_from_counts(ref, cur) -> tuple[float, float]:
-    "Chi-square test of homogeneity of two count vectors over the same categories."
-    from scipy.stats import chi2_contingency
-    t = np.array([ref, cur], float)
-    t = t[:, t.sum(0) > 0]
-    if t.shape[1] < 2 or (t.sum(1) == 0).any(): return float("nan"), float("nan")
-    stat, p, _, _ = chi2_contingency(t, correction=False)
-    return float(stat), float(p)
-
-# %% ../nbs/09_monitor.ipynb #931652e2
-def auc_from_hist(pos, neg) -> float:
-    "ROC AUC from per-bin counts of positives and negatives over ascending score bins."
-    pos, neg = np.asarray(pos, float), np.asarray(neg, float)
-    P, N = pos.sum(), neg.sum()
-    if P == 0 or N == 0: return float("nan")
-    below = np.cumsum(neg) - neg
-    return float((pos * below).sum() + 0.5 * (pos * neg).sum()) / (P * N)
-
-def calibration_from_hist(pos, neg, bins: int = 10) -> dict:
-    "Expected calibration error, mean score and observed rate from per-bin label counts."
-    pos, neg = np.asarray(pos, float), np.asarray(neg, float)
-    centers = (np.arange(len(pos)) + 0.5) / len(pos)
-    n = pos + neg
-    if n.sum() == 0: return dict(ece=float("nan"), mean_score=float("nan"), positive_rate=float("nan"), curve=[])
-    from scipy.stats import chi2
-    # groups of about equal count (deciles of risk), as the model card's ECE and Hosmer-Lemeshow use:
-    # the window's figure and the card's beside it then measure the same thing
-    group = np.minimum(((np.cumsum(n) - n / 2) / n.sum() * bins).astype(int), bins - 1)
-    curve, ece, hl, dof = [], 0.0, 0.0, 0
-    for g in range(bins):
-        k = n[group == g].sum()
-        if k == 0: continue
-        pred = float((centers[group == g] * n[group == g]).sum() / k); obs = float(pos[group == g].sum() / k)
-        curve.append(dict(prob_pred=round(pred, 4), prob_true=round(obs, 4), n=int(k))); ece += k / n.sum() * abs(pred - obs)
-        if 0 < pred < 1: hl += (obs - pred) ** 2 * k / (pred * (1 - pred)); dof += 1
-    # Hosmer-Lemeshow on fixed score bins (external validation: one degree of freedom per bin):
-    # is the miscalibration more than the noise of a window this size?
-    return dict(ece=float(ece), mean_score=float((centers * n).sum() / n.sum()), positive_rate=float(pos.sum() / n.sum()),
-                hosmer_lemeshow=float(hl), p_value=float(chi2.sf(hl, dof)) if dof else float("nan"), curve=curve)
-
-# %% ../nbs/09_monitor.ipynb #7d17b5a2
-def auc_standard_error(auc: float, n_pos: int, n_neg: int) -> float:
-    "Hanley & McNeil (1982) standard error of an AUC estimated from `n_pos` positives and `n_neg` negatives."
-    if not n_pos or not n_neg or math.isnan(auc): return float("nan")
-    q1, q2 = auc / (2 - auc), 2 * auc ** 2 / (1 + auc)
-    return math.sqrt((auc * (1 - auc) + (n_pos - 1) * (q1 - auc ** 2) + (n_neg - 1) * (q2 - auc ** 2)) / (n_pos * n_neg))
-
-def _z(p: float) -> float:
-    from scipy.stats import norm
-    return float(norm.isf(p))
 
 # %% ../nbs/09_monitor.ipynb #05373133
 @dataclass
@@ -421,11 +144,11 @@ def _label_checks(profile, reference, metrics, th, judged, out) -> dict:
     lo, hi = card.get("auc_ci_low"), card.get("auc_ci_high")
     card_se = (hi - lo) / (2 * 1.96) if lo is not None and hi is not None else 0.0
     se = math.sqrt(lab["auc_se"] ** 2 + card_se ** 2) if not math.isnan(lab["auc_se"]) else float("nan")
-    lab["detectable_auc_drop"] = round(max(th.auc_drop, _z(th.label_p_value) * se), 4) if not math.isnan(se) else None
+    lab["detectable_auc_drop"] = round(max(th.auc_drop, upper_quantile(th.label_p_value) * se), 4) if not math.isnan(se) else None
     if math.isnan(lab["auc"]):
         out["not_computed"].append("AUC: the labelled rows hold only one class")
     elif (judged and lab["card_auc"] is not None and lab["card_auc"] - lab["auc"] > th.auc_drop
-          and (lab["card_auc"] - lab["auc"]) / se > _z(th.label_p_value)):  # a real drop, not a small window's noise
+          and (lab["card_auc"] - lab["auc"]) / se > upper_quantile(th.label_p_value)):  # a real drop, not a small window's noise
         out["alerts"].append(dict(level="alert", check="auc", feature=None, value=round(lab["auc"], 4),
                                   threshold=round(lab["card_auc"] - th.auc_drop, 4),
                                   message=f"AUC {lab['auc']:.3f} against {lab['card_auc']:.3f} on the model card's test split "
@@ -471,52 +194,10 @@ class Chunk:
     timestamps: np.ndarray | None = None
     versions: np.ndarray | None = None
 
-def _parse_time(v, what):
-    if v is None: return None
-    try: return pd.Timestamp(v, tz="UTC").timestamp() if not isinstance(v, (int, float)) else float(v)
-    except ValueError: raise FlexMLError(f"{what} {v!r} is not a date", "use ISO 8601, e.g. 2026-11-01 or 2026-11-01T12:00") from None
-
-try: from orjson import loads as _loads  # the service's JSON library: several times faster on a large log
-except ImportError: from json import loads as _loads
-
 def read_log(target: str, since=None, until=None, model_version: str | None = None, chunk_rows: int = 100_000):
     "Stream the prediction log at `target` (SQLite path or PostgreSQL URL) as `Chunk`s, oldest first."
-    from flex_ml.serve import connect_log
-    if not target.startswith(("postgresql://", "postgres://")) and not Path(target.removeprefix("sqlite:///")).exists():
-        raise FlexMLError(f"prediction log {target} does not exist", "pass the FLEX_ML_PREDICTION_LOG the service writes to")
-    try: db, mark = connect_log(target)
-    except FlexMLError: raise
-    except Exception as e:  # e.g. sqlite3.DatabaseError: a CSV passed as --log
-        raise FlexMLError(f"{target} is not a prediction log database: {str(e).strip()}",
-                          "--log takes the service's FLEX_ML_PREDICTION_LOG (SQLite file or postgresql:// URL); "
-                          "a file of records goes to --input") from None
-    where, args = [], []
-    for cond, v in (("ts >= {m}", _parse_time(since, "--since")), ("ts < {m}", _parse_time(until, "--until")),
-                    ("model_version = {m}", model_version)):
-        if v is not None: where.append(cond.format(m=mark)); args.append(v)
-    sql = "SELECT ts, record, score, model_version FROM predictions" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY ts"
-    try:
-        cur = db.cursor(name="flex_ml_monitor") if mark == "%s" else db.cursor()  # server-side cursor on PostgreSQL
-        try: cur.execute(sql, args)
-        except Exception as e:
-            raise FlexMLError(f"cannot read the predictions table of {target}: {str(e).strip()}",
-                              "is this the service's prediction log? (FLEX_ML_PREDICTION_LOG)") from None
-        while rows := cur.fetchmany(chunk_rows):
-            ts, rec, sc, ver = zip(*rows)
-            frame = pd.DataFrame.from_records([_loads(r) for r in rec])
-            yield Chunk(frame, scores=np.asarray(sc, float), timestamps=pd.to_datetime(np.asarray(ts, float), unit="s", utc=True),
-                        versions=np.asarray(ver, object))
-    finally:
-        db.close()
-
-def log_versions(target: str) -> dict[str, int]:
-    "Rows per model version in the prediction log at `target`."
-    from flex_ml.serve import connect_log
-    db, _ = connect_log(target)
-    try:
-        cur = db.cursor(); cur.execute("SELECT model_version, COUNT(*) FROM predictions GROUP BY model_version")
-        return {str(v): int(n) for v, n in cur.fetchall()}
-    finally: db.close()
+    for b in read_predictions(target, since, until, model_version, chunk_rows):
+        yield Chunk(b.frame, scores=b.scores, timestamps=b.timestamps, versions=b.versions)
 
 def _foreign_input(columns: list, schema: Schema) -> FlexMLError:
     "The error for an input without any of the contract's features: a wrong delimiter or file type, not traffic that lost them all."
@@ -599,8 +280,7 @@ def read_labels(path, schema: Schema) -> pd.Series:
 
 # %% ../nbs/09_monitor.ipynb #4e0f0a85
 def _scorer(model_dir):
-    from flex_ml.features import to_model_inputs
-    from flex_ml.serve import ServingModel
+    from flex_ml.bundle import ServingModel
     model = ServingModel(model_dir)
     def score(frame: pd.DataFrame, schema: Schema) -> np.ndarray:
         # the fields typed as `flex-ml score` types them (validation's rules): the same rows scored, the same scores
@@ -614,7 +294,7 @@ def _scorer(model_dir):
             typed, problems = check_column(v.where(v.notna(), mv).astype(str), col, schema.missing_values)
             ok[[i for i, _, _ in problems]] = False; cols[col.name] = typed
         if ok.any():  # rows that break the contract are not scored, as the service would refuse them
-            out[ok] = model._score(to_model_inputs(pd.DataFrame(cols)[ok].reset_index(drop=True), schema))
+            out[ok] = model.score_frame(pd.DataFrame(cols)[ok].reset_index(drop=True))
         return out
     return score
 

@@ -44,7 +44,7 @@ class RetrainGates:
 # %% ../nbs/09a_retrain.ipynb #bb458a5b
 def _group_codes(frame: pd.DataFrame, schema: Schema) -> dict:
     "`{attribute: (integer group code per row, group names)}` for the protected attributes in `frame`."
-    from flex_ml.evaluate import slice_groups
+    from flex_ml.metrics import slice_groups
     out = {}
     for col in schema.protected:
         if col.name in frame:
@@ -88,7 +88,7 @@ def _interval(draws) -> list:
 def judge(frame: pd.DataFrame, y, champion: dict, candidate: dict, schema: Schema, gates: RetrainGates) -> dict:
     """Decide on the hold-out `frame` with labels `y`; `champion` and `candidate` are dicts with `scores`,
     `threshold` and `version`. Returns the decision with every gate's figures, intervals and reasons."""
-    from flex_ml.evaluate import bootstrap_auc, expected_calibration_error
+    from flex_ml.metrics import bootstrap_auc, expected_calibration_error
     from sklearn.metrics import roc_auc_score
     y = np.asarray(y)
     if len(y) < gates.min_holdout_rows:
@@ -293,10 +293,9 @@ def _commit(decision: dict, reg: Path, version: str) -> dict:
 
 # %% ../nbs/09a_retrain.ipynb #00fc6a3c
 def _holdout_scores(model_dir, frame: pd.DataFrame, schema: Schema) -> dict:
-    from flex_ml.features import to_model_inputs
-    from flex_ml.serve import ServingModel
+    from flex_ml.bundle import ServingModel
     m = ServingModel(model_dir)
-    return dict(scores=m._score(to_model_inputs(frame, schema)), threshold=m.threshold, version=m.version)
+    return dict(scores=m.score_frame(frame), threshold=m.threshold, version=m.version)
 
 WORK_MARK = ".flex_ml_retrain"
 

@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .features import to_model_inputs
 from .schema import FlexMLError
 from .validate import check_column
 
@@ -25,7 +24,7 @@ def score_file(model_dir, input, output, quarantine=None, chunk_rows: int = 50_0
     import pyarrow as pa, pyarrow.parquet as pq
     from tqdm.auto import tqdm
     from flex_ml.data import iter_raw
-    from flex_ml.serve import ServingModel
+    from flex_ml.bundle import ServingModel
     if chunk_rows < 1: raise FlexMLError(f"chunk_rows {chunk_rows} must be at least 1", "e.g. --chunk-rows 50000")
     model = ServingModel(model_dir)
     schema, input, output = model.schema, Path(input), Path(output)
@@ -67,7 +66,7 @@ def score_file(model_dir, input, output, quarantine=None, chunk_rows: int = 50_0
                 bad = np.isin(np.arange(len(chunk)), list(reasons))
                 good = pd.DataFrame(typed)[~bad]
                 if len(good):
-                    scores = model._score(to_model_inputs(good, schema))
+                    scores = model.score_frame(good)
                     out = {"_line": lines[~bad]}
                     if ids: out[schema.id.name] = good[schema.id.name].to_numpy()
                     out |= {"score": scores, "decision": schema.decision(scores >= model.threshold),

@@ -125,7 +125,7 @@ def _run_trial(train, valid, schema: Schema, params: dict, seeds: list[int], tea
 def _confirm(train, valid, schema: Schema, params: dict, best: dict, seeds: list[int], noise, tu: dict,
              teachers: dict | None = None) -> dict:
     "Train the baseline and `best` again on fresh `seeds`; their gain, judged against seeds and rows."
-    from flex_ml.evaluate import bootstrap_auc
+    from flex_ml.metrics import bootstrap_auc
     base, p_base = _run_trial(train, valid, schema, params, seeds, teachers)
     cand, p_cand = _run_trial(train, valid, schema, with_overrides(params, best["overrides"]), seeds, teachers)
     boot = bootstrap_auc(labels(valid, schema), {"best": p_cand, "baseline": p_base}, reference="baseline",

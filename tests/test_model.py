@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from flex_ml.data import read_raw
-from flex_ml.export import check_parity, export_saved_model, golden_examples, load_serving_function, to_raw_record
+from flex_ml.bundle import check_parity, load_serving_function, to_raw_record
+from flex_ml.export import export_saved_model, golden_examples
 from flex_ml.features import to_model_inputs
 from flex_ml.split import split_table
 from flex_ml.train import train_model
@@ -21,7 +22,7 @@ def trained(credit_schema, credit_raw):
 
 
 def test_learns_signal(trained, credit_schema):
-    from flex_ml.evaluate import binary_metrics
+    from flex_ml.metrics import binary_metrics
     from flex_ml.model import predict_scores
     from flex_ml.split import labels
     model, _, summary, s = trained
@@ -232,7 +233,7 @@ def test_teacher_targets_hold_no_memory_of_their_rows_and_train_a_model(credit_s
     train about as well as valid, far below a GBDT scoring its own training rows. A network trained on the
     soft targets learns the signal, and its training curves count the labels behind them."""
     from sklearn.metrics import roc_auc_score
-    from flex_ml.evaluate import fit_baselines
+    from flex_ml.baselines import fit_baselines
     from flex_ml.features import fit_feature_stats
     from flex_ml.model import predict_scores
     from flex_ml.split import labels

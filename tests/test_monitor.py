@@ -163,7 +163,7 @@ class Webhook:
 
 
 def test_drift_in_postgresql_log_alerts_exits_3_and_posts_webhook(project, scored_test, postgres_url, tmp_path):
-    from flex_ml.serve import PredictionLog
+    from flex_ml.predlog import PredictionLog
     since = time.time()
     time.sleep(0.01)
     log = PredictionLog(postgres_url)  # the service's own writer
@@ -227,7 +227,7 @@ def test_bad_and_partial_windows_get_clear_reports(project, scored_test, tmp_pat
 
 
 def test_monitor_mistakes_and_edge_cases_found_in_review(project, scored_test, tmp_path):
-    from flex_ml.serve import PredictionLog
+    from flex_ml.predlog import PredictionLog
     cols = [c for c in scored_test.columns if c != "_line"]
     part = scored_test[cols].iloc[:1000].reset_index(drop=True)
     def csv(name, frame, **kw):

@@ -57,7 +57,7 @@ def test_dvc_metrics_and_plots(credit_project):
 
 
 def test_export_is_self_contained_and_parity_holds(credit_project):
-    from flex_ml.export import check_parity, load_serving_function
+    from flex_ml.bundle import check_parity, load_serving_function
     from flex_ml.schema import load_schema
     p, _ = credit_project
     m = p / "artifacts/model"

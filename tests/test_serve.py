@@ -247,7 +247,7 @@ def test_limits_and_unknown_category_policy(export, golden, tmp_path):
 def test_numpy_runtime_equals_the_savedmodel_and_tensorflow_remains_available(export, golden, credit_project):
     "The service scores with the NumPy runtime by default; it must equal the SavedModel on every test row."
     import pandas as pd
-    from flex_ml.export import load_serving_function
+    from flex_ml.bundle import load_serving_function
     from flex_ml.features import to_model_inputs
     from flex_ml.runtime import NumpyModel
     from flex_ml.schema import load_schema
@@ -256,15 +256,15 @@ def test_numpy_runtime_equals_the_savedmodel_and_tensorflow_remains_available(ex
     np_scores, tf_scores = NumpyModel(export)(x), load_serving_function(export)(x)
     assert len(np_scores) == 6000 and abs(np_scores - tf_scores).max() <= 1e-6
     # requests take a shorter path: records straight into the fused plan's input matrix
-    from flex_ml.export import to_raw_record
-    from flex_ml.serve import ServingModel
+    from flex_ml.bundle import to_raw_record
+    from flex_ml.bundle import ServingModel
     test = pd.read_parquet(credit_project[0] / "artifacts" / "split" / "test.parquet").head(2000)
     records = [to_raw_record(r, schema) for r in test.to_dict("records")]
     served = ServingModel(export)
     assert served._direct is not None and abs(served.score(records) - tf_scores[:2000]).max() <= 1e-6
     records[0] = dict(records[0], LIMIT_BAL=None)  # a null takes the general path, which imputes it
     assert np.isfinite(served.score(records[:1])).all()
-    code = ("import sys; from flex_ml.serve import ServingModel; m = ServingModel(sys.argv[1]); m.warm_up(); "
+    code = ("import sys; from flex_ml.bundle import ServingModel; m = ServingModel(sys.argv[1]); m.warm_up(); "
             "print(m.runtime, 'tensorflow' in sys.modules)")
     out = subprocess.run([str(BIN / "python"), "-c", code, str(export)], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["numpy", "False"]  # the service starts without importing TensorFlow

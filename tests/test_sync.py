@@ -1,8 +1,12 @@
-"""Code tier: the library is generated from the notebooks, and the README from index.ipynb."""
+"""Code tier: the library is generated from the notebooks, and the README from index.ipynb; layers point one way."""
 import filecmp
+import json
+import re
 import shutil
 import subprocess
 import sys
+
+from pathlib import Path
 
 from conftest import ROOT, BIN
 
@@ -60,16 +64,78 @@ def _flex_ml_imports(module: str, verb: str | None = None) -> set[str]:
     return {m for m in found if (ROOT / "flex_ml" / f"{m}.py").exists()}
 
 
+def _imports_in_code(code: str) -> set[str]:
+    "The flex_ml modules a piece of code imports (`from .x`, `from flex_ml.x`, `import flex_ml.x`), anywhere in it."
+    import ast
+    found = set()
+    for node in ast.walk(ast.parse(code)):
+        if isinstance(node, ast.ImportFrom):
+            if node.level == 1 and node.module: found.add(node.module.split(".")[0])
+            elif node.module and node.module.startswith("flex_ml."): found.add(node.module.split(".")[1])
+            elif node.module == "flex_ml": found |= {a.name for a in node.names}
+        elif isinstance(node, ast.Import):
+            found |= {a.name.split(".")[1] for a in node.names if a.name.startswith("flex_ml.")}
+    return {m for m in found if (ROOT / "flex_ml" / f"{m}.py").exists()}
+
+
+def _notebook_imports(path: Path) -> set[str]:
+    "The flex_ml modules the code cells of a notebook import (a report notebook that a stage executes)."
+    cells = json.loads(path.read_text())["cells"]
+    code = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
+    return _imports_in_code("\n".join(l for l in code.splitlines() if not l.lstrip().startswith(("%", "!"))))
+
+
+def stage_modules(name: str, stage: dict) -> set[str]:
+    "Every flex_ml module the stage can run: its CLI verb's imports and its report notebooks', transitively."
+    todo = list(_flex_ml_imports("cli", verb=name))
+    for d in stage["deps"]:
+        if d.endswith(".ipynb"): todo += _notebook_imports(ROOT / d)
+    needed = {"cli"}
+    while todo:
+        m = todo.pop()
+        if m not in needed: needed.add(m); todo += _flex_ml_imports(m)
+    return needed
+
+
 def test_every_stage_depends_on_the_code_it_runs():
-    """A stage's deps list every flex_ml module it can import, transitively, and the CLI that calls it:
-    otherwise a code change leaves a stale output that `dvc status` calls up to date."""
+    """A stage's deps list exactly the flex_ml modules it can import, transitively, and the CLI that calls it:
+    a missing one leaves a stale output that `dvc status` calls up to date; an extra one re-runs the stage
+    for a change that cannot affect it (an HTTP error message re-running export)."""
     import yaml
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
     for name, stage in stages.items():
         assert stage["cmd"].startswith(f"python -m flex_ml.cli {name}"), stage["cmd"]  # the copy DVC runs in, not the install
-        needed, todo = {"cli"}, list(_flex_ml_imports("cli", verb=name))
-        while todo:
-            m = todo.pop()
-            if m not in needed: needed.add(m); todo += _flex_ml_imports(m)
+        needed = stage_modules(name, stage)
         listed = {d[len("flex_ml/"):-3] for d in stage["deps"] if d.startswith("flex_ml/")}
         assert needed <= listed, f"stage {name} runs flex_ml/{sorted(needed - listed)} but dvc.yaml does not list them"
+        assert listed <= needed, f"stage {name} lists flex_ml/{sorted(listed - needed)} in dvc.yaml but never runs them"
+
+
+def _module_notebooks() -> dict[str, str]:
+    "Each flex_ml module and the notebook it is generated from (the header nbdev writes)."
+    out = {}
+    for py in (ROOT / "flex_ml").glob("*.py"):
+        m = re.search(r"File to edit: \.\./nbs/(\S+?\.ipynb)", py.read_text())
+        if m: out[py.stem] = m.group(1)
+    return out
+
+
+def test_layers_point_one_way():
+    """No import cycle among flex_ml modules, and notebook numbers follow the import order: a module's
+    notebook sorts after the notebooks of every module it imports (at the top or inside a function),
+    so reading the notebooks in order never meets a name before its definition."""
+    notebooks = _module_notebooks()
+    assert {"schema", "bundle", "predlog", "reference", "serve", "monitor", "export"} <= set(notebooks)
+    wrong = [f"{notebooks[m]} ({m}) imports {notebooks[d]} ({d})"
+             for m in notebooks if m != "cli" for d in _flex_ml_imports(m) if d in notebooks and notebooks[d] >= notebooks[m]]
+    assert not wrong, "imports that point up the notebook order (a cycle, or a misnumbered notebook): " + "; ".join(wrong)
+    cli_up = [d for d in _imports_in_code((ROOT / "flex_ml/cli.py").read_text()) if notebooks[d] >= notebooks["cli"]]
+    assert not cli_up, cli_up
+
+
+def test_consumers_of_an_export_do_not_import_each_other():
+    "serve, score, monitor and retrain share the serving bundle, the prediction log and the reference, not each other."
+    consumers = {"serve", "score", "monitor", "retrain"}
+    for m in consumers:
+        assert not (_flex_ml_imports(m) & (consumers - {m})), f"{m} imports {_flex_ml_imports(m) & consumers}"
+    assert not (_flex_ml_imports("export") & (consumers | {"cli"})), _flex_ml_imports("export")
