@@ -46,13 +46,17 @@ data: $(STAMP)
 repro: install
 	$(BIN)/dvc repro
 
+# Prints the time of each part and the total (CI's log shows where its minutes go).
 test: system-deps install
-	$(BIN)/nbdev_test --n_workers 2
-	$(BIN)/python -m pytest -ra tests
+	@start=$$(date +%s); \
+	$(BIN)/nbdev_test --n_workers 2 && nb=$$(date +%s) && echo "make test: notebooks $$((nb - start)) s" && \
+	$(BIN)/python -m pytest -ra --durations=20 tests; rc=$$?; \
+	echo "make test: total $$(( $$(date +%s) - start )) s (exit $$rc)"; exit $$rc
 
-#   make test-fast skip the slow pipeline tests (dvc repro in a scratch copy)
+#   make test-fast the fast tier: no pipeline run (a small real model is built in a fixture), minutes
 test-fast: system-deps install
-	$(BIN)/python -m pytest -ra -m "not slow" tests
+	@start=$$(date +%s); $(BIN)/python -m pytest -ra --durations=10 -m "not slow" tests; rc=$$?; \
+	echo "make test-fast: total $$(( $$(date +%s) - start )) s (exit $$rc)"; exit $$rc
 
 #   make export    regenerate flex_ml/ from nbs/ and clean the notebooks
 export: $(STAMP)

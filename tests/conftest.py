@@ -108,3 +108,41 @@ def browser():
         b = pw.chromium.launch(executable_path=exe, headless=True, args=["--no-sandbox", "--disable-gpu"])
         yield b
         b.close()
+
+
+TINY = {"train": {"epochs": 3, "batch_size": 1024, "patience": 3, "teacher_weight": 0.0},
+        "baselines": {"gbdt": {"max_iter": 40, "patience": 20}},
+        "evaluate": {"bootstrap_resamples": 30}}
+
+
+def build_tiny_project(dest: Path, raw: Path) -> Path:
+    """The stage outputs of a small real model under `dest/artifacts`, laid out as `dvc repro` writes them,
+    without a pipeline run: the stage functions themselves on the credit data with params.yaml's values
+    but for a few epochs, no teacher, 40 trees and 30 bootstrap resamples (about half a minute). The fast
+    tier's service, scoring and monitoring tests run on it; the figures of the real model are the slow tier's."""
+    from flex_ml.evaluate import run_evaluate
+    from flex_ml.export import run_export
+    from flex_ml.params import load_params
+    from flex_ml.split import run_split
+    from flex_ml.train import run_train
+    from flex_ml.validate import run_validate
+    p = load_params(ROOT / "params.yaml")
+    for section, values in TINY.items():
+        for k, v in values.items():
+            p[section][k] = {**p[section][k], **v} if isinstance(v, dict) else v
+    # laid out as the project is, for verbs run in it: params.yaml, the contract, the raw file under data/
+    shutil.copy(ROOT / "params.yaml", dest / "params.yaml"); shutil.copytree(ROOT / "schemas", dest / "schemas")
+    (dest / p["dataset"]["raw"]).parent.mkdir(parents=True); (dest / p["dataset"]["raw"]).symlink_to(raw)
+    schema, a = ROOT / p["dataset"]["schema"], dest / "artifacts"
+    run_validate(raw, schema, a / "validate", **p["validate"])
+    run_split(a / "validate" / "accepted.parquet", schema, a / "split", **p["split"])
+    run_train(a / "split", schema, a / "train", {k: p[k] for k in ("train", "model", "baselines")})
+    run_evaluate(a / "split", a / "train", schema, a / "evaluate", {k: p[k] for k in ("evaluate", "baselines")})
+    run_export(a / "train", a / "evaluate", a / "validate", a / "split", schema, raw, a / "model", p)
+    return dest
+
+
+@pytest.fixture(scope="session")
+def tiny_project(tmp_path_factory, credit_raw) -> Path:
+    "A folder whose `artifacts/` holds every stage output of a small real model (see `build_tiny_project`)."
+    return build_tiny_project(tmp_path_factory.mktemp("tiny"), credit_raw)

@@ -18,7 +18,6 @@ from sklearn.metrics import roc_auc_score
 from conftest import BIN, ROOT, mirror_dir, project_copy, run
 from test_serve import Server
 
-pytestmark = pytest.mark.slow
 
 
 def monitor(cwd, *args, check_rc=None, env=None):
@@ -30,8 +29,8 @@ def monitor(cwd, *args, check_rc=None, env=None):
 
 
 @pytest.fixture(scope="module")
-def project(credit_project):
-    return credit_project[0]
+def project(tiny_project):
+    return tiny_project
 
 
 @pytest.fixture(scope="module")
@@ -281,6 +280,7 @@ def test_monitor_mistakes_and_edge_cases_found_in_review(project, scored_test, t
     assert "pass --model that model's export" in r.stdout and "--model-version" not in r.stdout.split("older-model")[-1], r.stdout
 
 
+@pytest.mark.slow
 def test_bank_marketing_drift_is_seen_and_retraining_promotes(tmp_path_factory):
     """The proof on real drift: the drift notebook trains on the first months, monitors the rest and retrains.
     Then the CLI judges exports against a running service: promotion reloads it, commits and tags."""

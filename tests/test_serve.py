@@ -1,5 +1,5 @@
 """Serving: the exported model behind a real HTTP server on loopback (`flex-ml serve`), driven by a
-real HTTP client. Uses the export of the credit pipeline run (conftest.credit_project)."""
+real HTTP client. Uses the export of a small real model built without a pipeline run (conftest.tiny_project)."""
 import json
 import os
 import shutil
@@ -18,7 +18,6 @@ import yaml
 
 from conftest import BIN
 
-pytestmark = pytest.mark.slow
 
 
 def free_port() -> int:
@@ -54,10 +53,10 @@ class Server:
 
 
 @pytest.fixture(scope="module")
-def export(credit_project, tmp_path_factory) -> Path:
+def export(tiny_project, tmp_path_factory) -> Path:
     "A private copy of the export (tests edit its contract or swap versions)."
     dest = tmp_path_factory.mktemp("serve") / "model"
-    shutil.copytree(credit_project[0] / "artifacts" / "model", dest)
+    shutil.copytree(tiny_project / "artifacts" / "model", dest)
     return dest
 
 
@@ -244,7 +243,7 @@ def test_limits_and_unknown_category_policy(export, golden, tmp_path):
         s.stop()
 
 
-def test_numpy_runtime_equals_the_savedmodel_and_tensorflow_remains_available(export, golden, credit_project):
+def test_numpy_runtime_equals_the_savedmodel_and_tensorflow_remains_available(export, golden, tiny_project):
     "The service scores with the NumPy runtime by default; it must equal the SavedModel on every test row."
     import pandas as pd
     from flex_ml.bundle import load_serving_function
@@ -252,13 +251,13 @@ def test_numpy_runtime_equals_the_savedmodel_and_tensorflow_remains_available(ex
     from flex_ml.runtime import NumpyModel
     from flex_ml.schema import load_schema
     schema = load_schema(export / "schema.yaml")
-    x = to_model_inputs(pd.read_parquet(credit_project[0] / "artifacts" / "split" / "test.parquet"), schema)
+    x = to_model_inputs(pd.read_parquet(tiny_project / "artifacts" / "split" / "test.parquet"), schema)
     np_scores, tf_scores = NumpyModel(export)(x), load_serving_function(export)(x)
     assert len(np_scores) == 6000 and abs(np_scores - tf_scores).max() <= 1e-6
     # requests take a shorter path: records straight into the fused plan's input matrix
     from flex_ml.bundle import to_raw_record
     from flex_ml.bundle import ServingModel
-    test = pd.read_parquet(credit_project[0] / "artifacts" / "split" / "test.parquet").head(2000)
+    test = pd.read_parquet(tiny_project / "artifacts" / "split" / "test.parquet").head(2000)
     records = [to_raw_record(r, schema) for r in test.to_dict("records")]
     served = ServingModel(export)
     assert served._direct is not None and abs(served.score(records) - tf_scores[:2000]).max() <= 1e-6

@@ -22,8 +22,8 @@ def _small(p, tmp_path, **tune):
     return f
 
 
-def test_tune_compares_trials_with_the_baseline_on_valid_only(credit_project, tmp_path):
-    p, _ = credit_project
+def test_tune_compares_trials_with_the_baseline_on_valid_only(tiny_project, tmp_path):
+    p = tiny_project
     split = tmp_path / "split"; split.mkdir()
     for n in ("train", "valid"): shutil.copy(p / "artifacts/split" / f"{n}.parquet", split)  # no test.parquet
     # halving 3: after the first seed, params.yaml and the best third of the other 3 trials train on
@@ -54,8 +54,8 @@ def test_tune_compares_trials_with_the_baseline_on_valid_only(credit_project, tm
         assert all(t["seeds"] == [42, 43] for t in raced) and all(t["seeds"] == [42] for t in dropped)
 
 
-def test_apply_writes_only_a_gain_beyond_the_noise(credit_project, tmp_path):
-    p, _ = credit_project
+def test_apply_writes_only_a_gain_beyond_the_noise(tiny_project, tmp_path):
+    p = tiny_project
     # a baseline that cannot learn in 3 epochs (learning rate 1e-6) against ones that can
     f = _small(p, tmp_path, trials=2, seeds=2, seed=0, space={"model.learning_rate": [0.003, 0.01], "model.l2": [1e-05]})
     params = yaml.safe_load(f.read_text()); params["model"]["learning_rate"] = 1e-6
@@ -75,10 +75,10 @@ def test_apply_writes_only_a_gain_beyond_the_noise(credit_project, tmp_path):
     assert f.read_text() == before and ("unknown noise" in r.stdout or "it is the best trial" in r.stdout), r.stdout
 
 
-def test_an_interrupted_search_keeps_the_trials_it_finished(credit_project, tmp_path):
+def test_an_interrupted_search_keeps_the_trials_it_finished(tiny_project, tmp_path):
     import os, signal, subprocess, sys, time
     from conftest import BIN, mirror_dir
-    p, _ = credit_project
+    p = tiny_project
     f = _small(p, tmp_path, trials=3, seeds=1, seed=0, space={"model.dropout": [0.0, 0.1, 0.2]})
     env = dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}", FLEX_ML_DATA_MIRROR=str(mirror_dir()))
     # as from a terminal: a test run in the background (CI) inherits SIGINT ignored, and Python then
