@@ -10,7 +10,7 @@ WORKDIR /app
 
 # Only what serving imports, at the versions the project pins (requirements.txt as constraints).
 COPY requirements.txt ./
-RUN pip install -c requirements.txt tensorflow-cpu pandas pyyaml typer fastapi "uvicorn[standard]" \
+RUN pip install -c requirements.txt tensorflow-cpu pandas pyyaml typer fastapi fastapi-swagger "uvicorn[standard]" \
         prometheus_client orjson pydantic "psycopg[binary]"
 
 COPY settings.ini setup.py pyproject.toml README.md ./
