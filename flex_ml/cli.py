@@ -204,7 +204,7 @@ def tune(split_dir: Path = typer.Option("artifacts/split", help="Folder with the
         if t["failed"]: typer.echo(f"  failed  trial {t['trial']}: {t['label']}: {t['failed']}")
     if r["interrupted"]:
         typer.echo((f"interrupted after {r['fits']} fit(s) of {len(r['trials'])} trial(s)" if r["trials"] else "interrupted before the first fit")
-                   + f"; the results so far are in {out}", err=True)
+                   + f"; the results so far are in {out}; the same command resumes the search", err=True)
         raise typer.Exit(130)
     best, c = r["best"], r["confirmation"]
     if best["trial"] == 0:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
-import itertools
+import hashlib
 import json
 import math
 import time
@@ -22,9 +22,9 @@ from .schema import FlexMLError, Schema, load_schema
 from .split import labels
 
 # %% auto #0
-__all__ = ['stage_default', 'get_dotted', 'with_overrides', 'search_grid', 'draw_trials', 'trial_label', 'seed_noise', 'verdict',
-           'survivors', 'planned_fits', 'tune_section', 'tune', 'tune_figure', 'adopt_command', 'write_results',
-           'apply_overrides', 'run_tune']
+__all__ = ['stage_default', 'get_dotted', 'with_overrides', 'search_distributions', 'baseline_point', 'decode_params',
+           'trial_label', 'seed_noise', 'verdict', 'race', 'tune_section', 'study_name', 'open_study', 'tune',
+           'tune_figure', 'adopt_command', 'write_results', 'apply_overrides', 'run_tune']
 
 # %% ../nbs/05a_tune.ipynb #0f0ec021
 @functools.lru_cache(maxsize=None)
@@ -60,24 +60,33 @@ def with_overrides(params: dict, overrides: dict) -> dict:
         out.setdefault(section, {})[sub] = copy.deepcopy(value)
     return out
 
-def search_grid(space: dict) -> list[dict]:
-    "Every combination of the values in `space`, as `{dotted key: value}`, in the file's order."
-    keys = list(space)
-    return [dict(zip(keys, values)) for values in itertools.product(*(space[k] for k in keys))]
-
-def draw_trials(space: dict, trials: int, seed: int, params: dict) -> list[dict]:
-    "`[{}, overrides, ...]`: the baseline, then up to `trials` distinct grid points that change something."
-    grid = [g for g in search_grid(space) if any(get_dotted(params, k) != v for k, v in g.items())]
-    if not grid:
+def search_distributions(space: dict, params: dict) -> dict:
+    "`{dotted key: optuna CategoricalDistribution}` of the listed values and params.yaml's own, as JSON text."
+    from optuna.distributions import CategoricalDistribution
+    out = {}
+    for key, values in space.items():
+        choices = [json.dumps(v) for v in values]
+        own = json.dumps(get_dotted(params, key))
+        if not any(json.loads(c) == json.loads(own) for c in choices): choices.append(own)
+        out[key] = CategoricalDistribution(choices)
+    if all(len(d.choices) == 1 for d in out.values()):
         raise FlexMLError("every point of tune.space repeats params.yaml's own values: there is nothing to compare",
                           "list other values to try in tune.space")
-    order = np.random.default_rng(seed).permutation(len(grid))
-    return [{}] + [grid[i] for i in order[:trials]]
+    return out
+
+def baseline_point(space: dict, params: dict) -> dict:
+    "params.yaml's own value of every searched key, as the JSON text the distributions hold."
+    return {k: json.dumps(get_dotted(params, k)) for k in space}
+
+def decode_params(point: dict, params: dict) -> dict:
+    "The overrides of an Optuna point (JSON text by key) that change `params`."
+    return {k: json.loads(v) for k, v in point.items() if json.loads(v) != get_dotted(params, k)}
 
 def trial_label(overrides: dict, params: dict | None = None) -> str:
     "How a trial is named: the overrides that change `params` (all of them without), or `params.yaml`."
     changed = {k: v for k, v in overrides.items() if params is None or get_dotted(params, k) != v}
     return " ".join(f"{k}={json.dumps(v)}" for k, v in changed.items()) or "params.yaml"
+
 
 # %% ../nbs/05a_tune.ipynb #2513cde3
 def seed_noise(rows: list[list[float]]) -> float | None:
@@ -134,31 +143,87 @@ def _confirm(train, valid, schema: Schema, params: dict, best: dict, seeds: list
     return dict(seeds=list(seeds), baseline=base, best=cand, rows_se=rows_se,
                 verdict=verdict(base["valid_auc"], cand["valid_auc"], noise, len(seeds), rows_se))
 
-def _result(rows, params, n_seeds, train, valid, interrupted=False, halving: int = 1, fits: int | None = None) -> dict:
+def _result(rows, n_seeds, train, valid, interrupted=False, halving: int = 1) -> dict:
     rows = [r for r in rows if r["seeds"] or r["failed"]]  # the trials trained so far
     ok = [r for r in rows if r["valid_auc"] is not None]
-    alive = [r for r in ok if r["dropped_after"] is None]  # the best is one that ran every round
+    alive = [r for r in ok if r["dropped_after"] is None]  # the best is one that ran every seed
     best = max(alive, key=lambda r: r["valid_auc"]) if alive else None
     noise = seed_noise([r["valid_auc_by_seed"] for r in ok])
     search = (verdict(rows[0]["valid_auc"], best["valid_auc"], noise, len(rows[0]["seeds"]))  # an interrupted run has fewer
               if best is not None and rows[0]["valid_auc"] is not None else None)
     return dict(trials=rows, baseline=rows[0] if rows else None, best=best, seeds=n_seeds, halving=halving,
                 dropped=sum(r["dropped_after"] is not None for r in rows),
-                fits=sum(len(r["seeds"]) + (r["failed"] is not None) for r in rows) if fits is None else fits,
+                fits=sum(len(r["seeds"]) + (r["failed"] is not None) for r in rows),
                 seed_noise_sd=noise, search_verdict=search, verdict=None, confirmation=None, interrupted=interrupted,
                 aborted=None, failed=sum(r["failed"] is not None for r in rows), n_train=len(train), n_valid=len(valid))
 
-def survivors(rows: list[dict], halving: int) -> list[int]:
-    "The trials that train on with the next seed: params.yaml's, and the best `1 / halving` of the others."
-    others = sorted((r for r in rows if r["trial"] != 0 and r["valid_auc"] is not None), key=lambda r: -r["valid_auc"])
-    return [0] + sorted(r["trial"] for r in others[:math.ceil(len(others) / halving)])
 
-def planned_fits(trials: int, seeds: int, halving: int) -> int:
-    "How many networks a search trains (without failures): `trials` includes params.yaml's."
-    total, n = 0, trials
-    for _ in range(seeds):
-        total += n; n = 1 + math.ceil((n - 1) / halving)
-    return total
+# %% ../nbs/05a_tune.ipynb #c2327443
+def _finished_rows(study, params: dict) -> tuple[list[dict], dict]:
+    """The rows of a study's finished trials (a resumed search) and every stored fit by `(point, seed)`.
+    A trial left running by a search that stopped is failed and enqueued again: its fits are reused."""
+    from optuna.trial import TrialState
+    rows, fits = [], {}
+    for t in study.get_trials(deepcopy=False):
+        key = json.dumps(t.params, sort_keys=True)
+        for f in t.user_attrs.get("fits", []): fits[(key, f["seed"])] = f
+        if t.state == TrialState.RUNNING:
+            study.tell(t.number, state=TrialState.FAIL); study.enqueue_trial(t.params)
+        elif t.state in (TrialState.COMPLETE, TrialState.PRUNED) or t.user_attrs.get("failed"):
+            rows.append(_row(len(rows), t.params, params, t.user_attrs.get("fits", []), t.user_attrs.get("failed"),
+                             t.user_attrs.get("dropped_after")))
+    return rows, fits
+
+def _row(i: int, point: dict, params: dict, fits: list, failed=None, dropped_after=None) -> dict:
+    ov = decode_params(point, params)
+    aucs = [f["valid_auc"] for f in fits]
+    return dict(trial=i, label=trial_label(ov, params), overrides=ov, point=point,
+                valid_auc=None if failed or not aucs else float(np.mean(aucs)), valid_auc_by_seed=aucs,
+                seeds=[f["seed"] for f in fits], best_epochs=[f["best_epoch"] for f in fits],
+                seconds=round(sum(f["seconds"] for f in fits), 1), failed=failed, dropped_after=dropped_after)
+
+def race(study, dists: dict, base: dict, params: dict, n_trials: int, seeds: list[int], fit, on_fit=None,
+         stop=lambda: False) -> list[dict]:
+    """Trial 0 (`base`, params.yaml) and up to `n_trials` trials Optuna proposes in `study`, each fitted seed
+    by seed with `fit(point, seed) -> {valid_auc, best_epoch, seconds, seed}` and pruned by the study's
+    pruner; `on_fit(rows)` after every fit; `stop()` is asked after every fit. Returns the rows."""
+    from optuna.trial import TrialState
+    rows, stored = _finished_rows(study, params)
+    if not rows and not study.get_trials(states=(TrialState.WAITING,)): study.enqueue_trial(base)
+    by_point = {json.dumps(r["point"], sort_keys=True): r for r in rows}
+    repeats = 0
+    while len(rows) < n_trials + 1 and repeats < 20 * (n_trials + 1):
+        trial = study.ask(dists)
+        key = json.dumps(trial.params, sort_keys=True)
+        if key in by_point:  # proposed again: its earlier result, no fit
+            old = by_point[key]; repeats += 1
+            if old["dropped_after"] or old["failed"]: study.tell(trial, state=TrialState.PRUNED)
+            else: study.tell(trial, old["valid_auc"])
+            continue
+        row = by_point[key] = _row(len(rows), trial.params, params, [])
+        rows.append(row)
+        fits = []
+        for k, seed in enumerate(seeds):
+            try: f = stored.get((key, seed)) or fit(trial.params, seed)
+            except Exception as e:  # one bad point of the space must not lose the other trials' hours
+                row.update(valid_auc=None, failed=f"{type(e).__name__}: {getattr(e, 'what', e)}")
+                trial.set_user_attr("failed", row["failed"]); study.tell(trial, state=TrialState.FAIL)
+                if on_fit: on_fit(rows)
+                break
+            fits.append(f); trial.set_user_attr("fits", fits)
+            row.update(_row(row["trial"], trial.params, params, fits))
+            trial.report(row["valid_auc"], step=k + 1)
+            last = k == len(seeds) - 1
+            if not last and row["trial"] != 0 and trial.should_prune():
+                row["dropped_after"] = k + 1; trial.set_user_attr("dropped_after", k + 1)
+                study.tell(trial, state=TrialState.PRUNED)
+            elif last: study.tell(trial, row["valid_auc"])
+            if on_fit: on_fit(rows)
+            if stop(): return rows  # the trial stays running in the storage: a resumed search finishes it
+            if row["dropped_after"]: break
+        if row["trial"] == 0 and row["failed"]: return rows
+    return rows
+
 
 # %% ../nbs/05a_tune.ipynb #1f3e26fb
 @contextlib.contextmanager
@@ -190,54 +255,56 @@ def tune_section(params: dict) -> dict:
                           "add a `tune` section to params.yaml, e.g. tune: {space: {model.dropout: [0.1, 0.2, 0.3]}}")
     return tu
 
+def study_name(params: dict, train: pd.DataFrame, valid: pd.DataFrame) -> str:
+    "Names a search by what its trials measure (every parameter, the splits' rows): a resumed search must be the same search."
+    rows = [len(train), len(valid)] + [int(d["_line"].sum()) for d in (train, valid) if "_line" in d]
+    key = json.dumps({"params": params, "rows": rows}, sort_keys=True, default=str)
+    return "tune-" + hashlib.sha256(key.encode()).hexdigest()[:16]
+
+def open_study(params: dict, name: str, storage=None):
+    "The Optuna study of a search (created, or loaded to resume): TPE sampler, successive halving over seeds."
+    import optuna
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # the progress bar and our own lines say what happens
+    tu = tune_section(params); halving = tu.get("halving", 1)
+    pruner = (optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=halving) if halving > 1
+              else optuna.pruners.NopPruner())
+    return optuna.create_study(study_name=name, storage=storage, direction="maximize", load_if_exists=True,
+                               sampler=optuna.samplers.TPESampler(seed=tu.get("seed", 0)), pruner=pruner)
+
 def tune(train: pd.DataFrame, valid: pd.DataFrame, schema: Schema, params: dict, progress: bool = True,
-         on_trial=None) -> dict:
-    "Run the search of `params['tune']` on `train` and `valid`, then confirm the best trial; returns all of it."
+         on_trial=None, storage=None) -> dict:
+    """Run the search of `params['tune']` on `train` and `valid` (in Optuna `storage`, e.g. a journal file, to
+    resume; in memory without), then confirm the best trial; returns all of it."""
     from tqdm.auto import tqdm
     tu = tune_section(params)
-    n_seeds, halving = tu.get("seeds", 2), tu.get("halving", 1)
-    points = draw_trials(tu["space"], tu.get("trials", 12), tu.get("seed", 0), params)
-    checked = [check_params(with_overrides(params, ov), f"params.yaml with trial {i} ({trial_label(ov)})")
-               for i, ov in enumerate(points)]  # every trial's values are checked before the first fit
+    n_seeds, halving, n_trials = tu.get("seeds", 2), tu.get("halving", 1), tu.get("trials", 12)
+    dists = search_distributions(tu["space"], params)
     seed0 = params.get("train", {}).get("seed", 42)
-    rows = [dict(trial=i, label=trial_label(ov, params), overrides=ov, valid_auc=None, valid_auc_by_seed=[], seeds=[],
-                 best_epochs=[], seconds=0.0, failed=None, dropped_after=None) for i, ov in enumerate(points)]
-    alive, interrupted, teachers = list(range(len(rows))), False, {}  # teacher scores: one GBDT set per teacher setting
-    bar = tqdm(total=planned_fits(len(rows), n_seeds, halving), desc="tuning", unit="fit", disable=not progress)
-    interrupts = contextlib.ExitStack()
-    ctrl_c = interrupts.enter_context(_interrupt_requests())
-    try:
-        for k in range(n_seeds):  # round k: every trial still in the race trains with seed `train.seed + k`
-            for i in alive:
-                row = rows[i]
-                try:
-                    got = _run_trial(train, valid, schema, checked[i], [seed0 + k], teachers)[0]
-                    for f in ("valid_auc_by_seed", "seeds", "best_epochs"): row[f] = row[f] + got[f]
-                    row.update(valid_auc=float(np.mean(row["valid_auc_by_seed"])), seconds=round(row["seconds"] + got["seconds"], 1))
-                except Exception as e:  # one bad point of the space must not lose the other trials' hours
-                    row.update(valid_auc=None, failed=f"{type(e).__name__}: {getattr(e, 'what', e)}")
-                bar.update(1)
-                r = _result(rows, params, n_seeds, train, valid, halving=halving)
-                if i == 0 and row["failed"]:  # nothing left to compare with: stop, with what was done on disk
-                    r["aborted"] = f"the baseline (params.yaml as it stands) failed to train with seed {seed0 + k}: {row['failed']}"
-                    if on_trial: on_trial(r)
-                    raise FlexMLError(r["aborted"], "fix params.yaml first: `flex-ml train` shows the whole error")
-                if r["best"]: bar.set_postfix_str(f"best {r['best']['valid_auc']:.4f} (trial {r['best']['trial']})")
-                if on_trial: on_trial(r)
-                if ctrl_c: raise KeyboardInterrupt  # asked during this fit: stop, the fit kept
-            alive = [i for i in alive if rows[i]["failed"] is None]
-            if k < n_seeds - 1 and halving > 1:
-                keep = survivors([rows[i] for i in alive], halving)
-                for i in alive:
-                    if i not in keep: rows[i]["dropped_after"] = k + 1
-                alive = keep
-            bar.total = bar.n + planned_fits(len(alive), n_seeds - k - 1, halving); bar.refresh()
-    except KeyboardInterrupt:
-        interrupted = True
-    finally:
-        bar.close(); interrupts.close()
-    r = _result(rows, params, n_seeds, train, valid, interrupted, halving)
-    if not interrupted and r["best"] is not None and r["best"]["trial"] != 0:
+    seeds, teachers = [seed0 + k for k in range(n_seeds)], {}  # teacher scores: one GBDT set per teacher setting
+    study = open_study(params, study_name(params, train, valid), storage)
+    if progress and study.trials:
+        print(f"resuming the search stored in {storage}: {len(study.trials)} trial(s) so far", flush=True)
+    bar = tqdm(total=(n_trials + 1) * n_seeds, desc="tuning", unit="fit", disable=not progress)
+    def fit(point, seed):
+        ov = decode_params(point, params)
+        p = check_params(with_overrides(params, ov), f"params.yaml with trial {trial_label(ov)}")
+        got = _run_trial(train, valid, schema, p, [seed], teachers)[0]
+        return dict(seed=seed, valid_auc=got["valid_auc"], best_epoch=got["best_epochs"][0], seconds=got["seconds"])
+    def on_fit(rows):
+        r = _result(rows, n_seeds, train, valid, halving=halving)
+        fitted = sum(len(x["seeds"]) for x in rows) + sum(n_seeds - len(x["seeds"]) for x in rows if x["dropped_after"] or x["failed"])
+        bar.n = min(fitted, bar.total); bar.refresh()
+        if r["best"]: bar.set_postfix_str(f"best {r['best']['valid_auc']:.4f} (trial {r['best']['trial']})")
+        if on_trial: on_trial(r)
+    with _interrupt_requests() as ctrl_c:
+        rows = race(study, dists, baseline_point(tu["space"], params), params, n_trials, seeds, fit, on_fit, stop=lambda: bool(ctrl_c))
+    bar.close()
+    r = _result(rows, n_seeds, train, valid, interrupted=bool(ctrl_c), halving=halving)
+    if rows and rows[0]["failed"]:  # nothing left to compare with: stop, with what was done on disk
+        r["aborted"] = f"the baseline (params.yaml as it stands) failed to train: {rows[0]['failed']}"
+        if on_trial: on_trial(r)
+        raise FlexMLError(r["aborted"], "fix params.yaml first: `flex-ml train` shows the whole error")
+    if not r["interrupted"] and r["best"] is not None and r["best"]["trial"] != 0:
         fresh = [seed0 + n_seeds + k for k in range(n_seeds)]
         if progress: print(f"confirming trial {r['best']['trial']} against params.yaml on fresh seeds {fresh}", flush=True)
         try:
@@ -246,6 +313,7 @@ def tune(train: pd.DataFrame, valid: pd.DataFrame, schema: Schema, params: dict,
         except KeyboardInterrupt:  # the search is kept; only the verdict is missing
             r["interrupted"] = True
     return r
+
 
 # %% ../nbs/05a_tune.ipynb #8c5ed941
 def tune_figure(result: dict):
@@ -349,11 +417,15 @@ def apply_overrides(path, overrides: dict) -> None:
 
 # %% ../nbs/05a_tune.ipynb #cbc60961
 def run_tune(split_dir, schema, out_dir, params: dict, progress: bool = True) -> dict:
-    "Search `params['tune']` on the splits in `split_dir`; writes `out_dir`; returns the result."
+    """Search `params['tune']` on the splits in `split_dir`; writes `out_dir` (the results, and the Optuna study in
+    `study.journal`, from which the same search, stopped, resumes); returns the result."""
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
     schema = load_schema(schema) if not isinstance(schema, Schema) else schema
     out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)  # a bad --out fails now, not after the search
     train, valid = (pd.read_parquet(Path(split_dir) / f"{n}.parquet") for n in ("train", "valid"))
-    result = tune(train, valid, schema, params, progress=progress,
+    storage = JournalStorage(JournalFileBackend(str(out / "study.journal")))
+    result = tune(train, valid, schema, params, progress=progress, storage=storage,
                   on_trial=lambda r: write_results(r, out, params, figure=False))
     write_results(result, out, params)
     return result
