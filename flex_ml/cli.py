@@ -29,9 +29,9 @@ params_app = typer.Typer(help="Check a parameter file against its contract.", no
 app.add_typer(params_app, name="params")
 
 # %% auto #0
-__all__ = ['app', 'schema_app', 'params_app', 'PARAMS', 'dataset_paths', 'fetch', 'schema_infer', 'schema_check', 'params_check',
-           'validate', 'split', 'profile', 'train', 'tune', 'evaluate', 'export', 'report', 'serve', 'score', 'monitor',
-           'retrain', 'main']
+__all__ = ['app', 'schema_app', 'params_app', 'PARAMS', 'dataset_paths', 'fetch', 'generate', 'schema_infer', 'schema_check',
+           'params_check', 'validate', 'split', 'profile', 'train', 'tune', 'evaluate', 'export', 'report', 'serve',
+           'score', 'monitor', 'retrain', 'main']
 
 # %% ../nbs/10_cli.ipynb #831b1a3f
 def dataset_paths(params: dict) -> tuple[str, str]:
@@ -97,6 +97,22 @@ def fetch(schemas: Optional[List[Path]] = typer.Argument(None, help="Schema file
         return
     # put the verified files in the DVC cache, so `dvc status` is clean and `dvc push` can share them
     subprocess.run(["dvc", "commit", "--force", "--quiet", "data.dvc"], check=False)
+
+@app.command()
+def generate(rows: int = typer.Option(..., help="How many rows to make (1M, 10M, 50M are practical on 2 cores)."),
+             out: Path = typer.Option(..., help="Output folder: data.csv, parquet/, manifest.json (broken.csv)."),
+             schema: Path = typer.Option("schemas/credit_default_generated.yaml", help="Contract of the generated rows."),
+             source: Path = typer.Option("data/credit-default/default_of_credit_card_clients.csv", help="Real rows to sample."),
+             seed: int = typer.Option(0, help="The same seed gives the same bytes."),
+             format: List[str] = typer.Option(["csv"], help="csv (the raw reader's input) and/or parquet (partitioned by month)."),
+             chunk_rows: int = typer.Option(500_000, help="Rows made and written at a time (memory is flat in --rows)."),
+             broken_fraction: float = typer.Option(0.0, help="Share of CSV rows broken, every kind in equal parts (broken.csv lists them)."),
+             start_date: str = typer.Option("2004-01-01", help="First application date."),
+             end_date: str = typer.Option("2005-12-31", help="Last application date.")):
+    "Make a large credit dataset from the real rows: jittered, unique ids, application dates."
+    from flex_ml.generate import generate as run_generate
+    _echo_json(run_generate(rows, out, schema, source, seed, tuple(format), chunk_rows, broken_fraction,
+                            start_date, end_date, log=typer.echo))
 
 @schema_app.command("infer")
 def schema_infer(path: Path = typer.Argument(..., help="Delimited raw file."),
