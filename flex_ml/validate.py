@@ -17,7 +17,7 @@ from .data import RawTable, read_raw
 from .schema import Column, FlexMLError, Schema, canonical_str, load_schema, parse_timestamps
 
 # %% auto #0
-__all__ = ['check_column', 'ValidationResult', 'validate_table', 'check_thresholds', 'run_validate']
+__all__ = ['check_column', 'ValidationResult', 'check_rows', 'validate_table', 'check_thresholds', 'run_validate']
 
 # %% ../nbs/02_validate.ipynb #961a4231
 _TRUE, _FALSE = {"true", "1", "yes", "y", "t"}, {"false", "0", "no", "n", "f"}
@@ -76,13 +76,20 @@ class ValidationResult:
     quarantine: pd.DataFrame
     summary: dict
 
-def validate_table(raw: RawTable, schema: Schema) -> ValidationResult:
-    "Check `raw` against `schema`; every input row ends up accepted or quarantined, never dropped."
-    df = raw.frame
+def check_rows(df: pd.DataFrame, schema: Schema) -> tuple[dict, list[tuple]]:
+    """Every column's rules on the raw text rows `df` (with `_line`): the typed columns and the
+    `(index, rule, message)` problems. The row-local half of validation: each engine runs it on its
+    chunks (the id's uniqueness is the table-wide half)."""
     typed, problems = {"_line": df["_line"].astype("int64")}, []
     for col in schema.columns:
         typed[col.name], p = check_column(df[col.name], col, schema.missing_values)
         problems += p
+    return typed, problems
+
+def validate_table(raw: RawTable, schema: Schema) -> ValidationResult:
+    "Check `raw` against `schema`; every input row ends up accepted or quarantined, never dropped."
+    df = raw.frame
+    typed, problems = check_rows(df, schema)
     if schema.id is not None:
         ids = typed[schema.id.name]
         dup = ids.notna() & ids.duplicated(keep="first")
