@@ -151,20 +151,21 @@ def params_check(path: Optional[Path] = typer.Argument(None, help="Parameter fil
 def validate(out: Path = typer.Option("artifacts/validate", help="Output folder."), params: Path = PARAMS,
              input: Optional[Path] = typer.Option(None, help="Raw file (default: dataset.raw)."),
              schema: Optional[Path] = typer.Option(None, help="Schema (default: dataset.schema).")):
-    "Check the raw file against the contract; write accepted rows, quarantine and summary."
-    from flex_ml.validate import run_validate
+    "Check the raw file against the contract; write accepted rows, quarantine and summary (on params.yaml's engine)."
+    from flex_ml.engines import engine_settings, validate_with
     p = load_params(params); sp, raw = dataset_paths(p); v = p.get("validate", {})
-    _echo_json(run_validate(input or raw, schema or sp, out, v.get("max_quarantine_fraction", 0.01), v.get("min_rows", 1)))
+    _echo_json(validate_with(engine_settings(p), input or raw, schema or sp, out, v.get("max_quarantine_fraction", 0.01),
+                             v.get("min_rows", 1), log=lambda m: typer.echo(m, err=True)))
 
 @app.command()
 def split(input: Path = typer.Option("artifacts/validate/accepted.parquet", help="Accepted rows."),
           out: Path = typer.Option("artifacts/split", help="Output folder."), params: Path = PARAMS):
-    "Split accepted rows into train / valid / test, with a leakage check."
-    from flex_ml.split import run_split
+    "Split accepted rows into train / valid / test, with a leakage check (on params.yaml's engine)."
+    from flex_ml.engines import engine_settings, split_with
     p = load_params(params); sp, _ = dataset_paths(p); s = p.get("split", {})
     _require("split", {input: "flex-ml validate"})
-    _echo_json(run_split(input, sp, out, s.get("valid_fraction", 0.2), s.get("test_fraction", 0.2),
-                         s.get("seed", 42), s.get("strategy", "auto")))
+    _echo_json(split_with(engine_settings(p), input, sp, out, s.get("valid_fraction", 0.2), s.get("test_fraction", 0.2),
+                          s.get("seed", 42), s.get("strategy", "auto"), log=lambda m: typer.echo(m, err=True)))
 
 @app.command()
 def profile(validate_dir: Path = typer.Option("artifacts/validate", help="The validate stage's output (its summary)."),

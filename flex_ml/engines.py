@@ -23,7 +23,8 @@ from .validate import check_rows, check_thresholds, run_validate
 
 # %% auto #0
 __all__ = ['ENGINE_DEFAULTS', 'engine_settings', 'streams', 'arrow_schema', 'split_hash', 'assign_by_hash', 'check_chunk',
-           'duckdb_connect', 'find_duplicates', 'raw_lines', 'stream_validate']
+           'duckdb_connect', 'find_duplicates', 'raw_lines', 'stream_validate', 'membership',
+           'check_no_leakage_at_scale', 'stream_split', 'validate_with', 'split_with']
 
 # %% ../nbs/02d_engines.ipynb #f37546c7
 ENGINE_DEFAULTS = dict(name="embedded", in_memory_max_mb=256, chunk_rows=200_000, master="local[2]", conf={})
@@ -240,3 +241,105 @@ def stream_validate(input, schema, out_dir, chunk_rows: int = 200_000, log=print
         raise RuntimeError(f"validation lost rows: {summary}")
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+# %% ../nbs/02d_engines.ipynb #083a7b08
+def _shards(path) -> list[Path]:
+    p = Path(path)
+    return sorted(p.rglob("*.parquet")) if p.is_dir() else [p]
+
+def _time_cuts(files, schema: Schema, valid_fraction: float, test_fraction: float):
+    "Cuts (train/valid, valid/test) as day numbers, or as line numbers for an ordered file without a timestamp."
+    import pyarrow.parquet as pq
+    col = schema.timestamp.name if schema.timestamp is not None else "_line"
+    counts = Counter()
+    for f in files:
+        v = pq.read_table(f, columns=[col])[col].to_numpy()
+        keys = v.astype("datetime64[D]").astype(np.int64) if schema.timestamp is not None else v
+        counts.update(dict(zip(*np.unique(keys, return_counts=True))))
+    keys = np.array(sorted(counts)); before = np.concatenate([[0], np.cumsum([counts[k] for k in keys])[:-1]])
+    n = before[-1] + counts[keys[-1]] if len(keys) else 0
+    def cut(share): return keys[np.argmin(np.abs(before - n * share))] if len(keys) else 0
+    return col, cut(1 - test_fraction - valid_fraction), cut(1 - test_fraction)
+
+def membership(df: pd.DataFrame, schema: Schema, strategy: str, seed: int, valid_fraction: float,
+               test_fraction: float, cuts=None) -> np.ndarray:
+    "Split index per row (0 train, 1 valid, 2 test): by the time cuts, or by the seeded hash of the id."
+    if strategy == "time":
+        col, c1, c2 = cuts
+        v = df[col].to_numpy()
+        k = v.astype("datetime64[D]").astype(np.int64) if col != "_line" else v
+        return np.where(k >= c2, 2, np.where(k >= c1, 1, 0)).astype(np.int8)
+    key = df[schema.id.name] if schema.id is not None else df["_line"]
+    return assign_by_hash(split_hash(key, seed), valid_fraction, test_fraction)
+
+# %% ../nbs/02d_engines.ipynb #ee21e16e
+def check_no_leakage_at_scale(out: Path, key: str, tmp: Path):
+    "Raise `FlexMLError` when a `key` value is in two of the split folders under `out` (DuckDB, out of core)."
+    con = duckdb_connect(tmp)
+    try:
+        parts = " UNION ALL ".join(f"SELECT \"{key}\" AS k, '{n}' AS s FROM read_parquet('{out}/{n}.parquet/*.parquet')" for n in SPLITS)
+        both = con.execute(f"SELECT k FROM ({parts}) GROUP BY k HAVING count(DISTINCT s) > 1 ORDER BY k LIMIT 5").fetchall()
+    finally: con.close(); shutil.rmtree(tmp, ignore_errors=True)
+    if both:
+        raise FlexMLError(f"leakage: {key} value(s) are in more than one split, e.g. {[b[0] for b in both]}",
+                          "ids must be unique after validation; check the id column in the schema")
+
+def stream_split(input, schema, out_dir, valid_fraction=0.2, test_fraction=0.2, seed=42, strategy="auto", log=print) -> dict:
+    "The `split` stage, streaming: shard by shard into `{train,valid,test}.parquet/` folders of shards."
+    import pyarrow as pa, pyarrow.parquet as pq
+    from flex_ml.split import labels
+    schema = load_schema(schema) if not isinstance(schema, Schema) else schema
+    strategy, out, t0 = resolve_strategy(strategy, schema), Path(out_dir), time.perf_counter()
+    files = _shards(input)
+    cuts = _time_cuts(files, schema, valid_fraction, test_fraction) if strategy == "time" else None
+    for n in SPLITS: _fresh(out / f"{n}.parquet"); (out / f"{n}.parquet").mkdir(parents=True)
+    st = {n: Counter(rows=0, positives=0, first=2**62, last=0) for n in SPLITS}
+    for k, f in enumerate(files):
+        t = pq.read_table(f); df = t.select(["_line"] + [c for c in (schema.id.name if schema.id else None,
+                                  schema.timestamp.name if schema.timestamp else None, schema.target.name) if c]).to_pandas()
+        m, y = membership(df, schema, strategy, seed, valid_fraction, test_fraction, cuts), labels(df, schema)
+        for i, n in enumerate(SPLITS):
+            sel = m == i
+            if not sel.any(): continue
+            pq.write_table(t.filter(pa.array(sel)), out / f"{n}.parquet" / f"part-{k:05d}.parquet")
+            lines = df["_line"].to_numpy()[sel]
+            st[n].update(rows=int(sel.sum()), positives=int(y[sel].sum()))
+            st[n]["first"], st[n]["last"] = min(st[n]["first"], int(lines.min())), max(st[n]["last"], int(lines.max()))
+        log(f"split: {k + 1} / {len(files)} shards, {sum(s['rows'] for s in st.values()):,} rows, {time.perf_counter() - t0:.0f} s")
+    check_no_leakage_at_scale(out, schema.id.name if schema.id else "_line", out / ".split-tmp")
+    summary = {"strategy": strategy, "seed": seed, "engine": "embedded",
+               "membership": "days" if strategy == "time" and schema.timestamp is not None else
+                             "lines" if strategy == "time" else "hash"}
+    for n in SPLITS:
+        s = st[n]
+        summary[n] = {"rows": s["rows"], "positive_rate": round(s["positives"] / s["rows"], 6) if s["rows"] else None,
+                      "first_line": s["first"] if s["rows"] else None, "last_line": s["last"] if s["rows"] else None}
+    summary["seconds"] = round(time.perf_counter() - t0, 1)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+# %% ../nbs/02d_engines.ipynb #7669e233
+def validate_with(engine: dict, input, schema, out_dir, max_quarantine_fraction: float = 0.01,
+                  min_rows: int = 1, log=print) -> dict:
+    "The `validate` stage on `engine` (`engine_settings`): in memory, streaming, or on Spark."
+    out = Path(out_dir)
+    if engine["name"] == "spark":
+        from flex_ml.spark import spark_validate
+        summary = spark_validate(input, schema, out, engine, log=log)
+    elif streams(input, engine): summary = stream_validate(input, schema, out, engine["chunk_rows"], log)
+    else:
+        _fresh(out / "accepted.parquet")
+        return run_validate(input, schema, out, max_quarantine_fraction, min_rows)
+    check_thresholds(summary, max_quarantine_fraction, min_rows)
+    return summary
+
+def split_with(engine: dict, input, schema, out_dir, valid_fraction=0.2, test_fraction=0.2, seed=42,
+               strategy="auto", log=print) -> dict:
+    "The `split` stage on `engine`: in memory for one accepted file, streaming for shards, or on Spark."
+    out = Path(out_dir)
+    if engine["name"] == "spark":
+        from flex_ml.spark import spark_split
+        return spark_split(input, schema, out, engine, valid_fraction, test_fraction, seed, strategy, log=log)
+    if Path(input).is_dir(): return stream_split(input, schema, out, valid_fraction, test_fraction, seed, strategy, log)
+    for n in SPLITS: _fresh(out / f"{n}.parquet")
+    return run_split(input, schema, out, valid_fraction, test_fraction, seed, strategy)

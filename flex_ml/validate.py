@@ -25,6 +25,12 @@ _TRUE, _FALSE = {"true", "1", "yes", "y", "t"}, {"false", "0", "no", "n", "f"}
 def _show(v: str, width: int = 40) -> str:
     return repr(v if len(v) <= width else v[:width] + "...")
 
+def _to_float(s: pd.Series) -> pd.Series:
+    "Text as floats (NaN: missing or not a number): Arrow's parser when every value is a number, else pandas'."
+    import pyarrow as pa, pyarrow.compute as pc
+    try: return pd.Series(pc.cast(pa.array(s, from_pandas=True, type=pa.string()), pa.float64()).to_numpy(zero_copy_only=False), index=s.index)
+    except (pa.ArrowInvalid, pa.ArrowTypeError): return pd.to_numeric(s, errors="coerce").astype(float)  # 10x slower
+
 def check_column(raw: pd.Series, col: Column, missing_values) -> tuple[pd.Series, list[tuple]]:
     "Type `raw` (text) by `col`'s rules; return the typed series and `(index, rule, message)` problems."
     s = raw.astype(str).str.strip()
@@ -35,7 +41,7 @@ def check_column(raw: pd.Series, col: Column, missing_values) -> tuple[pd.Series
     if not col.nullable: flag(missing, "missing", lambda v: f"missing value {_show(v)} (column is not nullable)")
     present = ~missing
     if col.type in ("integer", "float"):
-        num = pd.to_numeric(s.where(present), errors="coerce").astype(float)
+        num = _to_float(s.where(present))
         nonfinite = present & ~np.isfinite(num.fillna(0.0))
         bad = present & (num.isna() | nonfinite)
         flag(bad, "type", lambda v: f"{_show(v)} is not a finite number")
