@@ -23,8 +23,8 @@ from .validate import check_rows, check_thresholds, run_validate
 
 # %% auto #0
 __all__ = ['ENGINE_DEFAULTS', 'engine_settings', 'streams', 'arrow_schema', 'split_hash', 'assign_by_hash', 'check_chunk',
-           'duckdb_connect', 'find_duplicates', 'raw_lines', 'stream_validate', 'membership',
-           'check_no_leakage_at_scale', 'stream_split', 'validate_with', 'split_with']
+           'duckdb_connect', 'find_duplicates', 'raw_lines', 'stream_validate', 'cuts_from_counts', 'time_key',
+           'membership', 'check_no_leakage_at_scale', 'stream_split', 'validate_with', 'split_with']
 
 # %% ../nbs/02d_engines.ipynb #f37546c7
 ENGINE_DEFAULTS = dict(name="embedded", in_memory_max_mb=256, chunk_rows=200_000, master="local[2]", conf={})
@@ -247,27 +247,35 @@ def _shards(path) -> list[Path]:
     p = Path(path)
     return sorted(p.rglob("*.parquet")) if p.is_dir() else [p]
 
+def cuts_from_counts(counts: dict, valid_fraction: float, test_fraction: float) -> tuple:
+    "The (train/valid, valid/test) cut keys of `counts` (key -> rows): boundaries closest to the fractions."
+    keys = np.array(sorted(counts))
+    if not len(keys): return 0, 0
+    sizes = np.array([counts[k] for k in keys])
+    before, n = np.concatenate([[0], np.cumsum(sizes)[:-1]]), sizes.sum()
+    def cut(share): return int(keys[np.argmin(np.abs(before - n * share))])
+    return cut(1 - test_fraction - valid_fraction), cut(1 - test_fraction)
+
+def time_key(values: np.ndarray, col: str) -> np.ndarray:
+    "Day number (days since 1970-01-01) of timestamps, or the values themselves for `_line`."
+    return values.astype("datetime64[D]").astype(np.int64) if col != "_line" else values
+
 def _time_cuts(files, schema: Schema, valid_fraction: float, test_fraction: float):
     "Cuts (train/valid, valid/test) as day numbers, or as line numbers for an ordered file without a timestamp."
     import pyarrow.parquet as pq
     col = schema.timestamp.name if schema.timestamp is not None else "_line"
     counts = Counter()
     for f in files:
-        v = pq.read_table(f, columns=[col])[col].to_numpy()
-        keys = v.astype("datetime64[D]").astype(np.int64) if schema.timestamp is not None else v
-        counts.update(dict(zip(*np.unique(keys, return_counts=True))))
-    keys = np.array(sorted(counts)); before = np.concatenate([[0], np.cumsum([counts[k] for k in keys])[:-1]])
-    n = before[-1] + counts[keys[-1]] if len(keys) else 0
-    def cut(share): return keys[np.argmin(np.abs(before - n * share))] if len(keys) else 0
-    return col, cut(1 - test_fraction - valid_fraction), cut(1 - test_fraction)
+        k, c = np.unique(time_key(pq.read_table(f, columns=[col])[col].to_numpy(), col), return_counts=True)
+        counts.update(dict(zip(k.tolist(), c.tolist())))
+    return (col, *cuts_from_counts(counts, valid_fraction, test_fraction))
 
 def membership(df: pd.DataFrame, schema: Schema, strategy: str, seed: int, valid_fraction: float,
                test_fraction: float, cuts=None) -> np.ndarray:
     "Split index per row (0 train, 1 valid, 2 test): by the time cuts, or by the seeded hash of the id."
     if strategy == "time":
         col, c1, c2 = cuts
-        v = df[col].to_numpy()
-        k = v.astype("datetime64[D]").astype(np.int64) if col != "_line" else v
+        k = time_key(df[col].to_numpy(), col)
         return np.where(k >= c2, 2, np.where(k >= c1, 1, 0)).astype(np.int8)
     key = df[schema.id.name] if schema.id is not None else df["_line"]
     return assign_by_hash(split_hash(key, seed), valid_fraction, test_fraction)
