@@ -46,7 +46,7 @@ def arrow_schema(schema: Schema, quarantine: bool = False):
     if quarantine:
         return pa.schema([("_line", pa.int64()), ("_reasons", pa.string())] +
                          [(c.name, pa.string()) for c in schema.columns] + [("_raw", pa.string())])
-    kind = {"integer": pa.int64(), "float": pa.float64(), "bool": pa.bool_(), "timestamp": pa.timestamp("ns")}
+    kind = {"integer": pa.int64(), "float": pa.float64(), "bool": pa.bool_(), "timestamp": pa.timestamp("us")}
     return pa.schema([("_line", pa.int64())] + [(c.name, kind.get(c.type, pa.string())) for c in schema.columns])
 
 # %% ../nbs/02d_engines.ipynb #b68406fe

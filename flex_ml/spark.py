@@ -41,7 +41,8 @@ def spark_session(engine: dict):
     from pyspark.sql import SparkSession
     b = SparkSession.builder.master(engine.get("master", "local[2]")).appName("flex-ml")
     conf = {"spark.sql.session.timeZone": "UTC", "spark.sql.execution.arrow.pyspark.enabled": "true",
-            "spark.ui.enabled": "false", **{k: str(v) for k, v in (engine.get("conf") or {}).items()}}
+            "spark.ui.enabled": "false", "spark.sql.shuffle.partitions": "8",  # the default 200 is for clusters
+            "spark.sql.files.maxPartitionBytes": str(32 * 2**20), **{k: str(v) for k, v in (engine.get("conf") or {}).items()}}
     for k, v in conf.items(): b = b.config(k, v)
     spark = b.getOrCreate()
     _ship_package(spark)
@@ -111,7 +112,8 @@ def check_partition(batches, header: list[str], schema: Schema, extra: list[str]
         bad = pd.DataFrame({"_line": [i[0] for i in issues], "_kind": "issue", "_reasons": [i[1] for i in issues],
                             "_raw": [i[2] for i in issues], "_rules": "structure"})
         empty = pd.DataFrame({"_line": blank, "_kind": "blank"})
-        yield pd.concat([out, bad, empty], ignore_index=True).reindex(columns=names)
+        res = pd.concat([out, bad, empty], ignore_index=True).reindex(columns=names)
+        yield res.astype({c: object for c in res.columns if isinstance(res[c].dtype, pd.StringDtype)})  # Arrow-backed text: Spark wants plain arrays
 
 # %% ../nbs/02e_spark.ipynb #779e8593
 def _with_duplicates(checked, schema: Schema):
@@ -210,9 +212,12 @@ def spark_split(input, schema, out_dir, engine: dict, valid_fraction=0.2, test_f
         cuts = (col, *cuts_from_counts(dict(df.groupBy(key.alias("k")).count().collect()), valid_fraction, test_fraction))
     def assign(batches):
         for b in batches:
+            b = b.astype({c: object for c in b.columns if isinstance(b[c].dtype, pd.StringDtype)})
             yield b.assign(_split=membership(b, schema, strategy, seed, valid_fraction, test_fraction, cuts),
                            _y=labels(b, schema))
-    parted = df.mapInPandas(assign, df.schema.add("_split", "byte").add("_y", "long")).persist(StorageLevel.MEMORY_AND_DISK)
+    from pyspark.sql import types as T
+    out_schema = T.StructType(df.schema.fields + [T.StructField("_split", T.ByteType()), T.StructField("_y", T.LongType())])
+    parted = df.mapInPandas(assign, out_schema).persist(StorageLevel.MEMORY_AND_DISK)
     summary = {"strategy": strategy, "seed": seed, "engine": "spark",
                "membership": "days" if strategy == "time" and schema.timestamp is not None else "lines" if strategy == "time" else "hash"}
     for i, n in enumerate(SPLITS):
