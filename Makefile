@@ -19,11 +19,16 @@ help:
 install: $(STAMP) data
 
 # Debian packages only the tests need (installed when run as root, else named): PostgreSQL (a real
-# server for the prediction-log tests).
+# server for the prediction-log tests), a Java runtime (Spark), Chromium and Graphviz.
 system-deps:
 	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; \
 	  else echo "PostgreSQL is missing: run 'sudo apt-get install postgresql' (the serving tests start a server)"; exit 1; fi; \
+	fi
+# A Java runtime (PySpark: the Spark engine's tests start a local[2] session).
+	@if ! command -v java >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq default-jre-headless; \
+	  else echo "Java is missing: run 'sudo apt-get install default-jre-headless' (the Spark engine's tests start Spark)"; exit 1; fi; \
 	fi
 # Chromium (the docs site's browser tests) and Graphviz (the `dvc dag` picture in the docs).
 	@if ! command -v chromium >/dev/null 2>&1 || ! command -v dot >/dev/null 2>&1; then \

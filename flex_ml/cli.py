@@ -29,9 +29,9 @@ params_app = typer.Typer(help="Check a parameter file against its contract.", no
 app.add_typer(params_app, name="params")
 
 # %% auto #0
-__all__ = ['app', 'schema_app', 'params_app', 'PARAMS', 'dataset_paths', 'fetch', 'schema_infer', 'schema_check', 'params_check',
-           'validate', 'split', 'profile', 'train', 'tune', 'evaluate', 'export', 'report', 'serve', 'score', 'monitor',
-           'retrain', 'main']
+__all__ = ['app', 'schema_app', 'params_app', 'PARAMS', 'dataset_paths', 'fetch', 'generate', 'schema_infer', 'schema_check',
+           'params_check', 'validate', 'split', 'profile', 'train', 'tune', 'evaluate', 'export', 'report', 'serve',
+           'score', 'monitor', 'retrain', 'main']
 
 # %% ../nbs/10_cli.ipynb #831b1a3f
 def dataset_paths(params: dict) -> tuple[str, str]:
@@ -98,6 +98,22 @@ def fetch(schemas: Optional[List[Path]] = typer.Argument(None, help="Schema file
     # put the verified files in the DVC cache, so `dvc status` is clean and `dvc push` can share them
     subprocess.run(["dvc", "commit", "--force", "--quiet", "data.dvc"], check=False)
 
+@app.command()
+def generate(rows: int = typer.Option(..., help="How many rows to make (1M, 10M, 50M are practical on 2 cores)."),
+             out: Path = typer.Option(..., help="Output folder: data.csv, parquet/, manifest.json (broken.csv)."),
+             schema: Path = typer.Option("schemas/credit_default_generated.yaml", help="Contract of the generated rows."),
+             source: Path = typer.Option("data/credit-default/default_of_credit_card_clients.csv", help="Real rows to sample."),
+             seed: int = typer.Option(0, help="The same seed gives the same bytes."),
+             format: List[str] = typer.Option(["csv"], help="csv (the raw reader's input) and/or parquet (partitioned by month)."),
+             chunk_rows: int = typer.Option(500_000, help="Rows made and written at a time (memory is flat in --rows)."),
+             broken_fraction: float = typer.Option(0.0, help="Share of CSV rows broken, every kind in equal parts (broken.csv lists them)."),
+             start_date: str = typer.Option("2004-01-01", help="First application date."),
+             end_date: str = typer.Option("2005-12-31", help="Last application date.")):
+    "Make a large credit dataset from the real rows: jittered, unique ids, application dates."
+    from flex_ml.generate import generate as run_generate
+    _echo_json(run_generate(rows, out, schema, source, seed, tuple(format), chunk_rows, broken_fraction,
+                            start_date, end_date, log=typer.echo))
+
 @schema_app.command("infer")
 def schema_infer(path: Path = typer.Argument(..., help="Delimited raw file."),
                  out: Path = typer.Option(..., "--out", "-o", help="Schema YAML to write."),
@@ -135,20 +151,23 @@ def params_check(path: Optional[Path] = typer.Argument(None, help="Parameter fil
 def validate(out: Path = typer.Option("artifacts/validate", help="Output folder."), params: Path = PARAMS,
              input: Optional[Path] = typer.Option(None, help="Raw file (default: dataset.raw)."),
              schema: Optional[Path] = typer.Option(None, help="Schema (default: dataset.schema).")):
-    "Check the raw file against the contract; write accepted rows, quarantine and summary."
-    from flex_ml.validate import run_validate
+    "Check the raw file against the contract; write accepted rows, quarantine and summary (on params.yaml's engine)."
+    from flex_ml.datastages import validate_with
+    from flex_ml.engines import engine_settings
     p = load_params(params); sp, raw = dataset_paths(p); v = p.get("validate", {})
-    _echo_json(run_validate(input or raw, schema or sp, out, v.get("max_quarantine_fraction", 0.01), v.get("min_rows", 1)))
+    _echo_json(validate_with(engine_settings(p), input or raw, schema or sp, out, v.get("max_quarantine_fraction", 0.01),
+                             v.get("min_rows", 1), log=lambda m: typer.echo(m, err=True)))
 
 @app.command()
 def split(input: Path = typer.Option("artifacts/validate/accepted.parquet", help="Accepted rows."),
           out: Path = typer.Option("artifacts/split", help="Output folder."), params: Path = PARAMS):
-    "Split accepted rows into train / valid / test, with a leakage check."
-    from flex_ml.split import run_split
+    "Split accepted rows into train / valid / test, with a leakage check (on params.yaml's engine)."
+    from flex_ml.datastages import split_with
+    from flex_ml.engines import engine_settings
     p = load_params(params); sp, _ = dataset_paths(p); s = p.get("split", {})
     _require("split", {input: "flex-ml validate"})
-    _echo_json(run_split(input, sp, out, s.get("valid_fraction", 0.2), s.get("test_fraction", 0.2),
-                         s.get("seed", 42), s.get("strategy", "auto")))
+    _echo_json(split_with(engine_settings(p), input, sp, out, s.get("valid_fraction", 0.2), s.get("test_fraction", 0.2),
+                          s.get("seed", 42), s.get("strategy", "auto"), log=lambda m: typer.echo(m, err=True)))
 
 @app.command()
 def profile(validate_dir: Path = typer.Option("artifacts/validate", help="The validate stage's output (its summary)."),

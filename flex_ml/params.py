@@ -22,7 +22,7 @@ __all__ = ['FRACTION', 'PARAMS_CONTRACT', 'REQUIRED', 'TUNABLE', 'NOT_TUNABLE', 
 @dataclass(frozen=True)
 class Rule:
     "What one parameter may hold; `problem(value)` says what is wrong with a value (None: nothing)."
-    kind: str                        # int, number, choice, int_list, text, space (tune.space: see below)
+    kind: str                        # int, number, choice, int_list, text, settings, space (tune.space: see below)
     low: float | None = None
     high: float | None = None
     low_open: bool = False           # low itself is not allowed
@@ -43,6 +43,7 @@ class Rule:
         if self.kind == "number": return "a number" + self._bounds()
         if self.kind == "choice": return "one of " + ", ".join(map(str, self.choices))
         if self.kind == "int_list": return "a list of integers" + self._bounds()
+        if self.kind == "settings": return "a mapping of setting names to texts, numbers or booleans"
         return self.means or "text"
 
     def _in_bounds(self, v) -> bool:
@@ -59,6 +60,9 @@ class Rule:
         if self.kind == "int_list":
             ok = isinstance(value, list) and value and all(isinstance(v, int) and not isinstance(v, bool) and self._in_bounds(v) for v in value)
             return None if ok else bad
+        if self.kind == "settings":
+            ok = isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, (str, int, float, bool)) for k, v in value.items())
+            return None if ok else bad
         if not isinstance(value, str): return bad
         return None if self.pattern is None or re.fullmatch(self.pattern, value) else bad
 
@@ -72,6 +76,10 @@ FRACTION = dict(low=0, high=1, low_open=True, high_open=True)
 
 PARAMS_CONTRACT = {
     "dataset": {"schema": Text(r".+\.ya?ml", "the path of a schema .yaml file"), "raw": Text(r".+", "a file path")},
+    "engine": {"name": OneOf("embedded", "spark"), "in_memory_max_mb": Number(0), "chunk_rows": Int(1000),
+               "master": Text(r"local(\[([1-9][0-9]*|\*)\])?|(spark|k8s|mesos)://\S+|yarn",
+                              "local, local[N], local[*], spark://..., k8s://... or yarn"),
+               "conf": Rule("settings")},
     "validate": {"max_quarantine_fraction": Number(0, 1), "min_rows": Int(1)},
     "split": {"strategy": OneOf("auto", "stratified", "time", "random"), "valid_fraction": Number(**FRACTION),
               "test_fraction": Number(**FRACTION), "seed": Int(0)},

@@ -17,13 +17,19 @@ from .data import RawTable, read_raw
 from .schema import Column, FlexMLError, Schema, canonical_str, load_schema, parse_timestamps
 
 # %% auto #0
-__all__ = ['check_column', 'ValidationResult', 'validate_table', 'check_thresholds', 'run_validate']
+__all__ = ['check_column', 'ValidationResult', 'check_rows', 'validate_table', 'check_thresholds', 'run_validate']
 
 # %% ../nbs/02_validate.ipynb #961a4231
 _TRUE, _FALSE = {"true", "1", "yes", "y", "t"}, {"false", "0", "no", "n", "f"}
 
 def _show(v: str, width: int = 40) -> str:
     return repr(v if len(v) <= width else v[:width] + "...")
+
+def _to_float(s: pd.Series) -> pd.Series:
+    "Text as floats (NaN: missing or not a number): Arrow's parser when every value is a number, else pandas'."
+    import pyarrow as pa, pyarrow.compute as pc
+    try: return pd.Series(pc.cast(pa.array(s, from_pandas=True, type=pa.string()), pa.float64()).to_numpy(zero_copy_only=False), index=s.index)
+    except (pa.ArrowInvalid, pa.ArrowTypeError): return pd.to_numeric(s, errors="coerce").astype(float)  # 10x slower
 
 def check_column(raw: pd.Series, col: Column, missing_values) -> tuple[pd.Series, list[tuple]]:
     "Type `raw` (text) by `col`'s rules; return the typed series and `(index, rule, message)` problems."
@@ -35,7 +41,7 @@ def check_column(raw: pd.Series, col: Column, missing_values) -> tuple[pd.Series
     if not col.nullable: flag(missing, "missing", lambda v: f"missing value {_show(v)} (column is not nullable)")
     present = ~missing
     if col.type in ("integer", "float"):
-        num = pd.to_numeric(s.where(present), errors="coerce").astype(float)
+        num = _to_float(s.where(present))
         nonfinite = present & ~np.isfinite(num.fillna(0.0))
         bad = present & (num.isna() | nonfinite)
         flag(bad, "type", lambda v: f"{_show(v)} is not a finite number")
@@ -76,13 +82,20 @@ class ValidationResult:
     quarantine: pd.DataFrame
     summary: dict
 
-def validate_table(raw: RawTable, schema: Schema) -> ValidationResult:
-    "Check `raw` against `schema`; every input row ends up accepted or quarantined, never dropped."
-    df = raw.frame
+def check_rows(df: pd.DataFrame, schema: Schema) -> tuple[dict, list[tuple]]:
+    """Every column's rules on the raw text rows `df` (with `_line`): the typed columns and the
+    `(index, rule, message)` problems. The row-local half of validation: each engine runs it on its
+    chunks (the id's uniqueness is the table-wide half)."""
     typed, problems = {"_line": df["_line"].astype("int64")}, []
     for col in schema.columns:
         typed[col.name], p = check_column(df[col.name], col, schema.missing_values)
         problems += p
+    return typed, problems
+
+def validate_table(raw: RawTable, schema: Schema) -> ValidationResult:
+    "Check `raw` against `schema`; every input row ends up accepted or quarantined, never dropped."
+    df = raw.frame
+    typed, problems = check_rows(df, schema)
     if schema.id is not None:
         ids = typed[schema.id.name]
         dup = ids.notna() & ids.duplicated(keep="first")

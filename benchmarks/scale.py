@@ -1,0 +1,88 @@
+"""Data stages at scale: seconds, rows/s and peak memory of validate and split per engine; prints one JSON object.
+
+    python benchmarks/scale.py [--rows 1000000 10000000] [--spark-rows 1000000] [--pandas-rows 1000000] [--work /tmp/flex-ml-scale]
+
+Makes each dataset with `flex-ml generate` (the real credit rows, jittered; seed 0), then runs every
+stage in a child process of a fresh parent that reports the child's peak RSS
+(`getrusage(RUSAGE_CHILDREN)`). Engines: `embedded` (streaming) at every size, Spark `local[2]`
+(`--spark-rows`), and today's in-memory pandas path (`--pandas-rows`: it holds the whole table, about
+2 GB per million rows, so 10M would not fit) as the same-run baseline. `growth` is
+time(largest)/time(smallest) of the embedded engine per stage (rows grow by their ratio).
+Progress goes to stderr; each run's JSON too, so a cut-short run still leaves its numbers.
+"""
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SCHEMA = ROOT / "schemas" / "credit_default_generated.yaml"
+SOURCE = ROOT / "data" / "credit-default" / "default_of_credit_card_clients.csv"
+
+PEAK = ("import resource, subprocess, sys; r = subprocess.run(sys.argv[1:]); "
+        "print('PEAK', r.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+
+STAGE = r"""
+import json, sys
+from flex_ml.datastages import split_with, validate_with
+from flex_ml.engines import ENGINE_DEFAULTS
+stage, engine, raw, out = sys.argv[1:5]
+eng = {**ENGINE_DEFAULTS, "name": "spark" if engine == "spark" else "embedded",
+       "in_memory_max_mb": 1e9 if engine == "pandas" else 0, "conf": {"spark.driver.memory": "4g"}}
+log = lambda m: print(m, file=sys.stderr, flush=True)
+if stage == "validate": s = validate_with(eng, raw, sys.argv[5], out + "/validate", 1.0, 1, log=log)
+else:
+    acc = out + "/validate/accepted.parquet"
+    s = split_with(eng, acc, sys.argv[5], out + "/split", log=log)
+print("SUMMARY", json.dumps({k: v for k, v in s.items() if k in ("rows_in", "accepted", "train", "engine")}))
+"""
+
+
+def run_stage(stage: str, engine: str, raw: Path, out: Path, rows: int) -> dict:
+    t0 = time.perf_counter()
+    r = subprocess.run([sys.executable, "-c", PEAK, sys.executable, "-c", STAGE, stage, engine, str(raw), str(out), str(SCHEMA)],
+                       cwd=ROOT, capture_output=True, text=True)
+    seconds = time.perf_counter() - t0
+    peak = [l for l in r.stdout.splitlines() if l.startswith("PEAK")]
+    if not peak or peak[0].split()[1] != "0": raise SystemExit(f"{stage} on {engine} failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
+    return dict(seconds=round(seconds, 1), rows_per_s=round(rows / seconds), peak_rss_mb=round(int(peak[0].split()[2]) / 1024))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rows", type=int, nargs="+", default=[1_000_000, 10_000_000])
+    ap.add_argument("--spark-rows", type=int, nargs="*", default=[1_000_000])
+    ap.add_argument("--pandas-rows", type=int, nargs="*", default=[1_000_000])
+    ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "flex-ml-scale")
+    a = ap.parse_args()
+    from flex_ml.generate import generate
+    runs = []
+    for n in sorted(set(a.rows) | set(a.spark_rows) | set(a.pandas_rows)):
+        data = a.work / f"credit-{n}"
+        if not (data / "manifest.json").exists() or json.loads((data / "manifest.json").read_text())["rows"] != n:
+            t0 = time.perf_counter()
+            generate(n, data, SCHEMA, SOURCE, seed=0, chunk_rows=1_000_000, log=lambda m: print(m, file=sys.stderr))
+            print(f"generated {n:,} rows in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+        engines = [e for e, sizes in (("pandas", a.pandas_rows), ("embedded", a.rows), ("spark", a.spark_rows)) if n in sizes]
+        for engine in engines:
+            out = a.work / f"out-{engine}-{n}"
+            stages = {s: run_stage(s, engine, data / "data.csv", out, n) for s in ("validate", "split")}
+            runs.append(dict(rows=n, engine=engine, stages=stages))
+            print(json.dumps(runs[-1]), file=sys.stderr, flush=True)
+    emb = sorted((r for r in runs if r["engine"] == "embedded"), key=lambda r: r["rows"])
+    small, large = emb[0], emb[-1]
+    base = {r["rows"]: r for r in runs if r["engine"] == "pandas"}
+    result = dict(rows=large["rows"], engine="embedded", stages=large["stages"],
+                  growth={s: round(large["stages"][s]["seconds"] / small["stages"][s]["seconds"], 2) for s in large["stages"]},
+                  growth_rows=large["rows"] / small["rows"],
+                  speedup_vs_pandas={f"{s}@{n}": round(r["stages"][s]["rows_per_s"] / base[n]["stages"][s]["rows_per_s"], 2)
+                                     for r in emb if r["rows"] in base for n in [r["rows"]] for s in r["stages"]},
+                  runs=runs, machine=dict(cpus=__import__("os").cpu_count()))
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
