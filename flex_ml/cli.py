@@ -317,7 +317,7 @@ def monitor(input: Optional[Path] = typer.Option(None, "--input", "-i", help="CS
             params: Path = PARAMS, progress: bool = typer.Option(True, help="Show a progress bar.")):
     """Compare traffic with the training reference: drift (PSI, KS/chi-square), contract breaches, score
     shift and, with labels, AUC and calibration. Exit status 3 on an alert (a threshold in params.yaml `monitor`
-    crossed); warnings exit 0."""
+    crossed) in the whole input or in any judged window; warnings exit 0."""
     from flex_ml.monitor import run_monitor
     # on a serving host there may be no params.yaml: the thresholds' defaults apply. A file the user
     # named must exist, though: silently using defaults instead would hide a typo in the path
@@ -326,6 +326,12 @@ def monitor(input: Optional[Path] = typer.Option(None, "--input", "-i", help="CS
     s = run_monitor(model, out, input=input, log=log, labels=labels, window=window, since=since, until=until,
                     model_version=model_version, params=p, progress=progress)
     typer.echo(f"monitor: {s['status'].upper()} on {s['rows']:,} rows of {s['source']} (model {s['model_version']})")
+    if (lab := s.get("labels")):  # the labelled figures, beside the model card's
+        auc = "AUC not computed (one class)" if lab["auc"] is None or lab["auc"] != lab["auc"] else (
+            f"AUC {lab['auc']:.3f}" + (f" ± {1.96 * lab['auc_se']:.3f}" if lab.get("auc_se") == lab.get("auc_se") and lab.get("auc_se") else "")
+            + (f" (model card {lab['card_auc']:.3f})" if lab.get("card_auc") is not None else ""))
+        typer.echo(f"  labels: {lab['rows']:,} labelled rows: {auc}; ECE {lab['ece']:.3f}; "
+                   f"positive rate {lab['positive_rate']:.3f}, mean score {lab['mean_score']:.3f}")
     for a in s["alerts"]: typer.echo(f"  {a['level']}: {a['message']}")
     for m in s["not_computed"]: typer.echo(f"  not computed: {m}")
     if (bad := s.get("malformed_lines") or {}).get("count"):
