@@ -216,9 +216,9 @@ def train_candidate(raw_file, schema_path, work, params: dict) -> Path:
     run_train(w / "split", schema_path, w / "train", {k: p.get(k, {}) for k in ("train", "model", "baselines")})
     run_evaluate(w / "split", w / "train", schema_path, w / "evaluate",
                  {"evaluate": p.get("evaluate", {}), "baselines": p.get("baselines", {})})
-    # trained now on files git does not hold: the export is dated now, not by the code's last commit
+    # trained now on files git does not hold: the export records when it was built (`built_at`)
     now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-    run_export(w / "train", w / "evaluate", w / "validate", w / "split", schema_path, raw_file, w / "model", p, created=now)
+    run_export(w / "train", w / "evaluate", w / "validate", w / "split", schema_path, raw_file, w / "model", p, built=now)
     return w / "model"
 
 # %% ../nbs/09a_retrain.ipynb #efab89c5

@@ -71,9 +71,22 @@ def test_export_is_self_contained_and_parity_holds(credit_project):
     assert meta["git"]["commit"] and meta["params"]["train"]["seed"] == 42
     card = (m / "model_card.md").read_text()
     assert "## Intended use" in card and "## Fairness slices" in card and "SEX" in card
+    # issue 23: the times are named for what they hold; a clean tree's export records no build time
+    # (it would change the bytes at every `dvc repro -f`), and says so
+    assert "created" not in meta and meta["commit_date"] == meta["git"]["date"] and meta["built_at"] is None
+    assert f"committed {meta['commit_date']}" in card and "build time not recorded" in card
     html = (p / "artifacts/report/evaluation.html").read_text()
     assert "Fairness slices" in html and "data:image/png;base64" in html
     assert 'src="http' not in html  # a standalone page: no script from a CDN (it opens offline)
+
+
+def test_a_build_time_is_recorded_where_the_builder_asks(credit_project, tmp_path):
+    "SOURCE_DATE_EPOCH (the reproducible-builds convention) sets `built_at`; `commit_date` stays the commit's."
+    p, _ = credit_project
+    run(["flex-ml", "export", "--out", str(tmp_path / "model")], p, env={"SOURCE_DATE_EPOCH": "1767323045"})
+    meta = json.loads((tmp_path / "model" / "metadata.json").read_text())
+    assert meta["built_at"] == "2026-01-02T03:04:05+00:00" and meta["commit_date"] == meta["git"]["date"]
+    assert "built at 2026-01-02T03:04:05+00:00" in (tmp_path / "model" / "model_card.md").read_text()
 
 
 def test_data_report_profiles_every_model_input(credit_project):
