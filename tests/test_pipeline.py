@@ -52,6 +52,14 @@ def test_dvc_metrics_and_plots(credit_project):
     assert '"baseline_gbdt"' in flat and '"auc"' in flat
     table = run(["dvc", "metrics", "show"], p).stdout
     assert "test.model.auc" in table and "test.baseline_gbdt.auc" in table
+    # issue 23: `dvc metrics show --md` is one row 150 columns wide; `flex-ml metrics` fits a terminal
+    summary = run(["flex-ml", "metrics"], p).stdout
+    lines = summary.splitlines()
+    assert lines[0].split() == ["model", "baseline_gbdt", "baseline_logistic"] and max(map(len, lines[:-2])) <= 100, summary
+    auc_test, auc_valid = lines[1].split(), lines[2].split()
+    assert auc_test[:2] == ["AUC", "test"] and auc_test[3].startswith("(0.7") and auc_valid[0] == "valid", summary
+    m = json.loads((p / "artifacts/evaluate/live/metrics.json").read_text())
+    assert auc_test[2] == f"{m['test']['model']['auc']:.4f}" and "test auc model minus gbdt" in summary
     run(["dvc", "plots", "show", "-o", "plots_html"], p)
     assert (p / "plots_html" / "index.html").exists()
 
