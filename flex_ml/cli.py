@@ -30,8 +30,8 @@ app.add_typer(params_app, name="params")
 
 # %% auto #0
 __all__ = ['app', 'schema_app', 'params_app', 'PARAMS', 'dataset_paths', 'fetch', 'schema_infer', 'schema_check', 'params_check',
-           'validate', 'split', 'profile', 'train', 'tune', 'evaluate', 'export', 'report', 'serve', 'score', 'monitor',
-           'retrain', 'main']
+           'validate', 'split', 'profile', 'train', 'tune', 'evaluate', 'metrics', 'export', 'report', 'serve', 'score',
+           'monitor', 'retrain', 'simulate_month', 'main']
 
 # %% ../nbs/10_cli.ipynb #831b1a3f
 def dataset_paths(params: dict) -> tuple[str, str]:
@@ -241,6 +241,13 @@ def evaluate(split_dir: Path = typer.Option("artifacts/split", help="Folder with
     _echo_json({name: {k: r[k] for k in ("auc", "pr_auc", "ks", "brier")} for name, r in m["test"].items()})
 
 @app.command()
+def metrics(eval_dir: Path = typer.Option("artifacts/evaluate", help="The evaluate stage's output (live/metrics.json).")):
+    "The evaluate stage's figures, readable in a terminal: the model beside the baselines, test beside valid, with intervals."
+    from flex_ml.evaluate import metrics_summary
+    _require("metrics", {eval_dir / "live" / "metrics.json": "flex-ml evaluate"}, upto="evaluate")
+    typer.echo(metrics_summary(json.loads((eval_dir / "live" / "metrics.json").read_text())))
+
+@app.command()
 def export(train_dir: Path = typer.Option("artifacts/train", help="The train stage's output (model.keras, feature_stats.json)."),
            eval_dir: Path = typer.Option("artifacts/evaluate", help="The evaluate stage's output (metrics, slices, test scores)."),
            validate_dir: Path = typer.Option("artifacts/validate", help="The validate stage's output (its summary goes in the card)."),
@@ -358,7 +365,7 @@ def retrain(new: Optional[Path] = typer.Option(None, help="Newly landed raw data
     the gates in params.yaml `retrain` (AUC margin, calibration, fairness). Every decision is recorded."""
     from flex_ml.retrain import run_retrain
     d = run_retrain(load_params(params), new=new, candidate=candidate, holdout=holdout, champion=champion,
-                    registry=registry, work=work, base=base, service_url=service, git=git)
+                    registry=registry, work=work, base=base, service_url=service, git=git, log=typer.echo)
     typer.echo(f"retrain: {d['outcome'].upper()} candidate {d['candidate']['version']} "
                f"against champion {d['champion']['version']} on {d['holdout_rows']:,} held-out rows "
                + {"most recent": "(the most recent)", "random": "(drawn at random: the data has no time order)"}.get(d.get("holdout_order"), ""))
@@ -366,6 +373,20 @@ def retrain(new: Optional[Path] = typer.Option(None, help="Newly landed raw data
     typer.echo(f"  decision: {d['record']}")
     if d.get("reload"): typer.echo(f"  service reload: {'ok' if d['reload']['ok'] else d['reload']['error']}")
     if d.get("git"): typer.echo(f"  git: {d['git'].get('message')}" + (f", tag {d['git']['tag']}" if d['git'].get('tag') else ""))
+
+@app.command("simulate-month")
+def simulate_month(out: Path = typer.Option(Path("incoming/simulated"), help="Folder for month.csv (the new rows) and base.csv."),
+                   model: Path = typer.Option("artifacts/model", help="The champion's export: the month is drawn from rows it never saw."),
+                   rows: int = typer.Option(3000, min=1, help="Applications in the month (the hold-out is retrain.holdout_fraction of them)."),
+                   jitter: float = typer.Option(0.05, min=0, max=0.5, help="Relative noise on amounts and other many-valued numbers."),
+                   seed: int = typer.Option(0, help="Which rows are drawn, and their noise."),
+                   raw: Optional[Path] = typer.Option(None, help="The champion's data file (default: the one its metadata names).")):
+    """A simulated month of new applications with outcomes, to try `flex-ml retrain` end to end: rows the
+    champion never saw (its test split), amounts jittered, fresh ids; and base.csv, its data less those rows."""
+    from flex_ml.retrain import simulate_month as simulate
+    r = simulate(model, out, rows=rows, jitter=jitter, seed=seed, raw=raw)
+    typer.echo(f"wrote {r['month']} ({r['rows']:,} applications with outcomes) and {r['base']} ({r['base_rows']:,} rows)")
+    typer.echo(f"  try: {r['command']}")
 
 # %% ../nbs/10_cli.ipynb #8fe898c0
 def main(argv: list[str] | None = None):
