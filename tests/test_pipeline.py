@@ -160,3 +160,19 @@ def test_bank_marketing_needs_only_schema_and_params(tmp_path):
     assert set(pd.read_parquet(p / "scores.parquet")["decision"]) == {"call", "skip"}
     assert "threshold is `call`, below it `skip`" in (p / "artifacts/model/model_card.md").read_text()
     assert ">euribor3m</th>" in (p / "artifacts/report/data.html").read_text()  # the data report, from the bank contract
+
+
+def test_the_readme_way_back_from_another_datasets_params(credit_project):
+    """Issue 23: the bring-your-own example overwrote the tracked params.yaml and the committed credit
+    outputs, and nothing said how to go back. The README's command must restore both."""
+    import shutil
+    p, _ = credit_project
+    readme = (ROOT / "README.md").read_text()
+    back = "git checkout params.yaml dvc.lock artifacts/ && dvc checkout"
+    assert back in readme and "git worktree add ../flex_ml-bank" in readme
+    shutil.copy(p / "configs/bank_marketing/params.yaml", p / "params.yaml")
+    run(["dvc", "repro", "validate"], p)  # the other dataset's first stage: tracked files change
+    assert run(["git", "status", "--porcelain", "--untracked-files=no"], p).stdout.strip()
+    run(back, p)
+    assert run(["git", "status", "--porcelain", "--untracked-files=no"], p).stdout.strip() == ""
+    assert "up to date" in run(["dvc", "status"], p).stdout
