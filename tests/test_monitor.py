@@ -370,3 +370,24 @@ def test_retrain_refuses_a_holdout_a_model_was_trained_on(project, tmp_path):
              "--registry", str(tmp_path / "registry"), "--work", str(tmp_path / "work"), "--no-git"], cwd=project, check=False)
     assert r.returncode == 2 and "600 of the 600 hold-out rows were in the champion's training or validation data" in r.stderr, r.stderr
     assert not (tmp_path / "registry" / "decisions").exists()  # nothing judged, nothing recorded
+
+
+def test_retrain_can_be_tried_on_a_simulated_month(project, tmp_path):
+    """Issue 23: a new user had no rows to retrain on (a small file's hold-out is below min_holdout_rows,
+    the credit file's rows are refused as seen). `flex-ml simulate-month` draws rows the champion never
+    saw, with fresh ids and their outcomes, and a base without their sources; retrain then runs end to
+    end, one line per stage, and judges on rows neither model saw."""
+    r = run([str(BIN / "flex-ml"), "simulate-month", "--out", str(tmp_path / "sim")], cwd=project)
+    month, base = tmp_path / "sim" / "month.csv", tmp_path / "sim" / "base.csv"
+    assert f"try: flex-ml retrain --new {month} --base {base}" in r.stdout, r.stdout
+    m = pd.read_csv(month)
+    raw = pd.read_csv(project / "data/credit-default/default_of_credit_card_clients.csv")
+    assert len(m) == 3000 and m.ID.min() > raw.ID.max() and set(m.default_payment_next_month) == {0, 1}
+    assert len(pd.read_csv(base)) == len(raw) - 3000
+    r = run([str(BIN / "flex-ml"), "retrain", "--new", str(month), "--base", str(base), "--registry", str(tmp_path / "registry"),
+             "--work", str(tmp_path / "work"), "--no-git"], cwd=project, timeout=1800)
+    for stage in ("validate", "split", "train", "evaluate", "export"):
+        assert f"retrain: {stage}" in r.stdout and re.search(rf"retrain: {stage}[^\n]* done in \d+ s", r.stdout), r.stdout
+    assert re.search(r"retrain: (PROMOTED|REJECTED) candidate \S+ against champion \S+ on 600 held-out rows", r.stdout), r.stdout
+    decision = json.loads(next((tmp_path / "registry" / "decisions").glob("*.json")).read_text())
+    assert decision["inputs"]["trained_on_new_rows"] == 2400 and decision["holdout_rows"] == 600
