@@ -168,7 +168,7 @@ def test_the_readme_way_back_from_another_datasets_params(credit_project):
     import shutil
     p, _ = credit_project
     readme = (ROOT / "README.md").read_text()
-    back = "git checkout params.yaml dvc.lock artifacts/ && dvc checkout"
+    back = "git checkout HEAD -- params.yaml dvc.lock artifacts/ && dvc checkout"
     assert back in readme and "git worktree add ../flex_ml-bank" in readme
     for cmd in (["git", "add", "-A"], ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "results"]):
         run(cmd, p, check=False)  # the credit outputs committed, as in a clone (nothing to commit if done before)
