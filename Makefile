@@ -69,8 +69,14 @@ export: $(STAMP)
 	$(BIN)/nbdev_clean
 
 #   make lab       JupyterLab with the project's kernel
+# Its configuration is the project's (.jupyter/: runs as root too, nbdev cleans notebooks on save); your
+# JupyterLab settings and workspaces stay in ~/.jupyter/lab. LAB_ARGS: more options (e.g. --port=8890).
+LAB_ARGS ?=
 lab: install
-	$(BIN)/jupyter lab --notebook-dir=nbs
+	JUPYTER_CONFIG_DIR=$(CURDIR)/.jupyter \
+	JUPYTERLAB_SETTINGS_DIR=$${JUPYTERLAB_SETTINGS_DIR:-$$HOME/.jupyter/lab/user-settings} \
+	JUPYTERLAB_WORKSPACES_DIR=$${JUPYTERLAB_WORKSPACES_DIR:-$$HOME/.jupyter/lab/workspaces} \
+	$(BIN)/jupyter lab --notebook-dir=nbs $(LAB_ARGS)
 
 #   make tune      search params.yaml tune.space on the valid split (minutes); proposes, never changes params.yaml
 tune: install

@@ -30,8 +30,8 @@ app.add_typer(params_app, name="params")
 
 # %% auto #0
 __all__ = ['app', 'schema_app', 'params_app', 'PARAMS', 'dataset_paths', 'fetch', 'generate', 'schema_infer', 'schema_check',
-           'params_check', 'validate', 'split', 'profile', 'train', 'tune', 'evaluate', 'export', 'report', 'serve',
-           'score', 'monitor', 'retrain', 'main']
+           'params_check', 'validate', 'split', 'profile', 'train', 'tune', 'evaluate', 'metrics', 'export', 'report',
+           'serve', 'score', 'monitor', 'retrain', 'simulate_month', 'main']
 
 # %% ../nbs/10_cli.ipynb #831b1a3f
 def dataset_paths(params: dict) -> tuple[str, str]:
@@ -260,6 +260,13 @@ def evaluate(split_dir: Path = typer.Option("artifacts/split", help="Folder with
     _echo_json({name: {k: r[k] for k in ("auc", "pr_auc", "ks", "brier")} for name, r in m["test"].items()})
 
 @app.command()
+def metrics(eval_dir: Path = typer.Option("artifacts/evaluate", help="The evaluate stage's output (live/metrics.json).")):
+    "The evaluate stage's figures, readable in a terminal: the model beside the baselines, test beside valid, with intervals."
+    from flex_ml.evaluate import metrics_summary
+    _require("metrics", {eval_dir / "live" / "metrics.json": "flex-ml evaluate"}, upto="evaluate")
+    typer.echo(metrics_summary(json.loads((eval_dir / "live" / "metrics.json").read_text())))
+
+@app.command()
 def export(train_dir: Path = typer.Option("artifacts/train", help="The train stage's output (model.keras, feature_stats.json)."),
            eval_dir: Path = typer.Option("artifacts/evaluate", help="The evaluate stage's output (metrics, slices, test scores)."),
            validate_dir: Path = typer.Option("artifacts/validate", help="The validate stage's output (its summary goes in the card)."),
@@ -336,7 +343,7 @@ def monitor(input: Optional[Path] = typer.Option(None, "--input", "-i", help="CS
             params: Path = PARAMS, progress: bool = typer.Option(True, help="Show a progress bar.")):
     """Compare traffic with the training reference: drift (PSI, KS/chi-square), contract breaches, score
     shift and, with labels, AUC and calibration. Exit status 3 on an alert (a threshold in params.yaml `monitor`
-    crossed); warnings exit 0."""
+    crossed) in the whole input or in any judged window; warnings exit 0."""
     from flex_ml.monitor import run_monitor
     # on a serving host there may be no params.yaml: the thresholds' defaults apply. A file the user
     # named must exist, though: silently using defaults instead would hide a typo in the path
@@ -345,6 +352,12 @@ def monitor(input: Optional[Path] = typer.Option(None, "--input", "-i", help="CS
     s = run_monitor(model, out, input=input, log=log, labels=labels, window=window, since=since, until=until,
                     model_version=model_version, params=p, progress=progress)
     typer.echo(f"monitor: {s['status'].upper()} on {s['rows']:,} rows of {s['source']} (model {s['model_version']})")
+    if (lab := s.get("labels")):  # the labelled figures, beside the model card's
+        auc = "AUC not computed (one class)" if lab["auc"] is None or lab["auc"] != lab["auc"] else (
+            f"AUC {lab['auc']:.3f}" + (f" ± {1.96 * lab['auc_se']:.3f}" if lab.get("auc_se") == lab.get("auc_se") and lab.get("auc_se") else "")
+            + (f" (model card {lab['card_auc']:.3f})" if lab.get("card_auc") is not None else ""))
+        typer.echo(f"  labels: {lab['rows']:,} labelled rows: {auc}; ECE {lab['ece']:.3f}; "
+                   f"positive rate {lab['positive_rate']:.3f}, mean score {lab['mean_score']:.3f}")
     for a in s["alerts"]: typer.echo(f"  {a['level']}: {a['message']}")
     for m in s["not_computed"]: typer.echo(f"  not computed: {m}")
     if (bad := s.get("malformed_lines") or {}).get("count"):
@@ -371,7 +384,7 @@ def retrain(new: Optional[Path] = typer.Option(None, help="Newly landed raw data
     the gates in params.yaml `retrain` (AUC margin, calibration, fairness). Every decision is recorded."""
     from flex_ml.retrain import run_retrain
     d = run_retrain(load_params(params), new=new, candidate=candidate, holdout=holdout, champion=champion,
-                    registry=registry, work=work, base=base, service_url=service, git=git)
+                    registry=registry, work=work, base=base, service_url=service, git=git, log=typer.echo)
     typer.echo(f"retrain: {d['outcome'].upper()} candidate {d['candidate']['version']} "
                f"against champion {d['champion']['version']} on {d['holdout_rows']:,} held-out rows "
                + {"most recent": "(the most recent)", "random": "(drawn at random: the data has no time order)"}.get(d.get("holdout_order"), ""))
@@ -379,6 +392,20 @@ def retrain(new: Optional[Path] = typer.Option(None, help="Newly landed raw data
     typer.echo(f"  decision: {d['record']}")
     if d.get("reload"): typer.echo(f"  service reload: {'ok' if d['reload']['ok'] else d['reload']['error']}")
     if d.get("git"): typer.echo(f"  git: {d['git'].get('message')}" + (f", tag {d['git']['tag']}" if d['git'].get('tag') else ""))
+
+@app.command("simulate-month")
+def simulate_month(out: Path = typer.Option(Path("incoming/simulated"), help="Folder for month.csv (the new rows) and base.csv."),
+                   model: Path = typer.Option("artifacts/model", help="The champion's export: the month is drawn from rows it never saw."),
+                   rows: int = typer.Option(3000, min=1, help="Applications in the month (the hold-out is retrain.holdout_fraction of them)."),
+                   jitter: float = typer.Option(0.05, min=0, max=0.5, help="Relative noise on amounts and other many-valued numbers."),
+                   seed: int = typer.Option(0, help="Which rows are drawn, and their noise."),
+                   raw: Optional[Path] = typer.Option(None, help="The champion's data file (default: the one its metadata names).")):
+    """A simulated month of new applications with outcomes, to try `flex-ml retrain` end to end: rows the
+    champion never saw (its test split), amounts jittered, fresh ids; and base.csv, its data less those rows."""
+    from flex_ml.retrain import simulate_month as simulate
+    r = simulate(model, out, rows=rows, jitter=jitter, seed=seed, raw=raw)
+    typer.echo(f"wrote {r['month']} ({r['rows']:,} applications with outcomes) and {r['base']} ({r['base_rows']:,} rows)")
+    typer.echo(f"  try: {r['command']}")
 
 # %% ../nbs/10_cli.ipynb #8fe898c0
 def main(argv: list[str] | None = None):

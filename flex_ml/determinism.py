@@ -10,7 +10,7 @@ import os
 import sys
 
 # %% auto #0
-__all__ = ['ONEDNN_VARIABLE', 'fix_tensorflow_numerics']
+__all__ = ['ONEDNN_VARIABLE', 'OPENMP_WAIT_VARIABLE', 'fix_tensorflow_numerics', 'passive_openmp_waits']
 
 # %% ../nbs/00_determinism.ipynb #66a54c56
 ONEDNN_VARIABLE = "TF_ENABLE_ONEDNN_OPTS"
@@ -28,3 +28,12 @@ def fix_tensorflow_numerics() -> str:
     return "0"
 
 fix_tensorflow_numerics()
+
+# %% ../nbs/00_determinism.ipynb #52c6c7aa
+OPENMP_WAIT_VARIABLE = "OMP_WAIT_POLICY"
+
+def passive_openmp_waits() -> str:
+    "Make OpenMP threads sleep rather than spin while they wait, before the OpenMP runtime loads, unless the user chose; returns the setting."
+    return os.environ.setdefault(OPENMP_WAIT_VARIABLE, "PASSIVE")
+
+passive_openmp_waits()

@@ -17,7 +17,7 @@ from .schema import Schema, load_schema
 from .split import labels
 
 # %% auto #0
-__all__ = ['evaluation_figure', 'run_evaluate']
+__all__ = ['evaluation_figure', 'run_evaluate', 'metrics_summary']
 
 # %% ../nbs/06_evaluate.ipynb #2feeff9d
 def evaluation_figure(y, scores: dict, threshold: float | None = None):
@@ -116,3 +116,30 @@ def run_evaluate(split_dir, train_dir, schema, out_dir, params: dict | None = No
     fig = evaluation_figure(yt, {n: pt for n, (_, pt) in scores.items()}, thresholds["model"])
     fig.savefig(out / "evaluation.png", dpi=90)
     return metrics
+
+# %% ../nbs/06_evaluate.ipynb #14fcb079
+_SUMMARY_ROWS = (("auc", "AUC"), ("pr_auc", "PR-AUC"), ("ks", "KS"), ("brier", "Brier"), ("log_loss", "log loss"),
+                 ("ece", "ECE"), ("f1", "F1"), ("precision", "precision"), ("recall", "recall"),
+                 ("positive_rate", "flagged"), ("threshold", "threshold"))
+
+def metrics_summary(metrics: dict) -> str:
+    """The evaluate stage's `metrics.json` as a table for a terminal: figures by split down, models across,
+    intervals where the stage computed them."""
+    names = [n for n in ("model", "baseline_gbdt", "baseline_logistic") if n in metrics.get("test", {})]
+    names += [n for n in metrics.get("test", {}) if n not in names]
+    def cell(split: str, name: str, key: str) -> str:
+        r = (metrics.get(split) or {}).get(name) or {}
+        if key not in r: return ""
+        lo, hi = r.get(f"{key}_ci_low"), r.get(f"{key}_ci_high")
+        return f"{r[key]:.4f}" + (f" ({lo:.3f}-{hi:.3f})" if lo is not None and hi is not None else "")
+    rows = [("", "", *names)]
+    for key, label in _SUMMARY_ROWS:
+        for i, split in enumerate(s for s in ("test", "valid") if s in metrics):
+            cells = [cell(split, n, key) for n in names]
+            if any(cells): rows.append((label if i == 0 else "", split, *cells))
+    width = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    out = ["  ".join(c.ljust(w) for c, w in zip(r, width)).rstrip() for r in rows]
+    for k, c in (metrics.get("comparison") or {}).items():
+        out.append(f"{k.replace('_', ' ')}: {c['delta']:+.4f} (paired 95% interval {c['delta_ci_low']:+.4f} to {c['delta_ci_high']:+.4f})")
+    out.append("intervals: test AUC, 95% bootstrap over the test rows; threshold, over the valid rows (it is chosen there)")
+    return "\n".join(out)

@@ -18,12 +18,12 @@ import pandas as pd
 
 from .bundle import check_parity, load_serving_function, packed_columns, to_raw_record
 from .features import is_numeric_feature
-from .schema import Schema, load_schema, save_schema
+from .schema import FlexMLError, Schema, load_schema, save_schema
 from .split import labels
 
 # %% auto #0
-__all__ = ['PIPELINE_INPUTS', 'MODEL_PARAMS', 'export_saved_model', 'golden_examples', 'git_revision', 'created_at',
-           'id_hash_each', 'id_hashes', 'model_version', 'model_card', 'run_export']
+__all__ = ['PIPELINE_INPUTS', 'MODEL_PARAMS', 'export_saved_model', 'golden_examples', 'git_revision', 'built_at', 'id_hash_each',
+           'id_hashes', 'model_version', 'model_card', 'run_export']
 
 # %% ../nbs/07_export.ipynb #974c18d3
 def export_saved_model(model, schema: Schema, path) -> Path:
@@ -123,11 +123,18 @@ def git_revision(cwd=".", paths=None) -> dict:
         return {"commit": last[0], "dirty": dirty, "date": last[1] if len(last) > 1 else None}
     except (subprocess.CalledProcessError, FileNotFoundError, IndexError): return {"commit": None, "dirty": None, "date": None}
 
-def created_at(git: dict) -> str:
-    """When the export says it was made: the commit's date when the tree is clean, so that the same
-    commit exports the same metadata and model card (`dvc repro` on another machine changes nothing
-    in them); the wall clock for a dirty tree or outside git, which no commit describes."""
-    if git.get("commit") and git.get("dirty") is False and git.get("date"): return git["date"]
+def built_at(git: dict, given: str | None = None) -> str | None:
+    """When the export was built, where recording it costs nothing: `given` (retrain passes the time it
+    trained), else `SOURCE_DATE_EPOCH` when set (the reproducible-builds convention: whoever builds
+    chooses the time recorded), else the wall clock for a dirty tree or outside git (no commit
+    describes those bytes anyway). None for a clean tree: its export is a function of its commit, and
+    `dvc repro -f` must write the same bytes; `commit_date` says when that commit was made."""
+    if given: return given
+    if os.environ.get("SOURCE_DATE_EPOCH"):
+        try: return dt.datetime.fromtimestamp(int(os.environ["SOURCE_DATE_EPOCH"]), dt.timezone.utc).isoformat(timespec="seconds")
+        except ValueError: raise FlexMLError(f"SOURCE_DATE_EPOCH={os.environ['SOURCE_DATE_EPOCH']!r} is not a number of seconds",
+                                             "set it to seconds since 1970 (e.g. `git log -1 --format=%ct`), or unset it") from None
+    if git.get("commit") and git.get("dirty") is False: return None
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 def id_hash_each(ids) -> np.ndarray:
@@ -234,6 +241,11 @@ def _derived_line(s: dict) -> str:
     return ("\n- derived inside the model: " + ", ".join(f"{n} = {f if isinstance(f, str) else ' / '.join(f)}"
                                                          for n, f in d.items())) if d else ""
 
+def _built_line(built: str | None) -> str:
+    if built: return f"built at {built}"
+    return ("build time not recorded: the export is reproducible from the commit (`dvc repro -f` writes the same bytes; "
+            "set SOURCE_DATE_EPOCH to record one)")
+
 def model_card(meta: dict) -> str:
     "The model card as Markdown, from the export's metadata."
     m, s = meta["metrics"]["test"], meta["schema"]
@@ -284,8 +296,8 @@ use after the monitoring report shows drift; {_protected_line(s)}
 - Trained on {s['name']} data only; the score means nothing for another population.
 - Golden examples (`golden_examples.json`) must score the same to 1e-6 wherever the model runs.
 - Built from git commit `{git['commit']}` (the last to change the pipeline's code, parameters, contract or data){' with uncommitted changes (not reproducible exactly)' if git['dirty'] else ''},
-  TensorFlow {meta['versions']['tensorflow']}, Keras {meta['versions']['keras']}, flex_ml {meta['versions']['flex_ml']},
-  on {meta['created']}.
+  committed {meta.get('commit_date') or 'outside git'}; TensorFlow {meta['versions']['tensorflow']}, Keras {meta['versions']['keras']},
+  flex_ml {meta['versions']['flex_ml']}; {_built_line(meta.get('built_at'))}.
 """
 
 # %% ../nbs/07_export.ipynb #072c5f75
@@ -294,10 +306,10 @@ use after the monitoring report shows drift; {_protected_line(s)}
 MODEL_PARAMS = ("dataset", "validate", "split", "model", "train", "baselines", "evaluate", "export")
 
 def run_export(train_dir, eval_dir, validate_dir, split_dir, schema_path, raw_path, out_dir,
-               params: dict | None = None, created: str | None = None) -> dict:
-    """The `export` stage: write the self-contained model folder `out_dir`. `created`: the time to record;
-    by default the date of the commit that made the model (`created_at`), which suits data tracked with
-    the code; a model trained on files git does not know (`retrain`) passes the time of training."""
+               params: dict | None = None, built: str | None = None) -> dict:
+    """The `export` stage: write the self-contained model folder `out_dir`. `built`: the build time to
+    record (`built_at`: by default none for a clean tree, whose export its commit reproduces); a model
+    trained on files git does not know (`retrain`) passes the time of training."""
     # built beside under a temporary name and swapped in when complete: a failure (a parity check, a
     # full disk) leaves the previous export in place and no half-written folder that `serve` or
     # `monitor` would take for an export
@@ -305,7 +317,7 @@ def run_export(train_dir, eval_dir, validate_dir, split_dir, schema_path, raw_pa
     out, old = final.with_name(final.name + ".partial"), final.with_name(final.name + ".old")
     for d in (out, old):
         if d.exists(): shutil.rmtree(d)
-    try: meta = _assemble_export(train_dir, eval_dir, validate_dir, split_dir, schema_path, raw_path, out, params, created)
+    try: meta = _assemble_export(train_dir, eval_dir, validate_dir, split_dir, schema_path, raw_path, out, params, built)
     except BaseException:
         shutil.rmtree(out, ignore_errors=True); raise
     if final.exists(): final.rename(old)
@@ -314,7 +326,7 @@ def run_export(train_dir, eval_dir, validate_dir, split_dir, schema_path, raw_pa
     return meta
 
 def _assemble_export(train_dir, eval_dir, validate_dir, split_dir, schema_path, raw_path, out: Path,
-                     params: dict | None = None, created: str | None = None) -> dict:
+                     params: dict | None = None, built: str | None = None) -> dict:
     import keras, tensorflow as tf
     import flex_ml
     import flex_ml.model  # registers the custom layers
@@ -354,7 +366,7 @@ def _assemble_export(train_dir, eval_dir, validate_dir, split_dir, schema_path, 
     git = git_revision(paths=[*PIPELINE_INPUTS, schema_path])
     meta = dict(
         version=model_version(model, stats, dict(threshold=metrics["test"]["model"]["threshold"], decisions=schema.decisions)),
-        created=created or created_at(git),
+        commit_date=git.get("date"), built_at=built_at(git, built),
         schema=dict(name=schema.name, description=schema.description, target=schema.target.name,
                     target_positive=schema.target_positive, decisions=schema.decisions,
                     features=[c.name for c in schema.features],

@@ -23,9 +23,9 @@ from .reference import (Profile, auc_from_hist, auc_standard_error, calibration_
 from .schema import FlexMLError, Schema, canonical_str, load_schema
 
 # %% auto #0
-__all__ = ['MonitorThresholds', 'compare', 'window_keys', 'Chunk', 'read_log', 'read_records', 'labels_of', 'read_labels',
-           'load_reference', 'monitor', 'monitor_figures', 'render_monitor_html', 'write_report', 'notify',
-           'run_monitor']
+__all__ = ['MonitorThresholds', 'compare', 'calibration_change', 'window_keys', 'Chunk', 'read_log', 'read_records', 'labels_of',
+           'read_labels', 'load_reference', 'monitor', 'monitor_figures', 'render_monitor_html', 'write_report',
+           'notify', 'run_monitor']
 
 # %% ../nbs/09_monitor.ipynb #05373133
 @dataclass
@@ -40,7 +40,7 @@ class MonitorThresholds:
     score_psi_alert: float = 0.25
     auc_drop: float = 0.05              # below the model card's test AUC
     calibration_error: float = 0.05     # expected calibration error on labelled traffic
-    label_p_value: float = 0.01         # significance of those two: one test each per window, not one per feature
+    label_p_value: float = 0.001        # significance of those two (an AUC drop, a change in calibration)
 
     @classmethod
     def from_params(cls, params: dict | None) -> "MonitorThresholds":
@@ -123,6 +123,24 @@ def _score_checks(profile, reference, th, judged, out) -> dict:
                                   message=f"score distribution: PSI {p:.3f}, mean {s['mean']:.3f} against {s['reference_mean']:.3f}"))
     return {"score": s}
 
+def calibration_change(pos, neg, ref_pos, ref_neg, bins: int = 10) -> tuple[float, float]:
+    """`(statistic, p_value)`: do the window's outcome rates in its deciles of risk differ from the rates
+    of the reference's labelled rows (the test split) over the same score ranges? A 2x2 chi-square per
+    decile (window against reference), summed: a degree of freedom each."""
+    from scipy.stats import chi2
+    pos, neg, rp, rn = (np.asarray(a, float) for a in (pos, neg, ref_pos, ref_neg))
+    n = pos + neg
+    if n.sum() == 0 or (rp + rn).sum() == 0: return float("nan"), float("nan")
+    group = np.minimum(((np.cumsum(n) - n / 2) / n.sum() * bins).astype(int), bins - 1)  # as calibration_from_hist
+    stat, dof = 0.0, 0
+    for g in range(bins):
+        m = group == g
+        a, b, c, d = pos[m].sum(), n[m].sum(), rp[m].sum(), (rp[m] + rn[m]).sum()
+        if b == 0 or d == 0: continue
+        rate = (a + c) / (b + d)
+        if 0 < rate < 1: stat += (a / b - c / d) ** 2 / (rate * (1 - rate) * (1 / b + 1 / d)); dof += 1
+    return float(stat), float(chi2.sf(stat, dof)) if dof else float("nan")
+
 def _label_checks(profile, reference, metrics, th, judged, out) -> dict:
     if profile.labelled == 0:
         sc = profile.score
@@ -139,7 +157,13 @@ def _label_checks(profile, reference, metrics, th, judged, out) -> dict:
                positive_rate=cal["positive_rate"], mean_score=cal["mean_score"], calibration=cal["curve"],
                card_auc=card.get("auc"), card_ece=card.get("ece"), card_positive_rate=None)
     t = reference.get("test") or {}
-    if t.get("labelled"): lab["card_positive_rate"] = float(np.sum(t["hist_pos"]) / t["labelled"])
+    if t.get("labelled"):
+        lab["card_positive_rate"] = float(np.sum(t["hist_pos"]) / t["labelled"])
+        # calibration judged against the card's (the test split's rates), not against perfection: what the
+        # monitor asks is whether the score still means what it meant, and the small miscalibration the
+        # test split shows (and its noise) is no news in every window
+        lab["calibration_change"], lab["calibration_p_value"] = calibration_change(profile.hist_pos, profile.hist_neg,
+                                                                                   t["hist_pos"], t["hist_neg"])
     # the card's AUC is itself an estimate (its 95% interval): both errors count in the drop's noise
     lo, hi = card.get("auc_ci_low"), card.get("auc_ci_high")
     card_se = (hi - lo) / (2 * 1.96) if lo is not None and hi is not None else 0.0
@@ -153,10 +177,11 @@ def _label_checks(profile, reference, metrics, th, judged, out) -> dict:
                                   threshold=round(lab["card_auc"] - th.auc_drop, 4),
                                   message=f"AUC {lab['auc']:.3f} against {lab['card_auc']:.3f} on the model card's test split "
                                           f"(a drop beyond the noise of {lab['rows']:,} labelled rows)"))
-    if judged and cal["ece"] > th.calibration_error and cal["p_value"] < th.label_p_value:
+    if judged and cal["ece"] > th.calibration_error and lab["calibration_p_value"] < th.label_p_value:
         out["alerts"].append(dict(level="alert", check="calibration", feature=None, value=round(cal["ece"], 4),
                                   threshold=th.calibration_error,
-                                  message=f"calibration: ECE {cal['ece']:.3f} (Hosmer-Lemeshow p={cal['p_value']:.2g}); mean score {cal['mean_score']:.3f} "
+                                  message=f"calibration: ECE {cal['ece']:.3f}" + (f" against {lab['card_ece']:.3f} on the model card" if lab['card_ece'] is not None else "")
+                                          + f" (outcome rates per risk decile against the test split's: p={lab['calibration_p_value']:.2g}); mean score {cal['mean_score']:.3f} "
                                           f"against an observed rate of {cal['positive_rate']:.3f}"))
     return {"labels": lab}
 
@@ -309,6 +334,23 @@ def load_reference(model_dir) -> tuple[dict, dict, Schema]:
         raise FlexMLError(f"{d} has no reference.json", "point --model at an export from `flex-ml export` (re-run it if older)")
     return json.loads((d / "reference.json").read_text()), json.loads((d / "metadata.json").read_text()), load_schema(d / "schema.yaml")
 
+def _window_verdict(summary: dict) -> dict:
+    """Fold the judged windows into the verdict: `status` is the worst of the whole input's status
+    (kept as `whole_status`) and every judged window's, and a `windows` alert (or warning) names the
+    windows. A drift confined to a few windows is diluted in the whole input, and a scheduler pages
+    on the exit status alone, so an alert in any window is an alert of the run."""
+    summary["whole_status"] = summary["status"]
+    for level in ("alert", "warn"):
+        hit = [w for w in summary["windows"] if w["status"] == level]
+        if not hit: continue
+        judged = sum(w["status"] not in ("not judged", "empty") for w in summary["windows"])
+        named = "; ".join(f"{w['window']} ({w['first_alert']})" for w in hit[:3]) + (" ..." if len(hit) > 3 else "")
+        summary["alerts"].append(dict(level=level, check="windows", feature=None, value=len(hit), threshold=0,
+                                      message=f"{len(hit)} of {judged} judged windows {'alert' if level == 'alert' else 'warn'}: {named}"))
+        if level == "alert" or summary["status"] in ("ok", "not judged"): summary["status"] = level
+        break  # alerting windows make the run alert; warning windows are named only when none alerts
+    return summary
+
 def monitor(chunks, model_dir, window: str | None = None, labels: pd.Series | None = None,
             thresholds: MonitorThresholds | None = None, score_missing: bool = True, progress: bool = True,
             window_required: bool = True) -> dict:
@@ -390,7 +432,8 @@ def monitor(chunks, model_dir, window: str | None = None, labels: pd.Series | No
                                        score_psi=w["score"]["psi"] if w["score"] else None,
                                        auc=w["labels"]["auc"] if w["labels"] else None,
                                        positive_rate=w["labels"]["positive_rate"] if w["labels"] else None,
-                                       alerts=len(w["alerts"])))
+                                       alerts=len(w["alerts"]), first_alert=w["alerts"][0]["message"] if w["alerts"] else None))
+    _window_verdict(summary)
     seconds = time.perf_counter() - t0
     summary.update(model_version=meta["version"], schema=schema.name, window=window, seconds=round(seconds, 2),
                    rows_per_s=round(overall.rows / max(seconds, 1e-9)), thresholds=th.__dict__,

@@ -20,7 +20,7 @@ from .schema import FlexMLError, Schema, load_schema
 
 # %% auto #0
 __all__ = ['WORK_MARK', 'RetrainGates', 'error_rate_gaps', 'judge', 'split_new_data', 'training_file', 'train_candidate',
-           'champion_dir', 'record_decision', 'fresh_work_dir', 'run_retrain']
+           'champion_dir', 'record_decision', 'fresh_work_dir', 'run_retrain', 'simulate_month']
 
 # %% ../nbs/09a_retrain.ipynb #de53b67a
 @dataclass
@@ -201,24 +201,36 @@ def training_file(base_file, new_file, lines, out) -> Path:
     out.write_text("\n".join(base + [new[i - 1] for i in range(2, len(new) + 1) if i in keep]) + "\n")
     return out
 
-def train_candidate(raw_file, schema_path, work, params: dict) -> Path:
-    "Run validate, split, train, evaluate and export on `raw_file` into `work`; returns the export folder."
+class _Stages:
+    "Prints each stage as it starts and its time when done (retrain runs minutes of them, silently otherwise)."
+    def __init__(self, log=None): self.log, self.times = log, {}
+    def __call__(self, name: str, fn, *args, **kw):
+        import time
+        if self.log: self.log(f"retrain: {name} ...")
+        t0 = time.perf_counter(); out = fn(*args, **kw); self.times[name] = round(time.perf_counter() - t0, 1)
+        if self.log: self.log(f"retrain: {name} done in {self.times[name]:.0f} s")
+        return out
+
+def train_candidate(raw_file, schema_path, work, params: dict, log=None) -> Path:
+    """Run validate, split, train, evaluate and export on `raw_file` into `work`; returns the export folder.
+    `log`: a function that gets one line per stage started and finished (`flex-ml retrain` prints them)."""
     from flex_ml.evaluate import run_evaluate
     from flex_ml.export import run_export
     from flex_ml.split import run_split
     from flex_ml.train import run_train
     from flex_ml.validate import run_validate
-    w, p = Path(work), params
+    w, p, stage = Path(work), params, _Stages(log)
     v, s = p.get("validate", {}), p.get("split", {})
-    run_validate(raw_file, schema_path, w / "validate", v.get("max_quarantine_fraction", 0.01), v.get("min_rows", 1))
-    run_split(w / "validate" / "accepted.parquet", schema_path, w / "split", s.get("valid_fraction", 0.2),
-              s.get("test_fraction", 0.2), s.get("seed", 42), s.get("strategy", "auto"))
-    run_train(w / "split", schema_path, w / "train", {k: p.get(k, {}) for k in ("train", "model", "baselines")})
-    run_evaluate(w / "split", w / "train", schema_path, w / "evaluate",
-                 {"evaluate": p.get("evaluate", {}), "baselines": p.get("baselines", {})})
-    # trained now on files git does not hold: the export is dated now, not by the code's last commit
+    stage("validate", run_validate, raw_file, schema_path, w / "validate", v.get("max_quarantine_fraction", 0.01), v.get("min_rows", 1))
+    stage("split", run_split, w / "validate" / "accepted.parquet", schema_path, w / "split", s.get("valid_fraction", 0.2),
+          s.get("test_fraction", 0.2), s.get("seed", 42), s.get("strategy", "auto"))
+    stage("train (the teacher's GBDT folds, then the network)", run_train, w / "split", schema_path, w / "train",
+          {k: p.get(k, {}) for k in ("train", "model", "baselines")})
+    stage("evaluate (the baselines, then the bootstrap intervals)", run_evaluate, w / "split", w / "train", schema_path,
+          w / "evaluate", {"evaluate": p.get("evaluate", {}), "baselines": p.get("baselines", {})})
+    # trained now on files git does not hold: the export records when it was built (`built_at`)
     now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-    run_export(w / "train", w / "evaluate", w / "validate", w / "split", schema_path, raw_file, w / "model", p, created=now)
+    stage("export", run_export, w / "train", w / "evaluate", w / "validate", w / "split", schema_path, raw_file, w / "model", p, built=now)
     return w / "model"
 
 # %% ../nbs/09a_retrain.ipynb #efab89c5
@@ -348,7 +360,7 @@ def _check_holdout_unseen(hold: pd.DataFrame, schema: Schema, models: dict) -> l
     return unchecked
 
 def run_retrain(params: dict, new=None, candidate=None, holdout=None, champion=None, registry="registry",
-                work="artifacts/retrain", base=None, service_url=None, git: bool = True) -> dict:
+                work="artifacts/retrain", base=None, service_url=None, git: bool = True, log=None) -> dict:
     "`flex-ml retrain`: build (or take) a candidate, judge it against the champion on a recent hold-out, record, promote."
     from flex_ml.split import labels
     gates = RetrainGates.from_params(params)
@@ -379,7 +391,7 @@ def run_retrain(params: dict, new=None, candidate=None, holdout=None, champion=N
         _check_not_landed_before(base, new, pd.concat([rest, hold]), schema)
         raw = training_file(base, new, rest["_line"], work / "data" / Path(base).name)
         schema_path = work / "schema.yaml"; shutil.copy(Path(champ) / "schema.yaml", schema_path)
-        cand = train_candidate(raw, schema_path, work, params)
+        cand = train_candidate(raw, schema_path, work, params, log=log)
         from flex_ml.data import sha256_file
         inputs = dict(new=str(new), new_sha256=sha256_file(new), base=str(base), base_sha256=sha256_file(base),
                       new_rows_accepted=int(len(rest) + len(hold)), trained_on_new_rows=int(len(rest)),
@@ -392,3 +404,45 @@ def run_retrain(params: dict, new=None, candidate=None, holdout=None, champion=N
     decision.update(inputs=inputs, champion_dir=str(champ), candidate_dir=str(cand), gates=gates.__dict__,
                     params={k: params.get(k) for k in ("model", "train", "split", "retrain")})
     return record_decision(decision, registry, cand, service_url=service_url, git=git)
+
+# %% ../nbs/09a_retrain.ipynb #744fef44
+def simulate_month(model_dir, out_dir, rows: int = 3000, jitter: float = 0.05, seed: int = 0, raw=None) -> dict:
+    """Write `month.csv` (`rows` applications with outcomes the champion in `model_dir` never saw, jittered,
+    with fresh ids) and `base.csv` (its data file less their source rows) into `out_dir`. Returns the
+    paths, the row counts and the `flex-ml retrain` command that uses them."""
+    import csv
+    from flex_ml.export import id_hash_each
+    d = Path(model_dir)
+    schema, meta = load_schema(d / "schema.yaml"), json.loads((d / "metadata.json").read_text())
+    raw = Path(raw or meta["data"]["file"])
+    if schema.id is None or not (d / "seen_ids.npy").exists():
+        raise FlexMLError(f"{d} has no id column or no seen_ids.npy: the rows it never saw cannot be told apart",
+                          "simulate from an export of a contract with an id column (re-export an older one)")
+    if not raw.exists(): raise FlexMLError(f"the champion's data file {raw} is not here", "run `flex-ml fetch`, or pass --raw FILE")
+    lines = raw.read_text().splitlines()
+    frame = pd.read_csv(raw, sep=schema.delimiter, dtype=str, keep_default_na=False)
+    unseen = np.flatnonzero(~np.isin(id_hash_each(frame[schema.id.name]), np.load(d / "seen_ids.npy")))
+    if rows > len(unseen):
+        raise FlexMLError(f"{rows:,} rows asked for, and the champion never saw only {len(unseen):,} rows of {raw}",
+                          f"pass --rows {len(unseen):,} or fewer")
+    rng = np.random.default_rng(seed)
+    pick = np.sort(rng.choice(unseen, rows, replace=False))
+    month = frame.iloc[pick].reset_index(drop=True)
+    for col in schema.features:
+        if col.type not in ("integer", "float"): continue
+        x = pd.to_numeric(month[col.name], errors="coerce")
+        if x.nunique() <= 20: continue  # codes and small counts: a jittered status code is another status
+        y = x * rng.normal(1.0, jitter, len(x))
+        y = y.clip(lower=col.min, upper=col.max)
+        month[col.name] = np.where(x.isna(), month[col.name], (y.round() if col.type == "integer" else y.round(2)).astype(str).str.replace(r"\.0$", "", regex=True))
+    ids = pd.to_numeric(frame[schema.id.name], errors="coerce")
+    month[schema.id.name] = ((int(ids.max()) + 1 + np.arange(rows)).astype(str) if ids.notna().all()
+                             else [f"sim{seed}-{i}" for i in range(rows)])
+    out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
+    with open(out / "month.csv", "w", newline="") as f:
+        f.write(lines[0] + "\n")  # the header as the champion's file has it: retrain compares them
+        csv.writer(f, delimiter=schema.delimiter, lineterminator="\n").writerows(month.itertuples(index=False))
+    used = set((pick + 2).tolist())  # 1-based line numbers of the source rows (line 1: the header)
+    (out / "base.csv").write_text("\n".join(l for i, l in enumerate(lines, 1) if i not in used) + "\n")
+    return dict(month=str(out / "month.csv"), base=str(out / "base.csv"), rows=rows, base_rows=len(frame) - rows,
+                command=f"flex-ml retrain --new {out / 'month.csv'} --base {out / 'base.csv'}")

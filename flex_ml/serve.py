@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['log', 'timestamp_problems', 'record_type', 'request_adapter', 'invalid_text', 'repeated_keys', 'ServeSettings',
-           'ScoreHistogram', 'ServiceMetrics', 'create_app', 'serve']
+           'ScoreHistogram', 'ServiceMetrics', 'log_target', 'create_app', 'serve']
 
 # %% ../nbs/08_serve.ipynb #907bd367
 # no `from __future__ import annotations` here: FastAPI must see the generated request model itself
@@ -100,7 +100,9 @@ def record_type(schema: Schema, example: dict | None = None):
         if i.type == "integer": kw = _int64_bounds(kw)
         whole = (BeforeValidator(_integral),) if i.type == "integer" else ()
         fields[i.name] = NotRequired[Annotated[(Optional[_field_type(i) if i.is_numeric else Union[StrictInt, str]],
-                                                Field(description="echoed back in the response", **kw), *whole)]]
+                                                Field(description=f"optional, not a model input: the record's {i.name}, echoed back in the "
+                                                      "response and written to the prediction log, so outcomes that arrive "
+                                                      "later can be joined on it (`flex-ml monitor --labels`)", **kw), *whole)]]
     td = TypedDict(f"{schema.name.title().replace('_', '')}Record", fields)
     td.__pydantic_config__ = ConfigDict(extra="forbid", regex_engine="python-re")  # python-re: the look-ahead above
     return td
@@ -369,6 +371,15 @@ def _one_per_field(problems: list[dict]) -> list[dict]:
     return out
 
 # %% ../nbs/08_serve.ipynb #76c923aa
+def log_target(target: str | None) -> str:
+    "Where the prediction log goes, for the start-up line: the database without user or password."
+    if not target: return "off (set FLEX_ML_PREDICTION_LOG to keep the scored records for `flex-ml monitor --log`)"
+    if target.startswith(("postgresql://", "postgres://")):
+        from urllib.parse import urlsplit
+        u = urlsplit(target)
+        return f"on, PostgreSQL {u.hostname or 'localhost'}{f':{u.port}' if u.port else ''}{u.path or ''}"
+    return f"on, SQLite file {Path(target.removeprefix('sqlite:///')).absolute()}"
+
 def create_app(model_dir, settings: ServeSettings | None = None):
     "The FastAPI app serving the export in `model_dir`."
     import asyncio, signal
@@ -416,7 +427,7 @@ def create_app(model_dir, settings: ServeSettings | None = None):
         loop = asyncio.get_running_loop()
         try: loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(reload()))
         except (NotImplementedError, RuntimeError, ValueError): pass  # not the main thread (tests) or no SIGHUP
-        log.info("ready: model %s from %s", first.version, model_dir)
+        log.info("ready: model %s from %s; prediction log %s", first.version, model_dir, log_target(settings.log_db))
         yield
         st.model = None
         if st.log: st.log.close(); log.info("prediction log flushed: %d records", st.log.written)
@@ -424,7 +435,11 @@ def create_app(model_dir, settings: ServeSettings | None = None):
     # docs_url/redoc_url None: FastAPI's pages load Swagger UI from a CDN and are blank offline;
     # `_add_api_docs` serves the same page with a pinned local copy
     app = FastAPI(title=f"flex_ml {schema.name} risk service", version=first.version, lifespan=lifespan,
-                  description=f"Scores raw records under the `{schema.name}` contract. {schema.description}",
+                  description=f"Scores raw records under the `{schema.name}` contract. {schema.description}"
+                              + (f"\n\nSend each record's `{schema.id.name}` beside its fields (optional; not a model input): "
+                                 "the answer echoes it, and the prediction log keeps it, so that outcomes which arrive later "
+                                 f"can be joined on it (`flex-ml monitor --log ... --labels outcomes.csv`, a file of "
+                                 f"`{schema.id.name}` and `{schema.target.name}`)." if schema.id else ""),
                   docs_url=None, redoc_url=None)
     app.add_middleware(_Limits, state=st)
     app.state.flex = st

@@ -153,3 +153,45 @@ def test_notebooks_run_in_jupyterlab_and_server_shuts_down(lab):
     assert httpx.get(f"{url}/api/sessions", headers=auth).json() == []
     assert httpx.post(f"{url}/api/shutdown", headers=auth).status_code in (200, 204)
     assert proc.wait(timeout=60) == 0
+
+
+def test_make_lab_starts_as_root_serves_and_cleans_on_save_without_warnings(tmp_path):
+    """Issue 23: `make lab` refused to start as root ("Use --allow-root"), how containers and CI machines
+    run, and warned "Overriding existing pre_save_hook (nbdev_clean_jupyter)". Started as the Makefile
+    starts it (its `install` step taken as done), it must serve, save a notebook cleaned by nbdev
+    (the hook registered once), shut down, and print neither."""
+    import httpx, signal
+    port, token, name = _free_port(), secrets.token_hex(16), f"_make_lab_check_{secrets.token_hex(4)}.ipynb"
+    env = dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}", JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"),
+               JUPYTERLAB_WORKSPACES_DIR=str(tmp_path / "workspaces"))
+    log = open(tmp_path / "lab.log", "w+")
+    proc = subprocess.Popen(["make", "-o", "install", "lab", f"VENV={BIN.parent}",
+                             f"LAB_ARGS=--no-browser --ip=127.0.0.1 --port={port} --ServerApp.port_retries=0 "
+                             f"--IdentityProvider.token={token}"],
+                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url, auth = f"http://127.0.0.1:{port}", {"Authorization": f"token {token}"}
+    def output(): log.flush(); log.seek(0); return log.read()
+    try:
+        deadline = time.time() + 180
+        while time.time() < deadline and proc.poll() is None:
+            try:
+                if httpx.get(f"{url}/api/status", headers=auth).status_code == 200: break
+            except httpx.HTTPError: pass
+            time.sleep(0.5)
+        assert proc.poll() is None, f"make lab exited {proc.returncode}:\n{output()[-3000:]}"
+        assert httpx.get(f"{url}/api/status", headers=auth).status_code == 200, output()[-3000:]
+        nb = {"cells": [{"cell_type": "code", "execution_count": 7, "id": "a1", "metadata": {"scrolled": True},
+                         "outputs": [], "source": "1 + 1"}],
+              "metadata": {"kernelspec": {"name": "flex-ml", "display_name": "Python (flex-ml)", "language": "python"}},
+              "nbformat": 4, "nbformat_minor": 5}
+        r = httpx.put(f"{url}/api/contents/{name}", headers=auth, json={"type": "notebook", "format": "json", "content": nb})
+        assert r.status_code in (200, 201), r.text
+        saved = json.loads((ROOT / "nbs" / name).read_text())["cells"][0]
+        assert saved["execution_count"] is None and "scrolled" not in saved["metadata"]  # nbdev cleaned it on save
+        assert httpx.post(f"{url}/api/shutdown", headers=auth).status_code in (200, 204)
+        assert proc.wait(timeout=60) == 0, output()[-3000:]
+    finally:
+        (ROOT / "nbs" / name).unlink(missing_ok=True)
+        if proc.poll() is None: os.killpg(proc.pid, signal.SIGKILL); proc.wait()
+    out = output()
+    assert "Running as root is not recommended" not in out and "Overriding existing pre_save_hook" not in out, out[-3000:]

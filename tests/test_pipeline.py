@@ -52,6 +52,14 @@ def test_dvc_metrics_and_plots(credit_project):
     assert '"baseline_gbdt"' in flat and '"auc"' in flat
     table = run(["dvc", "metrics", "show"], p).stdout
     assert "test.model.auc" in table and "test.baseline_gbdt.auc" in table
+    # issue 23: `dvc metrics show --md` is one row 150 columns wide; `flex-ml metrics` fits a terminal
+    summary = run(["flex-ml", "metrics"], p).stdout
+    lines = summary.splitlines()
+    assert lines[0].split() == ["model", "baseline_gbdt", "baseline_logistic"] and max(map(len, lines[:-2])) <= 100, summary
+    auc_test, auc_valid = lines[1].split(), lines[2].split()
+    assert auc_test[:2] == ["AUC", "test"] and auc_test[3].startswith("(0.7") and auc_valid[0] == "valid", summary
+    m = json.loads((p / "artifacts/evaluate/live/metrics.json").read_text())
+    assert auc_test[2] == f"{m['test']['model']['auc']:.4f}" and "test auc model minus gbdt" in summary
     run(["dvc", "plots", "show", "-o", "plots_html"], p)
     assert (p / "plots_html" / "index.html").exists()
 
@@ -71,9 +79,22 @@ def test_export_is_self_contained_and_parity_holds(credit_project):
     assert meta["git"]["commit"] and meta["params"]["train"]["seed"] == 42
     card = (m / "model_card.md").read_text()
     assert "## Intended use" in card and "## Fairness slices" in card and "SEX" in card
+    # issue 23: the times are named for what they hold; a clean tree's export records no build time
+    # (it would change the bytes at every `dvc repro -f`), and says so
+    assert "created" not in meta and meta["commit_date"] == meta["git"]["date"] and meta["built_at"] is None
+    assert f"committed {meta['commit_date']}" in card and "build time not recorded" in card
     html = (p / "artifacts/report/evaluation.html").read_text()
     assert "Fairness slices" in html and "data:image/png;base64" in html
     assert 'src="http' not in html  # a standalone page: no script from a CDN (it opens offline)
+
+
+def test_a_build_time_is_recorded_where_the_builder_asks(credit_project, tmp_path):
+    "SOURCE_DATE_EPOCH (the reproducible-builds convention) sets `built_at`; `commit_date` stays the commit's."
+    p, _ = credit_project
+    run(["flex-ml", "export", "--out", str(tmp_path / "model")], p, env={"SOURCE_DATE_EPOCH": "1767323045"})
+    meta = json.loads((tmp_path / "model" / "metadata.json").read_text())
+    assert meta["built_at"] == "2026-01-02T03:04:05+00:00" and meta["commit_date"] == meta["git"]["date"]
+    assert "built at 2026-01-02T03:04:05+00:00" in (tmp_path / "model" / "model_card.md").read_text()
 
 
 def test_data_report_profiles_every_model_input(credit_project):
@@ -139,3 +160,21 @@ def test_bank_marketing_needs_only_schema_and_params(tmp_path):
     assert set(pd.read_parquet(p / "scores.parquet")["decision"]) == {"call", "skip"}
     assert "threshold is `call`, below it `skip`" in (p / "artifacts/model/model_card.md").read_text()
     assert ">euribor3m</th>" in (p / "artifacts/report/data.html").read_text()  # the data report, from the bank contract
+
+
+def test_the_readme_way_back_from_another_datasets_params(credit_project):
+    """Issue 23: the bring-your-own example overwrote the tracked params.yaml and the committed credit
+    outputs, and nothing said how to go back. The README's command must restore both."""
+    import shutil
+    p, _ = credit_project
+    readme = (ROOT / "README.md").read_text()
+    back = "git checkout HEAD -- params.yaml dvc.lock artifacts/ && dvc checkout"
+    assert back in readme and "git worktree add ../flex_ml-bank" in readme
+    for cmd in (["git", "add", "-A"], ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "results"]):
+        run(cmd, p, check=False)  # the credit outputs committed, as in a clone (nothing to commit if done before)
+    shutil.copy(p / "configs/bank_marketing/params.yaml", p / "params.yaml")
+    run(["dvc", "repro", "validate"], p)  # the other dataset's first stage: tracked files change
+    assert run(["git", "status", "--porcelain", "--untracked-files=no"], p).stdout.strip()
+    run(back, p)
+    assert run(["git", "status", "--porcelain", "--untracked-files=no"], p).stdout.strip() == ""
+    assert "up to date" in run(["dvc", "status"], p).stdout

@@ -297,6 +297,11 @@ def test_health_ready_model_metrics_openapi(server, golden):
     decision = spec["components"]["schemas"][answer.split("/")[-1]]["properties"]["predictions"]["items"]["properties"]["decision"]
     assert decision["enum"] == ["decline", "accept"]  # the contract's words
     assert "securitySchemes" not in spec["components"]  # no keys configured: nothing to send
+    # issue 23: how to send the ID (to join outcomes later) is on the API page, not only in the record's schema
+    assert "Send each record's `ID` beside its fields" in spec["info"]["description"] and "--labels" in spec["info"]["description"]
+    assert "joined on it" in record["properties"]["ID"]["description"]
+    # ...and the start-up line says the prediction log is off
+    assert "prediction log off (set FLEX_ML_PREDICTION_LOG" in server.output(), server.output()
 
 
 def test_api_page_renders_offline_in_chromium(server, browser):
@@ -434,12 +439,16 @@ def test_reason_codes_are_stable_and_name_the_driver(server, golden):
 def test_prediction_log_in_postgresql(export, golden, postgres_url):
     import psycopg
     t0 = time.time()  # the database is shared with other tests (monitoring writes its own rows)
-    s = Server(export, args=("--log-db", postgres_url))
+    with_password = postgres_url.replace("flex@", "flex:s3cret-pw@")  # the test server trusts loopback: ignored
+    s = Server(export, args=("--log-db", with_password))
     try:
         for _ in range(30): assert s.client.post("/v1/predict", json={"records": [golden[0]["record"]]}).status_code == 200
         s.client.post("/v1/predict", json={"records": [g["record"] for g in golden]})
     finally:
         s.stop()
+    # the start-up line says where the log goes, without the credentials (issue 23)
+    host = postgres_url.split("@")[1]
+    assert f"prediction log on, PostgreSQL {host}" in s.output() and "s3cret" not in s.output(), s.output()
     with psycopg.connect(postgres_url) as db:
         n, versions, top = db.execute("select count(*), count(distinct model_version), max(score) from predictions "
                                       "where ts >= %s", (t0,)).fetchone()

@@ -43,6 +43,20 @@ def test_library_imports_without_tensorflow():
     assert out == ["False", "False"]
 
 
+def test_openmp_threads_wait_without_spinning():
+    """Issue 23: a retrain spent minutes outside its 9-second network fit, in scikit-learn's gradient boosting,
+    whose OpenMP threads spin at every barrier on a shared machine (492 s against 8.9 s for one fit). Importing
+    flex_ml (any verb) sets OMP_WAIT_POLICY=PASSIVE before the OpenMP runtime loads, and keeps a user's choice."""
+    import os
+    code = "import os, flex_ml.cli, sklearn.ensemble; print(os.environ.get('OMP_WAIT_POLICY'))"
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout.split()
+    assert out == ["PASSIVE"]
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env=dict(env, OMP_WAIT_POLICY="ACTIVE")).stdout.split()
+    assert out == ["ACTIVE"]
+
+
 def _flex_ml_imports(module: str, verb: str | None = None) -> set[str]:
     """The flex_ml modules `module` imports, at the top or inside functions (`from .x`, `from flex_ml.x`).
     For the CLI, only what one `verb` runs: the imports inside other verbs' functions do not count."""
