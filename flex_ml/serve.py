@@ -246,7 +246,7 @@ def create_app(model_dir, settings: ServeSettings | None = None) -> ServiceApp:
     return ServiceApp(service, title=f"flex_ml {schema.name} risk service",
                       description=f"Scores raw records under the `{schema.name}` contract. {schema.description}")
 
-# %% ../nbs/08_serve.ipynb #4715f8b9
+# %% ../nbs/08_serve.ipynb #12eb399e
 _STATUS_LINES = {408: b"HTTP/1.1 408 Request Timeout\r\n", 431: b"HTTP/1.1 431 Request Header Fields Too Large\r\n"}
 
 def guarded_protocol(settings: ServeSettings, metrics=None):
@@ -255,7 +255,7 @@ def guarded_protocol(settings: ServeSettings, metrics=None):
     class GuardedHttpToolsProtocol(HttpToolsProtocol):
         def connection_made(self, transport):
             super().connection_made(transport)
-            self._head_bytes, self._in_head, self._head_timer = 0, True, None
+            self._head_bytes, self._in_head, self._head_done, self._head_timer, self._refused = 0, True, False, None, False
             self._arm()
 
         def _arm(self):
@@ -265,17 +265,21 @@ def guarded_protocol(settings: ServeSettings, metrics=None):
             if self._head_timer is not None: self._head_timer.cancel(); self._head_timer = None
 
         def data_received(self, data):
-            if self._in_head:
+            # a chunk that starts in a request's head and does not end it is all head: count it. (A chunk that
+            # ends a head holds body bytes too, which are not counted: a large body sent with its headers is fine.)
+            if self._refused: return  # answered and closing: what still arrives is read and dropped
+            starts_in_head, self._head_done = self._in_head, False
+            super().data_received(data)
+            if self._in_head and starts_in_head and not self._head_done and not self.transport.is_closing():
                 self._head_bytes += len(data)
                 if self._head_bytes > settings.max_header_bytes:
-                    return self._refuse(431, "headers too large", f"the request line and headers exceed {settings.max_header_bytes} bytes")
-            super().data_received(data)
+                    self._refuse(431, "headers too large", f"the request line and headers exceed {settings.max_header_bytes} bytes")
 
         def on_message_begin(self):
             super().on_message_begin(); self._in_head = True; self._arm()
 
         def on_headers_complete(self):
-            self._disarm(); self._in_head, self._head_bytes = False, 0
+            self._disarm(); self._in_head, self._head_bytes, self._head_done = False, 0, True
             super().on_headers_complete()
 
         def on_message_complete(self):
@@ -295,13 +299,17 @@ def guarded_protocol(settings: ServeSettings, metrics=None):
             body = error_bytes("request timeout" if status == 408 else "request header fields too large", detail)
             self.transport.write(_STATUS_LINES[status] + b"content-type: application/json\r\ncontent-length: %d\r\n"
                                  b"connection: close\r\n\r\n" % len(body) + body)
-            self.transport.close()
+            # a lingering close: closed at once with unread input, the socket would send a reset that can
+            # destroy the answer before the client reads it; so stop writing, drop input for a second, then close
+            self._refused = True
+            if self.transport.can_write_eof(): self.transport.write_eof()
+            self.loop.call_later(1.0, self.transport.close)
 
         def _count(self, reason: str):
             if metrics is not None: metrics.dropped.labels(reason).inc()
     return GuardedHttpToolsProtocol
 
-# %% ../nbs/08_serve.ipynb #b2b6bf92
+# %% ../nbs/08_serve.ipynb #34ecce40
 def serve(model_dir, host: str = "127.0.0.1", port: int = 8000, settings: ServeSettings | None = None,
           graceful_seconds: int = 30, log_level: str = "info"):
     "Start the HTTP service on `host:port` (blocks until stopped)."

@@ -655,6 +655,13 @@ def test_slow_and_hostile_clients_are_dropped_and_others_are_served(export, gold
         done, got = _closed_within(big, 3)
         assert done and got.startswith(b"HTTP/1.1 431"), got[:100]
         assert max(latencies) < 0.5, latencies  # normal clients keep being answered promptly meanwhile
+        # a large body written with its headers in one go is no header overflow: only the head is limited
+        body = json.dumps({"records": [golden[0]["record"]] * 600}).encode()
+        assert len(body) > 4 * 16384
+        one = connect(); one.sendall(b"POST /v1/predict HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+                                     b"content-length: %d\r\nconnection: close\r\n\r\n" % len(body) + body)
+        done, got = _closed_within(one, 10)
+        assert got.startswith(b"HTTP/1.1 200"), got[:200]
         metrics = s.client.get("/metrics").text
         assert 'flex_ml_connections_dropped_total{reason="slow headers"}' in metrics
     finally:
