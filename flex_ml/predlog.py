@@ -66,7 +66,13 @@ def log_rows(version: str, records: list[dict], scores, decisions, request_id: s
     return [(now, version, dumps(r).decode(), float(s), int(d), request_id, i, None if w is None else dumps(w).decode())
             for i, (r, s, d, w) in enumerate(zip(records, scores, decisions, why))]
 
-# %% ../nbs/03c_predlog.ipynb #89ebd115
+# %% ../nbs/03c_predlog.ipynb #8a56f0d8
+def _settle(f, result=None, error=None) -> None:
+    "Complete the future `f`, unless its waiter gave up on it (a timeout cancels it)."
+    from concurrent.futures import InvalidStateError
+    try: f.set_exception(error) if error is not None else f.set_result(result)
+    except InvalidStateError: pass
+
 class PredictionLog:
     "Scored records written to SQLite or PostgreSQL by a writer thread, in group commits (see above)."
     def __init__(self, target, batch: int = 1000, sync: str = "normal"):
@@ -79,6 +85,8 @@ class PredictionLog:
                       f"VALUES ({', '.join([mark] * 8)})"
         self.written = self.failed = 0
         self.last_error: str | None = None
+        # inline: commit in the caller's thread (see above); the lock keeps callers in several threads apart
+        self.inline, self._lock = mark == "?" and sync == "normal", threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
         self._thread.start()
@@ -88,7 +96,9 @@ class PredictionLog:
         from concurrent.futures import Future
         f = Future()
         if self._stop.is_set(): f.set_exception(FlexMLError("the prediction log is closed")); return f
-        self.q.put((rows, f))
+        if self.inline:
+            with self._lock: self._write([(rows, f)])
+        else: self.q.put((rows, f))
         return f
 
     def put(self, version: str, records: list[dict], scores, decisions, request_id=None, reasons=None):
@@ -114,10 +124,10 @@ class PredictionLog:
             self.failed += len(rows); self.last_error = f"{type(e).__name__}: {str(e).strip()}"
             log.error("prediction log write of %d records failed: %s", len(rows), self.last_error)
             self._reset()
-            for _, f in items: f.set_exception(e)
+            for _, f in items: _settle(f, error=e)
             return
         self.written += len(rows); self.last_error = None
-        for _, f in items: f.set_result(len(rows))
+        for _, f in items: _settle(f, len(rows))
 
     def _reset(self) -> None:
         "Drop the connection after a failure: the next batch reconnects (a database restart, space freed)."
@@ -132,8 +142,9 @@ class PredictionLog:
             except queue.Empty:
                 if self._stop.is_set(): break
                 continue
-            self._write(self._take(first))
-        if self.db is not None: self.db.close()
+            with self._lock: self._write(self._take(first))
+        with self._lock:
+            if self.db is not None: self.db.close(); self.db = None
 
     def close(self):
         "Write everything queued, then stop the writer."

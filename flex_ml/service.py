@@ -252,8 +252,10 @@ class PredictionService:
     async def _logged(self, reply: Reply, rows: list) -> Reply:
         "`reply` once `rows` are committed to the log; if they cannot be, what the policy says."
         try:
-            async with asyncio.timeout(self.settings.log_timeout):
-                await asyncio.wrap_future(self.log.submit(rows))
+            done = self.log.submit(rows)
+            if not done.done():  # a commit in the writer thread (PostgreSQL, or SQLite with sync full)
+                async with asyncio.timeout(self.settings.log_timeout): await asyncio.wrap_future(done)
+            done.result()
             self.metrics.log_ok.set(1)
             return reply
         except Exception as e:
