@@ -451,6 +451,9 @@ def main():
     ap.add_argument("--client", choices=sorted(CLIENTS), default="raw",
                     help="load generator: a minimal asyncio HTTP/1.1 client (default) or httpx.AsyncClient")
     ap.add_argument("--batch-reps", type=int, default=30, help="timed requests of the batch-1000 run")
+    ap.add_argument("--log", choices=("none", "sqlite"), default="none",
+                    help="flex_ml's prediction log: none, or a SQLite file in a temporary folder (each decision committed before it is answered)")
+    ap.add_argument("--flex-only", action="store_true", help="measure flex_ml only (no echo floor, no naive baseline)")
     args = ap.parse_args()
     global Client
     Client = CLIENTS[args.client]
@@ -467,7 +470,9 @@ def main():
     servers = []
     try:
         # flex_ml service
-        flex = Server("flex_ml", [str(BIN / "flex-ml"), "serve", "--model", str(model), "--host", HOST, "--port", "{port}"],
+        log_args = ["--log-db", str(Path(tmp.name) / "predictions.db")] if args.log == "sqlite" else []
+        result["prediction_log"] = args.log
+        flex = Server("flex_ml", [str(BIN / "flex-ml"), "serve", "--model", str(model), "--host", HOST, "--port", "{port}", *log_args],
                       env, tmp.name)
         servers.append(flex)
         cold = flex.wait_ready()
@@ -482,6 +487,13 @@ def main():
         result["flex_ml"] = f
         answer = httpx.post(f"{flex.url}/v1/predict", content=body, headers=JSON).content
         flex.stop(); servers.remove(flex)
+        if args.flex_only:
+            fr = f["fixed_rate"]["latency_ms"]
+            result["targets"] = {"p50_under_2ms_at_200rps": fr["p50"] is not None and fr["p50"] < 2,
+                                 "p99_under_10ms_at_200rps": fr["p99"] is not None and fr["p99"] < 10,
+                                 "golden_parity_1e-6": f["golden_max_abs_gap"] <= 1e-6}
+            print(json.dumps(result, indent=2))
+            return
 
         # echo floor: the same fixed-rate run against servers that do no work
         result["echo_floor"] = echo_floor(tmp.name, env, body, answer, args)

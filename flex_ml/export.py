@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .bundle import check_parity, load_serving_function, packed_columns, to_raw_record
+from .bundle import check_parity, load_serving_function, packed_columns, to_raw_record, write_manifest
 from .features import is_numeric_feature
 from .schema import FlexMLError, Schema, load_schema, save_schema
 from .split import labels
@@ -385,4 +385,5 @@ def _assemble_export(train_dir, eval_dir, validate_dir, split_dir, schema_path, 
         versions=dict(tensorflow=tf.__version__, keras=keras.__version__, flex_ml=flex_ml.__version__))
     (out / "metadata.json").write_text(json.dumps(meta, indent=1, default=str) + "\n")
     (out / "model_card.md").write_text(model_card(meta))
+    write_manifest(out)  # last: the size and SHA-256 of every file above (see 03d_bundle)
     return meta

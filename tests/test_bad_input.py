@@ -245,7 +245,7 @@ def test_bad_option_values_are_refused_before_anything_starts(tmp_path):
                            (["score", "x.csv", "-o", "x.parquet", "--chunk-rows", "0"], "Invalid value for '--chunk-rows'")]:
         r = _cli(*args)
         assert r.returncode == 2 and expected in r.stderr, (args, r.stderr)
-    from flex_ml.serve import ServeSettings
+    from flex_ml.service import ServeSettings
     import os
     os.environ["FLEX_ML_MAX_BATCH"] = "abc"
     try:

@@ -338,11 +338,12 @@ def test_bank_marketing_drift_is_seen_and_retraining_promotes(tmp_path_factory):
     lines = (work / "new.csv").read_text().splitlines()
     holdout = tmp_path_factory.mktemp("holdout") / "holdout.csv"
     holdout.write_text("\n".join([lines[0]] + lines[-1600:]) + "\n")
-    server = Server(champ)
+    # reload needs an admin key, and loads only exports under the models root (here the project: champion and registry)
+    server = Server(champ, env={"FLEX_ML_ADMIN_KEYS": "admin-k", "FLEX_ML_MODELS_ROOT": str(proj)})
     try:
         v0 = server.client.get("/v1/model").json()["version"]
         r = run([str(BIN / "flex-ml"), "retrain", "--candidate", str(cand), "--holdout", str(holdout), "--champion", str(champ),
-                 "--params", "configs/bank_marketing/params.yaml", "--service", server.url], cwd=proj, env=git_id)
+                 "--params", "configs/bank_marketing/params.yaml", "--service", server.url], cwd=proj, env=git_id | {"FLEX_ML_API_KEY": "admin-k"})
         assert "PROMOTED" in r.stdout, r.stdout
         v1 = server.client.get("/v1/model").json()["version"]
         assert v1 != v0 and v1 == json.loads((proj / "registry" / "champion.json").read_text())["version"]

@@ -27,12 +27,13 @@ def free_port() -> int:
 
 class Server:
     "`flex-ml serve` in a subprocess on a free loopback port."
-    def __init__(self, model: Path, env: dict | None = None, args=()):
+    def __init__(self, model: Path, env: dict | None = None, args=(), preexec_fn=None):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = open(model.parent / f"serve-{self.port}.log", "w+")
         self.proc = subprocess.Popen([str(BIN / "flex-ml"), "serve", "--model", str(model), "--port", str(self.port), *args],
-                                     env=dict(os.environ, **(env or {})), stdout=self.log, stderr=subprocess.STDOUT)
+                                     env=dict(os.environ, **(env or {})), stdout=self.log, stderr=subprocess.STDOUT,
+                                     preexec_fn=preexec_fn)
         self.client = httpx.Client(base_url=self.url, timeout=30)
         deadline = time.time() + 90
         while time.time() < deadline:
@@ -62,7 +63,7 @@ def export(tiny_project, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def server(export):
-    s = Server(export)
+    s = Server(export, env={"FLEX_ML_ADMIN_LOOPBACK": "1"})  # reload without keys, on this loopback-bound server only
     yield s
     s.stop()
 
@@ -231,6 +232,8 @@ def test_limits_and_unknown_category_policy(export, golden, tmp_path):
     for c in schema["columns"]:
         if c["name"] == "EDUCATION": c["unknown"] = "quarantine"
     (strict / "schema.yaml").write_text(yaml.safe_dump(schema, sort_keys=False))
+    from flex_ml.bundle import write_manifest
+    write_manifest(strict)  # an export changed on purpose is sealed again; one changed otherwise is refused
     s = Server(strict, env={"FLEX_ML_MAX_BATCH": "5", "FLEX_ML_MAX_BODY_BYTES": "20000"})
     try:
         rec = golden[0]["record"]
@@ -366,8 +369,11 @@ def test_hot_reload_under_load_has_no_failed_request(server, golden, export):
         for t in threads: t.join()
     assert not failures and done[0] > 50
     assert 'flex_ml_model_reloads_total{outcome="ok"} 2.0' in server.client.get("/metrics").text
-    bad = server.client.post("/v1/admin/reload", json={"path": "/nonexistent"})
-    assert bad.status_code == 409 and "there is no export at /nonexistent" in bad.json()["detail"]
+    outside = server.client.post("/v1/admin/reload", json={"path": "/nonexistent"})
+    assert outside.status_code == 403 and "outside the models root" in outside.json()["detail"], outside.text
+    bad = server.client.post("/v1/admin/reload", json={"path": "nothing-here"})  # under the models root, but no export
+    assert bad.status_code == 409 and "there is no export at 'nothing-here'" in bad.json()["detail"], bad.text
+    assert str(export.parent) not in bad.text  # the folder on disk is not the client's business
     twice = server.client.post("/v1/admin/reload", content=f'{{"path": "{export}", "path": "/elsewhere"}}',
                                headers={"content-type": "application/json"})
     assert twice.status_code == 422 and twice.json()["problems"][0]["rule"] == "duplicate_key"
@@ -511,3 +517,162 @@ def test_batch_scoring_without_id_and_with_no_good_row(export, golden, tmp_path)
     out = pd.read_parquet(tmp_path / "out.parquet")
     assert len(out) == 0 and {"_line", "score", "decision", "model_version"} <= set(out.columns)
     assert not (tmp_path / "out.parquet.partial").exists()
+
+
+# ---- faults: kill -9, damaged exports, a full disk, slow and hostile clients (issue 21)
+
+def answered_then_killed(s: Server, golden, at_least: int = 300, clients: int = 4) -> list[str]:
+    """Request ids of the predictions `s` answered 200 while `clients` threads sent them, then `kill -9` of
+    the server with requests still in flight. Bounded: at most 60 s of load."""
+    ids, stop, lock = [], threading.Event(), threading.Lock()
+    body = {"records": [golden[0]["record"], golden[1]["record"]]}
+    def load():
+        with httpx.Client(base_url=s.url, timeout=10) as c:
+            while not stop.is_set():
+                try: r = c.post("/v1/predict", json=body)
+                except httpx.TransportError: return
+                if r.status_code == 200:
+                    with lock: ids.append(r.json()["request_id"])
+    threads = [threading.Thread(target=load) for _ in range(clients)]
+    for t in threads: t.start()
+    deadline = time.time() + 60
+    while len(ids) < at_least and time.time() < deadline: time.sleep(0.01)
+    s.proc.kill()  # SIGKILL: no shutdown, no flush
+    s.proc.wait(30); stop.set()
+    for t in threads: t.join(30)
+    s.client.close()
+    with lock: return list(ids)
+
+
+def test_kill_9_loses_no_answered_prediction_sqlite(export, golden, tmp_path):
+    db = tmp_path / "predictions.db"
+    ids = answered_then_killed(Server(export, args=("--log-db", str(db))), golden)
+    logged = {r for (r,) in sqlite3.connect(db).execute("select distinct request_id from predictions")}
+    assert len(ids) >= 300 and not (set(ids) - logged), f"{len(set(ids) - logged)} of {len(ids)} answered requests are not in the log"
+    n = sqlite3.connect(db).execute("select count(*) from predictions where request_id is not null").fetchone()[0]
+    assert n >= 2 * len(ids)  # two records a request, each with its request id
+
+
+def test_kill_9_loses_no_answered_prediction_postgresql(export, golden, postgres_url):
+    import psycopg
+    ids = answered_then_killed(Server(export, args=("--log-db", postgres_url)), golden)
+    with psycopg.connect(postgres_url) as db:
+        logged = {r for (r,) in db.execute("select distinct request_id from predictions where request_id = any(%s)", (ids,))}
+    assert len(ids) >= 300 and not (set(ids) - logged), f"{len(set(ids) - logged)} of {len(ids)} answered requests are not in the log"
+
+
+def _file_size_limit(n: int):
+    "A real limit on the server's files (RLIMIT_FSIZE): writing past `n` bytes fails with EFBIG, as on a full disk."
+    import resource
+    return lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (n, n))
+
+
+@pytest.mark.parametrize("policy", ["fail_closed", "fail_open"])
+def test_a_full_disk_follows_the_log_policy(export, golden, tmp_path, policy):
+    db = tmp_path / "predictions.db"
+    s = Server(export, args=("--log-db", str(db)), env={"FLEX_ML_LOG_POLICY": policy}, preexec_fn=_file_size_limit(256 * 1024))
+    try:
+        body, answers = {"records": [g["record"] for g in golden] * 5}, []
+        for _ in range(100):  # bounded: the limit is reached after a few hundred records
+            r = s.client.post("/v1/predict", json=body)
+            answers.append(r)
+            if r.status_code != 200 or r.headers.get("x-prediction-logged") == "false": break
+        last, metrics = answers[-1], s.client.get("/metrics").text
+        assert "flex_ml_prediction_log_ok 0.0" in metrics, s.output()[-2000:]
+        if policy == "fail_closed":
+            assert last.status_code == 503 and "prediction log could not be written" in last.json()["detail"], last.text
+            assert "flex_ml_log_refusals_total 1.0" in metrics
+        else:
+            assert last.status_code == 200 and last.headers["x-prediction-logged"] == "false", last.text
+            assert f"flex_ml_predictions_unlogged_total {float(len(body['records']))}" in metrics
+        ok = {r.json()["request_id"] for r in answers if r.status_code == 200 and "x-prediction-logged" not in r.headers}
+        assert ok and s.client.get("/v1/health").status_code == 200
+    finally:
+        s.stop()
+    logged = {r for (r,) in sqlite3.connect(db).execute("select distinct request_id from predictions")}
+    assert ok <= logged  # every decision answered as logged is in the log
+
+
+def _damaged_copy(export: Path, dest: Path, name: str) -> Path:
+    shutil.copytree(export, dest)
+    p = dest / name
+    p.write_bytes(p.read_bytes()[: p.stat().st_size // 2])
+    return dest
+
+
+def test_a_damaged_export_does_not_start(export, tmp_path):
+    bad = _damaged_copy(export, tmp_path / "bad", "runtime.npz")
+    r = subprocess.run([str(BIN / "flex-ml"), "serve", "--model", str(bad), "--port", str(free_port())],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "runtime.npz is" in r.stderr and "truncated" in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def test_sighup_with_a_damaged_export_logs_why_and_keeps_serving(export, golden, tmp_path):
+    served = tmp_path / "served"
+    shutil.copytree(export, served)
+    s = Server(served)
+    try:
+        meta = served / "metadata.json"
+        meta.write_text(meta.read_text()[:100])  # damaged in place, after the start
+        s.proc.send_signal(signal.SIGHUP)
+        deadline = time.time() + 30
+        while "SIGHUP" not in s.output() and time.time() < deadline: time.sleep(0.1)
+        assert "SIGHUP: reload of the served export refused: the export's file metadata.json is" in s.output(), s.output()[-2000:]
+        assert "Task exception was never retrieved" not in s.output() and "Traceback" not in s.output()
+        assert 'flex_ml_model_reloads_total{outcome="failed"} 1.0' in s.client.get("/metrics").text
+        assert s.client.post("/v1/predict", json={"records": [golden[0]["record"]]}).status_code == 200
+    finally:
+        s.stop()
+
+
+def _closed_within(sock: socket.socket, seconds: float) -> tuple[bool, bytes]:
+    "(whether the server closed `sock` within `seconds`, what it sent before)."
+    sock.settimeout(0.2); got, deadline = b"", time.time() + seconds
+    while time.time() < deadline:
+        try: chunk = sock.recv(65536)
+        except socket.timeout: continue
+        except ConnectionResetError: return True, got
+        if not chunk: return True, got
+        got += chunk
+    return False, got
+
+
+def test_slow_and_hostile_clients_are_dropped_and_others_are_served(export, golden):
+    s = Server(export, env={"FLEX_ML_HEADER_TIMEOUT": "1", "FLEX_ML_BODY_TIMEOUT": "1", "FLEX_ML_MAX_HEADER_BYTES": "16384"})
+    socks = []
+    try:
+        def connect():
+            c = socket.create_connection(("127.0.0.1", s.port), timeout=5); socks.append(c); return c
+        slow = [connect() for _ in range(50)]  # slowloris: a header line every 0.3 s, never the end
+        for c in slow: c.sendall(b"POST /v1/predict HTTP/1.1\r\nhost: x\r\n")
+        chunked = [connect() for _ in range(10)]  # a chunked upload that never sends its last chunk
+        for c in chunked: c.sendall(b"POST /v1/predict HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+                                    b"transfer-encoding: chunked\r\n\r\n5\r\n{\"rec\r\n")
+        big = connect(); big.sendall(b"GET /v1/health HTTP/1.1\r\nhost: x\r\nx-big: " + b"a" * (1 << 20) + b"\r\n\r\n")
+        t0, latencies = time.time(), []
+        with httpx.Client(base_url=s.url, timeout=5) as normal:
+            while time.time() - t0 < 2.5:
+                for c in slow:
+                    try: c.sendall(b"x-slow: 1\r\n")
+                    except OSError: pass
+                t = time.perf_counter()
+                assert normal.post("/v1/predict", json={"records": [golden[0]["record"]]}).status_code == 200
+                latencies.append(time.perf_counter() - t); time.sleep(0.3)
+        closed = [_closed_within(c, 3) for c in slow + chunked]
+        assert all(done for done, _ in closed), f"{sum(not d for d, _ in closed)} of {len(closed)} slow connections still open"
+        assert all(b" 408 " in got.split(b"\r\n")[0] for _, got in closed[50:]), closed[50:][:1]
+        done, got = _closed_within(big, 3)
+        assert done and got.startswith(b"HTTP/1.1 431"), got[:100]
+        assert max(latencies) < 0.5, latencies  # normal clients keep being answered promptly meanwhile
+        # a large body written with its headers in one go is no header overflow: only the head is limited
+        body = json.dumps({"records": [golden[0]["record"]] * 600}).encode()
+        assert len(body) > 4 * 16384
+        one = connect(); one.sendall(b"POST /v1/predict HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+                                     b"content-length: %d\r\nconnection: close\r\n\r\n" % len(body) + body)
+        done, got = _closed_within(one, 10)
+        assert got.startswith(b"HTTP/1.1 200"), got[:200]
+        metrics = s.client.get("/metrics").text
+        assert 'flex_ml_connections_dropped_total{reason="slow headers"}' in metrics
+    finally:
+        for c in socks: c.close()
+        s.stop()

@@ -7,7 +7,7 @@ import pytest
 
 from flex_ml.features import to_model_inputs
 from flex_ml.schema import Column, Schema
-from flex_ml.serve import timestamp_problems
+from flex_ml.request import timestamp_problems
 from flex_ml.validate import check_column
 
 VALUES = ["2024-03-07", " 2024-03-07", "2024-3-7", "2024-03-07T00:00:00Z", "2024-03-07T02:00:00+02:00",
