@@ -18,7 +18,7 @@ from .schema import FlexMLError
 
 # %% auto #0
 __all__ = ['SETUP_HINT', 'dvc', 'default_remote', 'probe_remote', 'pull', 'push', 'verify_tracked_dir', 'track_version',
-           'registry_versions', 'pull_version']
+           'registry_versions', 'pull_version', 'resolve_model']
 
 # %% ../nbs/01a_remote.ipynb #cfbcb08a
 SETUP_HINT = ("configure it once: `dvc remote add -d team s3://BUCKET/PATH`, `dvc remote modify team endpointurl URL` "
@@ -148,10 +148,13 @@ def track_version(version_dir) -> dict:
     """Record the export at `version_dir` in a `.dvc` file beside it (its checksums, committed by git) and,
     when the project has a default remote, push it there. Returns `{dvcfile, pushed, remote|error}`."""
     version_dir = Path(version_dir).resolve()
-    root = _repo_root(version_dir.parent)
-    if not (root / ".dvc").is_dir(): return dict(dvcfile=None, pushed=False, error=f"{root} is not a DVC project")
-    rel = version_dir.relative_to(root)
-    _dvc_or_raise(["add", "--quiet", str(rel)], root, f"recording {rel} in {rel}.dvc")
+    try:
+        root = _repo_root(version_dir.parent)
+        if not (root / ".dvc").is_dir(): raise FlexMLError(f"{root} is not a DVC project")
+        rel = version_dir.relative_to(root)
+        _dvc_or_raise(["add", "--quiet", str(rel)], root, f"recording {rel} in {rel}.dvc")
+    except FlexMLError as e:  # the promotion stands; what is missing is said in the decision
+        return dict(dvcfile=None, pushed=False, error=f"{e.what} ({e.hint})" if e.hint else e.what)
     out = dict(dvcfile=str(root / f"{rel}.dvc"), pushed=False)
     if not default_remote(root): return dict(out, error="no DVC remote configured: the version stays on this machine")
     try: return dict(out, **push(root, [f"{rel}.dvc"], run_cache=False), pushed=True)
@@ -180,3 +183,11 @@ def pull_version(version: str, registry="registry") -> Path:
         raise FlexMLError(f"{reg / 'models' / version} is not on this machine and no DVC remote is configured", SETUP_HINT)
     verify_tracked_dir(dvcfile, root)
     return reg / "models" / version
+
+def resolve_model(model, registry="registry", log=print) -> Path:
+    "`registry:VERSION` (or `registry:champion`): that version, pulled and verified; any other path as given."
+    if not str(model).startswith("registry:"): return Path(model)
+    path = pull_version(str(model)[len("registry:"):], registry)
+    log(f"model: {path} (registry version {path.name}, every file checked against {path}.dvc)")
+    return path
+
