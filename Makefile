@@ -12,7 +12,7 @@ FLEX_ML_DATA_MIRROR ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data)
 export FLEX_ML_DATA_MIRROR
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: install system-deps data repro test test-fast export lab tune serve bench readme docs plots help
+.PHONY: install system-deps data repro pull push model-report test test-fast export lab tune serve bench readme docs plots help
 help:
 	@grep -E '^#   make' Makefile | sed 's/^#   //'
 
@@ -43,8 +43,23 @@ $(STAMP): requirements.txt setup.py settings.ini
 data: $(STAMP)
 	$(BIN)/flex-ml fetch
 
+# with a team remote, its outputs are pulled first: the committed bytes, not a retrain on this CPU
 repro: install
+	$(BIN)/flex-ml remote pull --if-configured
 	$(BIN)/dvc repro
+
+#   make pull      the data, stage outputs and run-cache the team's DVC remote holds (README: the team remote)
+pull: $(STAMP)
+	$(BIN)/flex-ml remote pull
+
+#   make push      data, stage outputs, registry versions and the run-cache to the team's DVC remote
+push: $(STAMP)
+	$(BIN)/flex-ml remote push
+
+#   make model-report  after make repro: this model against main's (or BASE=rev), in artifacts/model-report/; fails when worse
+BASE ?= main
+model-report: $(STAMP)
+	$(BIN)/flex-ml model-report --base $(BASE)
 
 # Prints the time of each part and the total (CI's log shows where its minutes go).
 test: system-deps install
