@@ -91,7 +91,7 @@ tune: install
 serve: $(STAMP)
 	$(BIN)/flex-ml serve --model artifacts/model --host 127.0.0.1 --port 8000
 
-#   make bench     pipeline, training-speed, serving, monitoring, seed-, split-, feature-, cross-fit and retrain-gate studies, JSON
+#   make bench     pipeline, training-speed, serving, monitoring, seed-, split-, feature-, cross-fit, retrain-gate and team-remote studies, JSON
 bench: install
 	$(BIN)/python benchmarks/pipeline.py
 	$(BIN)/python benchmarks/training.py
@@ -103,6 +103,7 @@ bench: install
 	$(BIN)/python benchmarks/teacher.py
 	$(BIN)/python benchmarks/crossfit.py
 	$(BIN)/python benchmarks/retrain_gates.py
+	$(BIN)/python benchmarks/remote.py
 
 #   make plots     dvc plots show into dvc_plots/, drawn with local vega (DVC's own page needs a CDN)
 plots: $(STAMP)
