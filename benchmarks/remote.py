@@ -10,6 +10,7 @@ configured, runs what `make install` and `make repro` run: `flex-ml fetch` (pull
 `flex-ml remote pull`, `dvc repro` (nothing to do). B's outputs are compared byte for byte with A's.
 """
 import argparse
+import shutil
 import hashlib
 import json
 import os
@@ -67,8 +68,8 @@ def main():
                AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench")
     env.setdefault("FLEX_ML_DATA_MIRROR", str(ROOT.parent / "shared" / "data"))
     proc = s3_server(port)
+    work = Path(tempfile.mkdtemp(prefix="flex-ml-remote-"))
     try:
-        work = Path(tempfile.mkdtemp(prefix="flex-ml-remote-"))
         a, b = work / "a", work / "b"
         sh(["git", "clone", "-q", str(ROOT), str(a)], work, env)
         without = dict(fetch=sh(["flex-ml", "fetch", "--timeout", "5"], a, env), repro=sh(["dvc", "repro"], a, env))
@@ -87,6 +88,7 @@ def main():
         status = subprocess.run(["dvc", "status"], cwd=b, env=env, capture_output=True, text=True).stdout.strip()
     finally:
         proc.terminate(); proc.wait(10)
+        shutil.rmtree(work, ignore_errors=True)
     result = dict(machine=dict(cpus=os.cpu_count(), python=sys.version.split()[0]),
                   without_remote_seconds=dict(without, total=round(sum(without.values()), 2)),
                   with_remote_seconds=dict(with_remote, total=round(sum(with_remote.values()), 2)),
