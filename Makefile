@@ -12,7 +12,7 @@ FLEX_ML_DATA_MIRROR ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data)
 export FLEX_ML_DATA_MIRROR
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: install system-deps data repro test test-fast export lab tune serve bench readme docs plots help
+.PHONY: install system-deps data repro pull push model-report test test-fast export lab tune serve bench readme docs plots help
 help:
 	@grep -E '^#   make' Makefile | sed 's/^#   //'
 
@@ -48,8 +48,23 @@ $(STAMP): requirements.txt setup.py settings.ini
 data: $(STAMP)
 	$(BIN)/flex-ml fetch
 
+# with a team remote, its outputs are pulled first: the committed bytes, not a retrain on this CPU
 repro: install
+	$(BIN)/flex-ml remote pull --if-configured
 	$(BIN)/dvc repro
+
+#   make pull      the data, stage outputs and run-cache the team's DVC remote holds (README: the team remote)
+pull: $(STAMP)
+	$(BIN)/flex-ml remote pull
+
+#   make push      data, stage outputs, registry versions and the run-cache to the team's DVC remote
+push: $(STAMP)
+	$(BIN)/flex-ml remote push
+
+#   make model-report  after make repro: this model against main's (or BASE=rev), in artifacts/model-report/; fails when worse
+BASE ?= main
+model-report: $(STAMP)
+	$(BIN)/flex-ml model-report --base $(BASE)
 
 # Prints the time of each part and the total (CI's log shows where its minutes go).
 test: system-deps install
@@ -87,7 +102,7 @@ tune: install
 serve: $(STAMP)
 	$(BIN)/flex-ml serve --model artifacts/model --host 127.0.0.1 --port 8000
 
-#   make bench     pipeline, training-speed, serving, monitoring, seed-, split-, feature-, cross-fit and retrain-gate studies, JSON
+#   make bench     pipeline, training-speed, serving, monitoring, seed-, split-, feature-, cross-fit, retrain-gate and team-remote studies, JSON
 bench: install
 	$(BIN)/python benchmarks/pipeline.py
 	$(BIN)/python benchmarks/training.py
@@ -99,6 +114,7 @@ bench: install
 	$(BIN)/python benchmarks/teacher.py
 	$(BIN)/python benchmarks/crossfit.py
 	$(BIN)/python benchmarks/retrain_gates.py
+	$(BIN)/python benchmarks/remote.py
 
 #   make plots     dvc plots show into dvc_plots/, drawn with local vega (DVC's own page needs a CDN)
 plots: $(STAMP)

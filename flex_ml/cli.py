@@ -29,9 +29,10 @@ params_app = typer.Typer(help="Check a parameter file against its contract.", no
 app.add_typer(params_app, name="params")
 
 # %% auto #0
-__all__ = ['app', 'schema_app', 'params_app', 'PARAMS', 'dataset_paths', 'fetch', 'generate', 'schema_infer', 'schema_check',
-           'params_check', 'validate', 'split', 'profile', 'train', 'tune', 'evaluate', 'metrics', 'export', 'report',
-           'serve', 'score', 'monitor', 'retrain', 'simulate_month', 'main']
+__all__ = ['app', 'schema_app', 'params_app', 'PARAMS', 'remote_app', 'registry_app', 'dataset_paths', 'fetch', 'generate',
+           'schema_infer', 'schema_check', 'params_check', 'validate', 'split', 'profile', 'train', 'tune', 'evaluate',
+           'metrics', 'export', 'report', 'remote_check', 'remote_pull', 'remote_push', 'registry_list',
+           'registry_pull', 'model_report', 'serve', 'score', 'monitor', 'retrain', 'simulate_month', 'main']
 
 # %% ../nbs/10_cli.ipynb #831b1a3f
 def dataset_paths(params: dict) -> tuple[str, str]:
@@ -59,11 +60,6 @@ def _require(stage: str, inputs: dict, upto: str | None = None):
 PARAMS = typer.Option("params.yaml", "--params", help="Parameter file.")
 
 # %% ../nbs/10_cli.ipynb #a04eb7de
-def _dvc_remote_configured() -> bool:
-    if not shutil.which("dvc") or not Path(".dvc").exists(): return False
-    r = subprocess.run(["dvc", "remote", "list"], capture_output=True, text=True)
-    return r.returncode == 0 and bool(r.stdout.strip())
-
 @app.command()
 def fetch(schemas: Optional[List[Path]] = typer.Argument(None, help="Schema files; default: every schemas/*.yaml with a source."),
           data_dir: Path = typer.Option("data", help="Where raw files land (tracked by data.dvc)."),
@@ -73,10 +69,13 @@ def fetch(schemas: Optional[List[Path]] = typer.Argument(None, help="Schema file
     "Fetch raw data: DVC remote, else public source, else local mirror; verify checksums."
     from flex_ml.data import fetch_dataset
     from flex_ml.schema import load_schema
-    if _dvc_remote_configured() and Path("data.dvc").exists():
-        typer.echo("DVC remote configured: dvc pull data.dvc")
-        if subprocess.run(["dvc", "pull", "data.dvc"]).returncode != 0:
-            typer.echo("dvc pull failed; trying the other sources", err=True)
+    from flex_ml.remote import default_remote, pull
+    if Path("data.dvc").exists() and default_remote("."):
+        try:
+            r = pull(".", ["data.dvc"], run_cache=False)
+            typer.echo(f"data.dvc: pulled from the DVC remote {r['name']} ({r['url']}) in {r['pull_seconds']} s")
+        except FlexMLError as e:  # one message, then the documented fallback: the public source, the mirror
+            typer.echo(f"the DVC remote failed: {e.what}\n  hint: {e.hint}\n  trying the public source, then the mirror", err=True)
     paths = schemas or sorted(Path("schemas").glob("*.yaml"))
     fetched = set()
     for p in paths:
@@ -300,9 +299,73 @@ def report(notebook: Path = typer.Option("nbs/reports/evaluation.ipynb", help="P
     html = run_report(notebook, out, kv, kernel)
     typer.echo(f"wrote {html}")
 
+# %% ../nbs/10_cli.ipynb #385519ba
+remote_app = typer.Typer(help="The team's DVC remote: check it, pull from it, push to it.", no_args_is_help=True)
+app.add_typer(remote_app, name="remote")
+registry_app = typer.Typer(help="Promoted model versions kept in the DVC remote: list, pull and verify.", no_args_is_help=True)
+app.add_typer(registry_app, name="registry")
+
+@remote_app.command("check")
+def remote_check():
+    "Check that the default DVC remote answers with these credentials (one clear message when not)."
+    from flex_ml.remote import probe_remote
+    _echo_json(probe_remote("."))
+
+@remote_app.command("pull")
+def remote_pull(targets: Optional[List[str]] = typer.Argument(None, help="Stages or .dvc files (default: everything dvc.lock and the .dvc files record)."),
+                run_cache: bool = typer.Option(True, help="Also pull the run-cache (runs anyone pushed, for `dvc repro`)."),
+                if_configured: bool = typer.Option(False, help="Without a remote, say so and succeed (make repro).")):
+    "Pull the committed data and stage outputs the remote holds; name the stages `dvc repro` would still run."
+    from flex_ml.remote import default_remote, pull
+    if if_configured and not default_remote("."):
+        typer.echo("no DVC remote configured: nothing to pull (`dvc repro` rebuilds the outputs here; another CPU "
+                   "can give other figures: see the README, 'Reproducible where')")
+        return
+    r = pull(".", targets or (), run_cache)
+    typer.echo(f"pulled from the DVC remote {r['name']} ({r['url']}) in {r['pull_seconds']} s")
+    if r["stale"]: typer.echo(f"the remote lacks outputs of: {', '.join(r['stale'])}: `dvc repro` rebuilds them here (`make push` shares them)")
+    else: typer.echo("every output dvc.lock records is here: `dvc repro` has nothing to do")
+
+@remote_app.command("push")
+def remote_push(targets: Optional[List[str]] = typer.Argument(None, help="Stages or .dvc files (default: everything)."),
+                run_cache: bool = typer.Option(True, help="Also push the run-cache.")):
+    "Push the data, stage outputs, registry versions and run-cache to the default remote."
+    from flex_ml.remote import push
+    r = push(".", targets or (), run_cache)
+    typer.echo(f"pushed to the DVC remote {r['name']} ({r['url']}) in {r['push_seconds']} s: {' '.join(r['log'][-1:])}")
+
+@registry_app.command("list")
+def registry_list(registry: Path = typer.Option("registry", help="Registry folder.")):
+    "The versions whose checksums the registry records (registry/models/VERSION.dvc)."
+    from flex_ml.remote import registry_versions
+    for v in registry_versions(registry): typer.echo(v)
+
+@registry_app.command("pull")
+def registry_pull(version: str = typer.Argument(..., help="A version, or `champion` (the one champion.json names)."),
+                  registry: Path = typer.Option("registry", help="Registry folder.")):
+    "Pull a promoted export from the team remote and verify every file against the checksums git holds."
+    from flex_ml.remote import pull_version, verify_tracked_dir
+    path = pull_version(version, registry)
+    _echo_json(dict(version=path.name, **verify_tracked_dir(Path(f"{path}.dvc"), ".")))
+
+@app.command("model-report")
+def model_report(base: str = typer.Option("main", help="The git revision to compare with."),
+                 out: Path = typer.Option("artifacts/model-report", help="Folder for report.md, report.html, plots/, verdict.json."),
+                 resamples: int = typer.Option(1000, min=50, help="Paired bootstrap resamples of the test rows."),
+                 tolerance: float = typer.Option(0.0, min=0, help="AUC loss accepted even when it is beyond the noise.")):
+    """This change's model against `base`'s: metrics, params and plots diffs and the paired test, as
+    Markdown and HTML. Exit status 1 when the model is worse beyond the noise (CI fails the change)."""
+    from flex_ml.modelci import model_report as run_report
+    r = run_report(base, out, ".", resamples=resamples, tolerance=tolerance)
+    typer.echo(f"model report: {'PASS' if r['passed'] else 'FAIL'} ({r['verdict']}): test AUC {r['auc_change']:.5f} "
+               f"against {r['auc_base']:.5f} on {base}, change {r['delta']:+.5f} [{r['delta_ci_low']:+.5f}, {r['delta_ci_high']:+.5f}]")
+    typer.echo(f"  {r['report']}, {r['html']}")
+    if not r["passed"]: raise typer.Exit(1)
+
+
 # %% ../nbs/10_cli.ipynb #2fd08fa1
 @app.command()
-def serve(model: Path = typer.Option("artifacts/model", help="Export folder written by `flex-ml export`."),
+def serve(model: Path = typer.Option("artifacts/model", help="Export folder written by `flex-ml export`, or registry:VERSION (pulled and verified)."),
           host: str = typer.Option("127.0.0.1", help="Interface to bind (0.0.0.0 in a container)."),
           port: int = typer.Option(8000, min=1, max=65535, help="TCP port."),
           max_batch: Optional[int] = typer.Option(None, min=1, help="Most records per request (env FLEX_ML_MAX_BATCH; default 10000)."),
@@ -318,16 +381,18 @@ def serve(model: Path = typer.Option("artifacts/model", help="Export folder writ
     settings = ServeSettings.from_env(max_batch=max_batch, max_body_bytes=max_body_bytes, log_db=log_db)
     if not settings.api_keys and host not in ("127.0.0.1", "localhost", "::1"):
         typer.echo(f"warning: serving on {host} without API keys (set FLEX_ML_API_KEYS)", err=True)
-    run_server(model, host, port, settings, log_level=log_level)
+    from flex_ml.remote import resolve_model
+    run_server(resolve_model(model, log=lambda m: typer.echo(m, err=True)), host, port, settings, log_level=log_level)
 @app.command()
 def score(input: Path = typer.Argument(..., help="Raw delimited file to score."),
           output: Path = typer.Option(..., "--out", "-o", help="File to write: Parquet (.parquet) or CSV (.csv)."),
-          model: Path = typer.Option("artifacts/model", help="Export folder."),
+          model: Path = typer.Option("artifacts/model", help="Export folder, or registry:VERSION (pulled and verified)."),
           chunk_rows: int = typer.Option(50_000, min=1, help="Rows per chunk (memory stays flat)."),
           progress: bool = typer.Option(True, help="Show a progress bar.")):
     "Batch-score a large raw file in chunks: the service's scores and decisions, as Parquet (or CSV)."
     from flex_ml.score import score_file
-    _echo_json(score_file(model, input, output, chunk_rows=chunk_rows, progress=progress))
+    from flex_ml.remote import resolve_model
+    _echo_json(score_file(resolve_model(model, log=lambda m: typer.echo(m, err=True)), input, output, chunk_rows=chunk_rows, progress=progress))
 
 # %% ../nbs/10_cli.ipynb #c84afa18
 @app.command()
@@ -392,6 +457,7 @@ def retrain(new: Optional[Path] = typer.Option(None, help="Newly landed raw data
     typer.echo(f"  decision: {d['record']}")
     if d.get("reload"): typer.echo(f"  service reload: {'ok' if d['reload']['ok'] else d['reload']['error']}")
     if d.get("git"): typer.echo(f"  git: {d['git'].get('message')}" + (f", tag {d['git']['tag']}" if d['git'].get('tag') else ""))
+    if d.get("remote"): typer.echo(f"  remote: {'pushed ' + d['remote']['dvcfile'] if d['remote']['pushed'] else d['remote'].get('error')}")
 
 @app.command("simulate-month")
 def simulate_month(out: Path = typer.Option(Path("incoming/simulated"), help="Folder for month.csv (the new rows) and base.csv."),

@@ -262,6 +262,8 @@ def record_decision(decision: dict, registry, candidate_dir, service_url: str | 
         training = (decision.get("inputs") or {}).get("training_file")
         if training:  # the next retrain builds on the data this champion learned from
             shutil.copy(training, dest / "training_data.csv")
+        from flex_ml.remote import track_version  # its checksums in models/VERSION.dvc, pushed when a remote is configured
+        decision["remote"] = track_version(dest) if git else None
         tmp = reg / ".current.tmp"
         if tmp.is_symlink() or tmp.exists(): tmp.unlink()
         tmp.symlink_to(Path("models") / version)
@@ -292,6 +294,8 @@ def _commit(decision: dict, reg: Path, version: str) -> dict:
     root = Path(_git("rev-parse", "--show-toplevel", cwd=reg).stdout.strip())
     rel = os.path.relpath(reg.resolve(), root)
     files = [os.path.join(rel, "decisions")] + ([os.path.join(rel, "champion.json")] if decision["promote"] else [])
+    files += [f for f in (os.path.join(rel, "models", f"{version}.dvc"), os.path.join(rel, "models", ".gitignore"))
+              if decision["promote"] and (root / f).exists()]  # the version's checksums (flex_ml.remote.track_version)
     add = _git("add", "--", *files, cwd=root)
     msg = f"retrain: {decision['outcome']} {version} ({decision['summary']})"
     com = _git("commit", "-q", "-m", msg, "--", *files, cwd=root)
