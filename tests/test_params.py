@@ -113,3 +113,14 @@ def test_a_tuning_space_is_checked_against_the_keys_own_rules(tmp_path):
     del params["tune"]; f.write_text(yaml.safe_dump(params))
     r = subprocess.run([FLEX_ML, "tune", "--params", str(f)], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "no tune.space" in r.stderr, r.stderr
+
+
+def test_every_params_file_has_what_every_stage_reads():
+    """dvc.yaml names the params.yaml sections each stage reads; a dataset's own params file that lacks one
+    (the bank-marketing file lacked `engine` once the engines landed) makes `dvc repro` fail at once."""
+    import yaml
+    from conftest import ROOT
+    needed = {s for st in yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"].values() for s in st.get("params", [])}
+    for f in [ROOT / "params.yaml", *sorted((ROOT / "configs").glob("*/params.yaml"))]:
+        have = set(yaml.safe_load(f.read_text()))
+        assert {n.split(".")[0] for n in needed} <= have, f"{f.relative_to(ROOT)} lacks {sorted({n.split('.')[0] for n in needed} - have)}"
