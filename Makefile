@@ -12,7 +12,7 @@ FLEX_ML_DATA_MIRROR ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data)
 export FLEX_ML_DATA_MIRROR
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: install system-deps data repro pull push model-report test test-fast export lab tune serve bench readme docs plots help
+.PHONY: test-heavy install system-deps data repro pull push model-report test test-fast export lab tune serve bench readme docs plots help
 help:
 	@grep -E '^#   make' Makefile | sed 's/^#   //'
 
@@ -70,8 +70,13 @@ model-report: $(STAMP)
 test: system-deps install
 	@start=$$(date +%s); \
 	$(BIN)/nbdev_test --n_workers 2 && nb=$$(date +%s) && echo "make test: notebooks $$((nb - start)) s" && \
-	$(BIN)/python -m pytest -ra --durations=20 tests; rc=$$?; \
+	$(BIN)/python -m pytest -ra --durations=20 -m "not heavy" tests; rc=$$?; \
 	echo "make test: total $$(( $$(date +%s) - start )) s (exit $$rc)"; exit $$rc
+
+#   make test-heavy the heavy tests make test leaves out: a 1M-row bad-input run, a full pipeline through the S3 remote
+test-heavy: system-deps install
+	@start=$$(date +%s); $(BIN)/python -m pytest -ra --durations=10 -m heavy tests; rc=$$?; \
+	echo "make test-heavy: total $$(( $$(date +%s) - start )) s (exit $$rc)"; exit $$rc
 
 #   make test-fast the fast tier: no pipeline run (a small real model is built in a fixture), minutes
 test-fast: system-deps install

@@ -73,6 +73,7 @@ def test_cli_streams_when_the_file_is_large(tmp_path, credit_raw):
 
 
 @pytest.mark.slow
+@pytest.mark.heavy
 def test_bad_input_at_scale(tmp_path, credit_raw):
     "1M rows, 1% broken in every way: every broken row quarantined with its reason, none lost, no crash."
     from flex_ml.engines import stream_validate

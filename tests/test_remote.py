@@ -176,6 +176,7 @@ def outputs(repo: Path) -> dict:
 
 
 @pytest.mark.slow
+@pytest.mark.heavy
 def test_a_clone_with_the_remote_gets_the_committed_bytes_and_the_report_judges_changes(s3, tmp_path):
     """Clone A runs the pipeline and pushes (data, outputs, run-cache); clone B, with nothing but git
     and the remote, pulls: the same bytes, `dvc status` clean, `dvc repro` runs nothing. Then the model

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.slow
 def _small(p, tmp_path, **tune):
     "params.yaml of the project, made quick (a few epochs), with the given tune section."
     params = yaml.safe_load((p / "params.yaml").read_text())
-    params["train"].update(epochs=3, patience=1)
+    params["train"].update(epochs=3, patience=1, teacher_weight=0.0)  # the search is under test, not the teacher (tests/test_model.py)
     params["model"].update(hidden=[16])
     params["tune"] = tune
     f = tmp_path / "params.yaml"
