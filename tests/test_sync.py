@@ -57,39 +57,35 @@ def test_openmp_threads_wait_without_spinning():
     assert out == ["ACTIVE"]
 
 
+def _imports_in_nodes(nodes) -> set[str]:
+    "The flex_ml modules imported anywhere under the AST `nodes` (`from .x`, `from flex_ml.x`, `import flex_ml.x`)."
+    import ast
+    found = set()
+    for node in (n for top in nodes for n in ast.walk(top)):
+        if isinstance(node, ast.ImportFrom):
+            if node.level == 1 and node.module: found.add(node.module.split(".")[0])
+            elif node.module and node.module.startswith("flex_ml."): found.add(node.module.split(".")[1])
+            elif node.module == "flex_ml": found |= {a.name for a in node.names}
+        elif isinstance(node, ast.Import):
+            found |= {a.name.split(".")[1] for a in node.names if a.name.startswith("flex_ml.")}
+    return {m for m in found if (ROOT / "flex_ml" / f"{m}.py").exists()}
+
+
 def _flex_ml_imports(module: str, verb: str | None = None) -> set[str]:
-    """The flex_ml modules `module` imports, at the top or inside functions (`from .x`, `from flex_ml.x`).
+    """The flex_ml modules `module` imports, at the top or inside functions.
     For the CLI, only what one `verb` runs: the imports inside other verbs' functions do not count."""
     import ast
     tree = ast.parse((ROOT / "flex_ml" / f"{module}.py").read_text())
     def is_other_verb(node):
         return (isinstance(node, ast.FunctionDef) and node.name != verb and node.decorator_list
                 and any("command" in ast.unparse(d) for d in node.decorator_list))
-    found, todo = set(), [n for n in tree.body if not (verb and is_other_verb(n))]
-    while todo:
-        node = todo.pop()
-        todo += [c for c in ast.iter_child_nodes(node)]
-        if isinstance(node, ast.ImportFrom):
-            if node.level == 1 and node.module: found.add(node.module.split(".")[0])
-            elif node.module and node.module.startswith("flex_ml."): found.add(node.module.split(".")[1])
-            elif node.module == "flex_ml": found |= {a.name for a in node.names}
-        elif isinstance(node, ast.Import):
-            found |= {a.name.split(".")[1] for a in node.names if a.name.startswith("flex_ml.")}
-    return {m for m in found if (ROOT / "flex_ml" / f"{m}.py").exists()}
+    return _imports_in_nodes([n for n in tree.body if not (verb and is_other_verb(n))])
 
 
 def _imports_in_code(code: str) -> set[str]:
-    "The flex_ml modules a piece of code imports (`from .x`, `from flex_ml.x`, `import flex_ml.x`), anywhere in it."
+    "The flex_ml modules a piece of code imports, anywhere in it."
     import ast
-    found = set()
-    for node in ast.walk(ast.parse(code)):
-        if isinstance(node, ast.ImportFrom):
-            if node.level == 1 and node.module: found.add(node.module.split(".")[0])
-            elif node.module and node.module.startswith("flex_ml."): found.add(node.module.split(".")[1])
-            elif node.module == "flex_ml": found |= {a.name for a in node.names}
-        elif isinstance(node, ast.Import):
-            found |= {a.name.split(".")[1] for a in node.names if a.name.startswith("flex_ml.")}
-    return {m for m in found if (ROOT / "flex_ml" / f"{m}.py").exists()}
+    return _imports_in_nodes([ast.parse(code)])
 
 
 def _notebook_imports(path: Path) -> set[str]:
