@@ -75,7 +75,7 @@ def reload_path(raw: bytes) -> str | None:
     "The `path` of a reload request body, or `HTTPError` 422."
     def bad(field, rule, message):
         return HTTPError(422, **invalid_body([{"record": None, "field": field, "rule": rule, "value": None, "message": message}]))
-    if not raw.strip(): return None
+    if not raw: return None  # no body: reload the served export; whitespace alone is not JSON (the schema says so)
     keys = []  # the hook sees nested objects first and the request's own object last
     try: body = json.loads(raw, object_pairs_hook=lambda kv: keys.append([k for k, _ in kv]) or dict(kv))
     except (ValueError, RecursionError) as e: raise bad(None, "json_invalid", f"the body is not valid JSON: {e}") from None
