@@ -54,8 +54,11 @@ def _components(service: PredictionService) -> dict:
         "ModelInfo": {"type": "object", "required": ["version", "threshold", "runtime", "metadata", "model_card"], "properties": {
             "version": {"type": "string"}, "threshold": {"type": "number"}, "runtime": {"type": "string", "enum": ["numpy", "tensorflow"]},
             "metadata": {"type": "object"}, "model_card": {"type": "string", "description": "Markdown"}}}},
-        "headers": {"X-Request-ID": {"description": "a random id of this request; for a prediction, its id in the log",
-                                     "schema": {"type": "string"}}}}
+        "headers": {"X-Request-ID": {"description": "the client's X-Request-ID, else a random id; for a prediction, its id in the log",
+                                     "schema": {"type": "string"}}},
+        "parameters": {"X-Request-ID": {"name": "X-Request-ID", "in": "header", "required": False, "schema": {
+            "type": "string", "pattern": "^[A-Za-z0-9._:-]{1,128}$"}, "description": "this request's id (e.g. a gateway's trace id): "
+            "it is returned and, for a prediction, logged with the decision; without it the service makes one"}}}
 
 # %% ../nbs/07e_openapi.ipynb #7051d1c1
 def _predict_op(service: PredictionService) -> dict:
@@ -109,6 +112,10 @@ def openapi_document(service: PredictionService, title: str, description: str) -
                "/v1/admin/reload": {"post": _reload_op(service)},
                "/metrics": _get("Prometheus metrics", _ok("the metrics, in Prometheus' text format", {"type": "string"}, "text/plain"))},
            "components": _components(service)}
+    for path in doc["paths"].values():  # every endpoint takes the client's request id, and refuses a bad one
+        for op in path.values():
+            op["parameters"] = [{"$ref": "#/components/parameters/X-Request-ID"}]
+            op["responses"]["400"] = _error("the X-Request-ID header is not 1-128 letters, digits or . _ : -")
     if keyed or service.settings.reload_keys:  # the API page's "Authorize" button, and generated clients, send the key
         doc["components"]["securitySchemes"] = {"ApiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"}}
         if keyed: doc["paths"]["/v1/predict"]["post"]["security"] = [{"ApiKey": []}]

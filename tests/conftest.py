@@ -66,30 +66,50 @@ def credit_project(tmp_path_factory):
     return p, run(["dvc", "repro"], p)
 
 
+class PostgresServer:
+    """A real PostgreSQL server on loopback in a scratch folder (Debian's postgresql package; `make install`
+    installs it when missing), run as the `postgres` user when the tests run as root. `stop()` and
+    `start()` take it down and bring it back (fault tests); `close()` removes it."""
+    def __init__(self):
+        import glob, pwd, tempfile
+        found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+        if not found: pytest.fail("PostgreSQL is not installed: run `make install` (it installs Debian's postgresql)")
+        self.bin_dir = Path(found[-1]).parent
+        self.base = Path(tempfile.mkdtemp(prefix="flex-ml-pg-", dir="/tmp"))
+        self.as_user = []
+        if os.geteuid() == 0:
+            pw = pwd.getpwnam("postgres")
+            os.chown(self.base, pw.pw_uid, pw.pw_gid)
+            self.as_user = ["runuser", "-u", "postgres", "--"]
+        self.port = _free_port()
+        self.url = f"postgresql://flex@127.0.0.1:{self.port}/postgres"
+        subprocess.run(self.as_user + [str(self.bin_dir / "initdb"), "-D", str(self.base / "data"), "-A", "trust", "-U", "flex"],
+                       check=True, capture_output=True)
+        self.start()
+
+    def _pg_ctl(self, *args, check=True):
+        return subprocess.run(self.as_user + [str(self.bin_dir / "pg_ctl"), "-D", str(self.base / "data"), *args],
+                              check=check, capture_output=True, timeout=120)
+
+    def start(self):
+        self._pg_ctl("-l", str(self.base / "log"), "-w", "-o",
+                     f"-p {self.port} -k {self.base} -c listen_addresses=127.0.0.1", "start")
+
+    def stop(self, mode: str = "fast"):
+        "`immediate` is a crash as the clients see it: connections cut, no shutdown handshake."
+        self._pg_ctl("-m", mode, "-w", "stop", check=False)
+
+    def close(self):
+        self.stop()
+        shutil.rmtree(self.base, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def postgres_url():
-    """A real PostgreSQL server on loopback for the session (Debian's postgresql package; `make install`
-    installs it when missing). Runs as the `postgres` user when the tests run as root."""
-    import glob, pwd, tempfile
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
-    if not found: pytest.fail("PostgreSQL is not installed: run `make install` (it installs Debian's postgresql)")
-    bin_dir = Path(found[-1]).parent
-    base = Path(tempfile.mkdtemp(prefix="flex-ml-pg-", dir="/tmp"))
-    as_user = []
-    if os.geteuid() == 0:
-        pw = pwd.getpwnam("postgres")
-        os.chown(base, pw.pw_uid, pw.pw_gid)
-        as_user = ["runuser", "-u", "postgres", "--"]
-    port = _free_port()
-    subprocess.run(as_user + [str(bin_dir / "initdb"), "-D", str(base / "data"), "-A", "trust", "-U", "flex"],
-                   check=True, capture_output=True)
-    subprocess.run(as_user + [str(bin_dir / "pg_ctl"), "-D", str(base / "data"), "-l", str(base / "log"), "-w", "-o",
-                              f"-p {port} -k {base} -c listen_addresses=127.0.0.1", "start"], check=True, capture_output=True)
-    try:
-        yield f"postgresql://flex@127.0.0.1:{port}/postgres"
-    finally:
-        subprocess.run(as_user + [str(bin_dir / "pg_ctl"), "-D", str(base / "data"), "-m", "fast", "stop"], capture_output=True)
-        shutil.rmtree(base, ignore_errors=True)
+    "The URL of a PostgreSQL server shared by the session's tests."
+    server = PostgresServer()
+    try: yield server.url
+    finally: server.close()
 
 
 def _free_port() -> int:

@@ -561,6 +561,46 @@ def test_kill_9_loses_no_answered_prediction_postgresql(export, golden, postgres
     assert len(ids) >= 300 and not (set(ids) - logged), f"{len(set(ids) - logged)} of {len(ids)} answered requests are not in the log"
 
 
+@pytest.mark.parametrize("policy", ["fail_closed", "fail_open"])
+def test_a_database_that_goes_down_follows_the_log_policy_and_is_used_again_when_back(export, golden, policy):
+    import psycopg
+    from conftest import PostgresServer
+    pg = PostgresServer()  # a server of its own: this test crashes it
+    s = Server(export, args=("--log-db", pg.url), env={"FLEX_ML_LOG_POLICY": policy})
+    body = {"records": [golden[0]["record"]]}
+    try:
+        before = [s.client.post("/v1/predict", json=body) for _ in range(20)]
+        assert {r.status_code for r in before} == {200}
+        pg.stop("immediate")  # connections cut, as in a crash or a failover
+        down = [s.client.post("/v1/predict", json=body) for _ in range(5)]
+        metrics = s.client.get("/metrics").text
+        assert "flex_ml_prediction_log_ok 0.0" in metrics, s.output()[-2000:]
+        if policy == "fail_closed":
+            assert {r.status_code for r in down} == {503}, [r.text for r in down]
+            assert "prediction log could not be written" in down[0].json()["detail"]
+        else:
+            assert {r.status_code for r in down} == {200} and {r.headers["x-prediction-logged"] for r in down} == {"false"}
+            assert "flex_ml_predictions_unlogged_total 5.0" in metrics
+        pg.start()
+        after, deadline = None, time.time() + 30  # bounded: the log reconnects on its next write
+        while time.time() < deadline:
+            after = s.client.post("/v1/predict", json=body)
+            if after.status_code == 200 and "x-prediction-logged" not in after.headers: break
+            time.sleep(0.2)
+        assert after.status_code == 200 and "x-prediction-logged" not in after.headers, after.text
+        assert "flex_ml_prediction_log_ok 1.0" in s.client.get("/metrics").text
+        acknowledged = {r.json()["request_id"] for r in before + [after]}
+    finally:
+        s.stop()
+        try:
+            with psycopg.connect(pg.url) as db: logged = {r for (r,) in db.execute("select distinct request_id from predictions")}
+        finally:
+            pg.close()
+    assert acknowledged <= logged, f"{len(acknowledged - logged)} answered-as-logged requests are not in the log"
+    unlogged = {r.json()["request_id"] for r in down if r.status_code == 200}
+    assert not (unlogged & logged)  # fail_open answered them and said so; they were never written
+
+
 def _file_size_limit(n: int):
     "A real limit on the server's files (RLIMIT_FSIZE): writing past `n` bytes fails with EFBIG, as on a full disk."
     import resource

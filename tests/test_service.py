@@ -70,6 +70,20 @@ def test_every_answer_has_a_request_id_and_no_path_on_disk(client, golden, model
     assert client.get("/v1/predict").status_code == 405 and client.get("/v1/predict").headers["allow"] == "POST"
 
 
+def test_the_clients_request_id_is_the_logged_one_and_a_bad_one_is_refused(models, golden, tmp_path):
+    "A gateway's trace id follows the decision into the audit log; one that cannot be stored safely is a 400."
+    app = create_app(models / "model", ServeSettings(log_db=str(tmp_path / "log.db")))
+    with TestClient(app) as c:
+        r = c.post("/v1/predict", json={"records": [golden[0]["record"]]}, headers={"X-Request-ID": "gw-2026-12-05:abc.1"})
+        assert r.status_code == 200 and r.json()["request_id"] == r.headers["x-request-id"] == "gw-2026-12-05:abc.1"
+        for bad in ("a b", "x" * 129, "id;drop"):
+            refused = c.post("/v1/predict", json={"records": [golden[0]["record"]]}, headers={"X-Request-ID": bad})
+            assert refused.status_code == 400 and "X-Request-ID header must be" in refused.json()["detail"], bad
+            assert len(refused.headers["x-request-id"]) == 32  # the service's own id, never the refused one
+    logged = sqlite3.connect(tmp_path / "log.db").execute("select distinct request_id from predictions").fetchall()
+    assert logged == [("gw-2026-12-05:abc.1",)]  # the refused requests were neither scored nor logged
+
+
 def test_top_reasons_as_a_whole_float_is_accepted(client, golden):
     "JSON Schema counts 18.0 as an integer, as record fields take 29.0 as 29."
     r = client.post("/v1/predict", json={"records": [golden[0]["record"]], "explain": True, "top_reasons": 18.0})
