@@ -5,8 +5,6 @@
 # %% ../nbs/09_monitor.ipynb #489f1039
 from __future__ import annotations
 
-import base64
-import io
 import json
 import math
 import os
@@ -17,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .monitor_report import notify, write_report
 from .predlog import log_versions, read_predictions
 from .reference import (Profile, auc_from_hist, auc_standard_error, calibration_from_hist, chi2_from_counts,
                                ks_from_counts, psi, upper_quantile)
@@ -24,8 +23,7 @@ from .schema import FlexMLError, Schema, canonical_str, load_schema
 
 # %% auto #0
 __all__ = ['MonitorThresholds', 'compare', 'calibration_change', 'window_keys', 'Chunk', 'read_log', 'read_records', 'labels_of',
-           'read_labels', 'load_reference', 'monitor', 'monitor_figures', 'render_monitor_html', 'write_report',
-           'notify', 'run_monitor']
+           'read_labels', 'load_reference', 'monitor', 'run_monitor']
 
 # %% ../nbs/09_monitor.ipynb #05373133
 @dataclass
@@ -439,148 +437,6 @@ def monitor(chunks, model_dir, window: str | None = None, labels: pd.Series | No
                    rows_per_s=round(overall.rows / max(seconds, 1e-9)), thresholds=th.__dict__,
                    card=dict(auc=((meta.get("metrics") or {}).get("test") or {}).get("model", {}).get("auc")))
     return summary
-
-# %% ../nbs/09_monitor.ipynb #1610b07b
-def _png(fig) -> str:
-    import matplotlib.pyplot as plt
-    buf = io.BytesIO(); fig.savefig(buf, format="png", dpi=90, bbox_inches="tight"); plt.close(fig)
-    return base64.b64encode(buf.getvalue()).decode()
-
-def _window_axis(ax, w: list[dict]):
-    "Window names on the x axis; windows too small to judge are shaded and starred (their PSI is mostly noise)."
-    x = np.arange(len(w))
-    small = [r["status"] in ("not judged", "empty") for r in w]
-    ax.set_xticks(x, [r["window"] + (" *" if sm else "") for r, sm in zip(w, small)], rotation=60, ha="right", fontsize=7)
-    for i in np.flatnonzero(small): ax.axvspan(i - 0.5, i + 0.5, color="0.9", zorder=0)
-    if any(small): ax.annotate("* shaded: fewer rows than monitor.min_rows, not judged", (0, 1.01), xycoords="axes fraction", fontsize=7)
-
-def monitor_figures(summary: dict, reference: dict) -> dict[str, str]:
-    "The report's plots as base64 PNGs: PSI per feature, PSI over time, score distributions, labelled figures."
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    th, figs = summary["thresholds"], {}
-    feats = summary["features"]
-    names = sorted(feats, key=lambda k: -np.nan_to_num(feats[k]["psi"]))
-    fig, ax = plt.subplots(figsize=(8, max(3, 0.28 * len(names))))
-    ax.barh(names[::-1], [np.nan_to_num(feats[k]["psi"]) for k in names[::-1]],
-            color=["#c0392b" if feats[k]["status"] == "alert" else "#e67e22" if feats[k]["status"] == "warn" else "#2e86c1"
-                   for k in names[::-1]])
-    for x, ls in ((th["psi_warn"], ":"), (th["psi_alert"], "--")): ax.axvline(x, color="k", ls=ls, lw=1)
-    ax.set_xlabel("PSI against training"); ax.set_title("Drift per feature (whole window)")
-    figs["psi"] = _png(fig)
-    w = summary.get("windows") or []
-    if len(w) > 1:
-        top = names[:6]
-        fig, ax = plt.subplots(figsize=(9, 4))
-        x = np.arange(len(w))
-        for k in top: ax.plot(x, [r["psi"][k] for r in w], marker="o", ms=3, label=k)
-        if any(r["score_psi"] is not None for r in w):
-            ax.plot(x, [np.nan if r["score_psi"] is None else r["score_psi"] for r in w], "k--", lw=2, label="score")
-        ax.axhline(th["psi_alert"], color="#c0392b", lw=1, ls="--")
-        _window_axis(ax, w)
-        ax.set_ylabel("PSI"); ax.set_title("Drift over time (features with the most drift)"); ax.legend(fontsize=7, ncol=2)
-        figs["psi_over_time"] = _png(fig)
-        num = [k for k in names if k in w[0]["shift"]]
-        moving = sorted(num, key=lambda k: -max(abs(np.nan_to_num(r["shift"].get(k, 0), posinf=0)) for r in w))[:6]
-        if moving:
-            fig, ax = plt.subplots(figsize=(9, 4))
-            for k in moving: ax.plot(x, [r["shift"].get(k) for r in w], marker="o", ms=3, label=k)
-            ax.axhline(0, color="k", lw=0.8)
-            _window_axis(ax, w)
-            ax.set_ylabel("mean shift (training SDs)"); ax.legend(fontsize=7, ncol=2)
-            ax.set_title("How far each numeric feature's mean moved from training, per window")
-            figs["shift_over_time"] = _png(fig)
-        if any(r["auc"] is not None for r in w):
-            fig, ax = plt.subplots(figsize=(9, 3.2))
-            ax.plot(x, [np.nan if r["auc"] is None else r["auc"] for r in w], marker="o", label="AUC")
-            ax.plot(x, [np.nan if r["positive_rate"] is None else r["positive_rate"] for r in w], marker="s", label="positive rate")
-            if summary["card"]["auc"]: ax.axhline(summary["card"]["auc"], color="k", ls=":", lw=1, label="model card AUC")
-            _window_axis(ax, w); ax.legend(fontsize=7)
-            ax.set_title("Performance over time (labelled rows)")
-            figs["performance_over_time"] = _png(fig)
-    if summary.get("score") and reference.get("test"):
-        fig, ax = plt.subplots(figsize=(6, 3.2))
-        ref = np.asarray(reference["test"]["score_hist"]).reshape(50, -1).sum(1)
-        cur = summary.get("_score_hist")
-        edges = np.linspace(0, 1, 51)
-        ax.stairs(ref / max(ref.sum(), 1), edges, label="test split (reference)")
-        if cur is not None: ax.stairs(np.asarray(cur) / max(np.sum(cur), 1), edges, label="this window")
-        ax.set_xlabel("score"); ax.set_ylabel("share"); ax.legend(); ax.set_title("Score distribution")
-        figs["scores"] = _png(fig)
-    lab = summary.get("labels")
-    if lab and lab["calibration"]:
-        fig, ax = plt.subplots(figsize=(4, 4))
-        c = lab["calibration"]
-        ax.plot([0, 1], [0, 1], "k:", lw=1); ax.plot([p["prob_pred"] for p in c], [p["prob_true"] for p in c], marker="o")
-        ax.set_xlabel("mean score"); ax.set_ylabel("observed rate"); ax.set_title(f"Calibration (ECE {lab['ece']:.3f})")
-        figs["calibration"] = _png(fig)
-    return figs
-
-def _html_table(rows: list[dict], cols: list[str]) -> str:
-    import html
-    fmt = lambda v: "" if v is None else f"{v:.4g}" if isinstance(v, float) else html.escape(str(v))
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
-    body = "".join("<tr>" + "".join(f"<td class='{r.get('status', '')}'>{fmt(r.get(c))}</td>" for c in cols) + "</tr>" for r in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
-
-def render_monitor_html(summary: dict, figures: dict[str, str]) -> str:
-    "A self-contained HTML page (no external scripts or styles) of the monitoring summary."
-    import html
-    alerts = "".join(f"<li class='{a['level']}'>{html.escape(a['level'])}: {html.escape(a['message'])}</li>"
-                     for a in summary["alerts"]) or "<li>none</li>"
-    missing = "".join(f"<li>{html.escape(m)}</li>" for m in summary["not_computed"]) or "<li>nothing</li>"
-    feats = [dict(feature=k, **v) for k, v in summary["features"].items()]
-    img = lambda k, alt: f"<img alt='{alt}' src='data:image/png;base64,{figures[k]}'>" if k in figures else ""
-    lab = summary.get("labels") or {}
-    perf = _html_table([dict(metric=m, window=lab.get(m), card=lab.get(f"card_{m}")) for m in ("auc", "ece", "positive_rate")],
-                       ["metric", "window", "card"]) if lab else "<p>No labels in this window.</p>"
-    win = _html_table([{k: v for k, v in w.items() if k not in ("psi", "shift")} | {"max feature PSI": max(w["psi"].values(), default=None)}
-                       for w in summary.get("windows", [])],
-                      ["window", "rows", "status", "max feature PSI", "score_psi", "auc", "positive_rate", "alerts"])
-    return f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>flex_ml monitoring: {html.escape(summary['schema'])}</title>
-<style>body{{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}}table{{border-collapse:collapse;font-size:13px}}
-td,th{{border:1px solid #ccc;padding:3px 6px;text-align:right}}.alert{{color:#c0392b;font-weight:bold}}.warn{{color:#e67e22}}
-img{{max-width:100%}}</style></head><body>
-<h1>Monitoring report: <span class="{summary['status']}">{summary['status'].upper()}</span></h1>
-<p>Model {html.escape(summary['model_version'])} ({html.escape(summary['schema'])}), {summary['rows']:,} rows,
-windows: {html.escape(str(summary['window']))}.</p>
-<h2>Alerts</h2><ul>{alerts}</ul><h2>Not computed</h2><ul>{missing}</ul>
-<h2>Drift per feature</h2>{img('psi', 'PSI per feature')}
-{_html_table(feats, ['feature', 'kind', 'formula', 'psi', 'test', 'statistic', 'p_value', 'shift', 'missing_rate', 'train_missing_rate', 'out_of_contract_rate', 'status'])}
-<h2>Over time</h2>{img('psi_over_time', 'PSI over time')}{img('shift_over_time', 'mean shift over time')}{img('performance_over_time', 'performance over time')}{win}
-<h2>Scores</h2>{img('scores', 'score distribution')}
-<h2>Performance (labelled rows)</h2>{perf}{img('calibration', 'calibration')}
-</body></html>"""
-
-def _json_safe(v):
-    "`v` with NaN and infinities as null and numpy scalars as Python numbers: strict JSON (JavaScript's JSON.parse rejects NaN)."
-    if isinstance(v, dict): return {k: _json_safe(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)): return [_json_safe(x) for x in v]
-    if isinstance(v, (np.integer, np.bool_)): return v.item()
-    if isinstance(v, (float, np.floating)): return float(v) if math.isfinite(v) else None
-    return v
-
-def write_report(summary: dict, reference: dict, out_dir) -> dict[str, Path]:
-    "Write `summary.json` and `report.html` into `out_dir`."
-    out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
-    figs = monitor_figures(summary, reference)
-    clean = {k: v for k, v in summary.items() if not k.startswith("_")}
-    (out / "summary.json").write_text(json.dumps(_json_safe(clean), indent=1, allow_nan=False) + "\n")
-    (out / "report.html").write_text(render_monitor_html(summary, figs))
-    return dict(json=out / "summary.json", html=out / "report.html")
-
-def notify(summary: dict, url: str | None, timeout: float = 10.0) -> str | None:
-    "POST the summary's status and alerts to `url`; returns an error message when delivery failed."
-    if not url: return None
-    import urllib.request, urllib.error
-    body = json.dumps({k: summary[k] for k in ("status", "alerts", "rows", "model_version", "schema", "window")}).encode()
-    req = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"}, method="POST")
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as r: r.read()
-    except (urllib.error.URLError, OSError) as e:
-        return f"could not post the alert to the webhook {url}: {getattr(e, 'reason', e)}"
-    return None
 
 # %% ../nbs/09_monitor.ipynb #afaa4ec8
 def run_monitor(model_dir, out_dir, input=None, log=None, labels=None, window=None, since=None, until=None,
