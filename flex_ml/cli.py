@@ -399,10 +399,17 @@ def score(input: Path = typer.Argument(..., help="Raw delimited file to score.")
           output: Path = typer.Option(..., "--out", "-o", help="File to write: Parquet (.parquet) or CSV (.csv)."),
           model: Path = typer.Option("artifacts/model", help="Export folder, or registry:VERSION (pulled and verified)."),
           chunk_rows: int = typer.Option(50_000, min=1, help="Rows per chunk (memory stays flat)."),
-          progress: bool = typer.Option(True, help="Show a progress bar.")):
+          progress: bool = typer.Option(True, help="Show a progress bar."),
+          engine: str = typer.Option("embedded", help="spark: score on Spark at params.yaml's engine.master; OUT is then a folder "
+                                                       "(scores.parquet, quarantine.csv)."), params: Path = PARAMS):
     "Batch-score a large raw file in chunks: the service's scores and decisions, as Parquet (or CSV)."
     from flex_ml.score import score_file
     from flex_ml.remote import resolve_model
+    if engine == "spark":
+        from flex_ml.spark_score import spark_score
+        return _echo_json(spark_score(resolve_model(model, log=lambda m: typer.echo(m, err=True)), input, output,
+                                      load_params(params).get("engine", {}), log=lambda m: typer.echo(m, err=True)))
+    if engine != "embedded": raise FlexMLError(f"--engine {engine!r}", "use embedded or spark")
     _echo_json(score_file(resolve_model(model, log=lambda m: typer.echo(m, err=True)), input, output, chunk_rows=chunk_rows, progress=progress))
 
 # %% ../nbs/10_cli.ipynb #c84afa18

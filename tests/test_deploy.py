@@ -126,7 +126,7 @@ def test_every_manifest_is_valid_for_the_kubernetes_api():
     misspelt field fails, as `kubectl apply --validate=strict` would)."""
     import kubernetes_validate
     found = sorted((ROOT / "deploy" / "k8s").glob("*.yaml"))
-    assert {"train-job", "train-workers-service"} <= {p.stem for p in found}
+    assert {"train-job", "train-workers-service", "score-spark-job"} <= {p.stem for p in found}
     for path in found:
         for version in K8S_VERSIONS:
             try: kubernetes_validate.validate(yaml.safe_load(path.read_text()), version, strict=True)
