@@ -114,8 +114,9 @@ def test_two_workers_match_one_and_the_export_passes_parity(split_dir, tmp_path)
     test = pd.read_parquet(split_dir / "split" / "test.parquet")
     auc = {name: roc_auc_score(labels(test, schema), predict_scores(keras.models.load_model(tmp_path / name / "model.keras"), test, schema))
            for name in ("multi", "single")}
+    print("test AUC", auc)
     assert abs(auc["multi"] - auc["single"]) <= 0.01, auc
     run_evaluate(split_dir / "split", tmp_path / "multi", schema, tmp_path / "evaluate", {k: p[k] for k in ("evaluate", "baselines")})
-    meta = run_export(tmp_path / "multi", tmp_path / "evaluate", split_dir / "validate", split_dir / "split", schema,
-                      p["dataset"]["raw"], tmp_path / "model", p)
+    meta = run_export(tmp_path / "multi", tmp_path / "evaluate", split_dir / "validate", split_dir / "split",
+                      p["dataset"]["schema"], p["dataset"]["raw"], tmp_path / "model", p)
     assert meta["parity_max_gap"] <= p["export"]["parity_tolerance"], meta["parity_max_gap"]
