@@ -187,7 +187,7 @@ def profile(validate_dir: Path = typer.Option("artifacts/validate", help="The va
 def train(split_dir: Path = typer.Option("artifacts/split", help="Folder with the splits."),
           out: Path = typer.Option("artifacts/train", help="Output folder."), params: Path = PARAMS,
           workers: int = typer.Option(0, help="Start N workers on this machine (loopback), train.distribute multi_worker; "
-                                              "output lines prefixed [worker i]; worker 0 writes OUT."),
+                                              "each output line prefixed with its worker's index; worker 0 writes OUT."),
           timeout: float = typer.Option(3600, help="--workers: stop them all after this many seconds."),
           distribute: Optional[str] = typer.Option(None, help="Override train.distribute (none or multi_worker).")):
     "Train the Keras model (DVCLive logs to OUT/live)."
