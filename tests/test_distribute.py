@@ -91,7 +91,7 @@ def test_two_workers_on_loopback_train_one_model(split_dir, tmp_path):
 
 
 @pytest.mark.heavy
-def test_two_workers_match_one_and_the_export_passes_parity(split_dir, tmp_path):
+def test_two_workers_match_one_and_the_export_passes_parity(split_dir, tmp_path, credit_raw):
     """Two workers train the credit model with `multi_worker`; the chief's export passes the golden-example parity
     check, and its test AUC is within 0.01 of one process trained with the same params (about 2-3 minutes)."""
     import keras
@@ -118,5 +118,5 @@ def test_two_workers_match_one_and_the_export_passes_parity(split_dir, tmp_path)
     assert abs(auc["multi"] - auc["single"]) <= 0.01, auc
     run_evaluate(split_dir / "split", tmp_path / "multi", schema, tmp_path / "evaluate", {k: p[k] for k in ("evaluate", "baselines")})
     meta = run_export(tmp_path / "multi", tmp_path / "evaluate", split_dir / "validate", split_dir / "split",
-                      p["dataset"]["schema"], p["dataset"]["raw"], tmp_path / "model", p)
+                      p["dataset"]["schema"], credit_raw, tmp_path / "model", p)
     assert meta["parity_max_gap"] <= p["export"]["parity_tolerance"], meta["parity_max_gap"]
