@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from .schema import FlexMLError
-from .spark import numbered_lines, parse_lines, spark_session
+from .spark import _plain, numbered_lines, parse_lines, spark_session
 from .validate import check_column
 
 # %% auto #0
@@ -42,7 +42,8 @@ def score_lines(batches, header: list[str], model_dir: str):
                                  "_reasons": ["; ".join(reasons[i]) for i in np.flatnonzero(bad)] + [x[1] for x in issues],
                                  "_raw": [schema.delimiter.join(map(str, r)) for r in frame[bad].drop(columns="_line").itertuples(index=False)]
                                          + [x[2] for x in issues]})
-        yield pd.concat([out, rejected], ignore_index=True).reindex(columns=out.columns)
+        # text as plain objects: Spark's Arrow conversion takes no pandas string (Arrow-backed) columns
+        yield _plain(pd.concat([out, rejected], ignore_index=True).reindex(columns=out.columns))
 
 # %% ../nbs/08b_spark_score.ipynb #388b3881
 def spark_score(model_dir, input, out_dir, engine: dict, log=print, spark=None) -> dict:
