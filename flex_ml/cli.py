@@ -185,11 +185,22 @@ def profile(validate_dir: Path = typer.Option("artifacts/validate", help="The va
 
 @app.command()
 def train(split_dir: Path = typer.Option("artifacts/split", help="Folder with the splits."),
-          out: Path = typer.Option("artifacts/train", help="Output folder."), params: Path = PARAMS):
+          out: Path = typer.Option("artifacts/train", help="Output folder."), params: Path = PARAMS,
+          workers: int = typer.Option(0, help="Start N workers on this machine (loopback), train.distribute multi_worker; "
+                                              "each output line prefixed with its worker's index; worker 0 writes OUT."),
+          timeout: float = typer.Option(3600, help="--workers: stop them all after this many seconds."),
+          distribute: Optional[str] = typer.Option(None, help="Override train.distribute (none or multi_worker).")):
     "Train the Keras model (DVCLive logs to OUT/live)."
+    from flex_ml.params import check_params
     from flex_ml.train import run_train
     p = load_params(params); sp, _ = dataset_paths(p)
     _require("train", {split_dir / f"{n}.parquet": "flex-ml split" for n in ("train", "valid")})
+    if workers:  # each worker is this verb again, in its own process with its TF_CONFIG
+        from flex_ml.distribute import launch_workers
+        secs = launch_workers([sys.executable, "-m", "flex_ml.cli", "train", "--split-dir", str(split_dir), "--out", str(out),
+                               "--params", str(params), "--distribute", "multi_worker"], workers, timeout)
+        return typer.echo(f"{workers} worker(s) done in {secs:.0f} s; worker 0's outputs are in {out}")
+    if distribute: p = check_params({**p, "train": {**p.get("train", {}), "distribute": distribute}}, "--distribute")
     _echo_json(run_train(split_dir, sp, out, {k: p.get(k, {}) for k in ("train", "model", "baselines")}))
 
 @app.command()
@@ -388,10 +399,17 @@ def score(input: Path = typer.Argument(..., help="Raw delimited file to score.")
           output: Path = typer.Option(..., "--out", "-o", help="File to write: Parquet (.parquet) or CSV (.csv)."),
           model: Path = typer.Option("artifacts/model", help="Export folder, or registry:VERSION (pulled and verified)."),
           chunk_rows: int = typer.Option(50_000, min=1, help="Rows per chunk (memory stays flat)."),
-          progress: bool = typer.Option(True, help="Show a progress bar.")):
+          progress: bool = typer.Option(True, help="Show a progress bar."),
+          engine: str = typer.Option("embedded", help="spark: score on Spark at params.yaml's engine.master; OUT is then a folder "
+                                                       "(scores.parquet, quarantine.csv)."), params: Path = PARAMS):
     "Batch-score a large raw file in chunks: the service's scores and decisions, as Parquet (or CSV)."
     from flex_ml.score import score_file
     from flex_ml.remote import resolve_model
+    if engine == "spark":
+        from flex_ml.spark_score import spark_score
+        return _echo_json(spark_score(resolve_model(model, log=lambda m: typer.echo(m, err=True)), input, output,
+                                      load_params(params).get("engine", {}), log=lambda m: typer.echo(m, err=True)))
+    if engine != "embedded": raise FlexMLError(f"--engine {engine!r}", "use embedded or spark")
     _echo_json(score_file(resolve_model(model, log=lambda m: typer.echo(m, err=True)), input, output, chunk_rows=chunk_rows, progress=progress))
 
 # %% ../nbs/10_cli.ipynb #c84afa18

@@ -87,7 +87,8 @@ PARAMS_CONTRACT = {
               "learning_rate": Number(0, low_open=True), "numeric_bins": Int(0, 1024), "towers": Int(1, 64)},
     "train": {"epochs": Int(1), "batch_size": Int(1), "patience": Int(0), "seed": Int(0),
               "class_weight": OneOf("none", "balanced"), "calibration": OneOf("platt", "none"),
-              "teacher_weight": Number(0, 0.5), "teacher_folds": Int(2, 20)},
+              "teacher_weight": Number(0, 0.5), "teacher_folds": Int(2, 20),
+              "distribute": OneOf("none", "multi_worker"), "worker_timeout_s": Number(0, low_open=True)},
     "baselines": {"seed": Int(0), "logistic_C": Number(0, low_open=True),
                   "gbdt": {"learning_rate": Number(0, 1, low_open=True), "max_iter": Int(1), "max_leaf_nodes": Int(2),
                            "min_samples_leaf": Int(1), "l2_regularization": Number(0), "patience": Int(1)}},
@@ -108,7 +109,9 @@ PARAMS_CONTRACT = {
 REQUIRED = {("dataset", "schema"), ("dataset", "raw")}
 TUNABLE = ("model", "train")  # the sections `tune.space` may search, less these keys:
 NOT_TUNABLE = {"train.seed": "the search trains every trial with seeds train.seed, train.seed + 1, ...: picking a seed is picking noise",
-               "train.calibration": "Platt scaling is monotone, so it cannot change the validation AUC the search compares"}
+               "train.calibration": "Platt scaling is monotone, so it cannot change the validation AUC the search compares",
+               "train.distribute": "how the fit is spread over processes, not what it learns",
+               "train.worker_timeout_s": "how long a worker waits for the others, not what the model learns"}
 
 # %% ../nbs/00a_params.ipynb #8e837530
 def space_problems(space, name: str = "tune.space") -> list[str]:

@@ -5,6 +5,7 @@
 # %% ../nbs/05_train.ipynb #88316d9a
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from pathlib import Path
@@ -72,11 +73,13 @@ def platt_recalibrate(model, valid: pd.DataFrame, schema: Schema) -> dict:
 # %% ../nbs/05_train.ipynb #71b088f5
 def train_model(train: pd.DataFrame, valid: pd.DataFrame, schema: Schema, model_params: dict | None = None,
                 epochs: int = 30, batch_size: int = 512, patience: int = 5, seed: int = 42,
-                class_weight: str = "none", live=None, verbose: int = 2, calibration: str = "platt", targets=None):
+                class_weight: str = "none", live=None, verbose: int = 2, calibration: str = "platt", targets=None, strategy=None):
     """Fit the Keras model (then recalibrate it on valid, unless `calibration` is `none`); returns `(model, stats, summary)`.
-    `targets`: what to fit for each row of `train` in place of its label (`flex_ml.teacher.training_targets`)."""
+    `targets`: what to fit for each row of `train` in place of its label (`flex_ml.teacher.training_targets`).
+    `strategy`: the `tf.distribute` strategy the fit runs under (`flex_ml.distribute.build_strategy`), if any."""
     import keras, tensorflow as tf
     from flex_ml.model import build_model, feature_encoder, tower_count, trains_from_features, training_model
+    from flex_ml.distribute import fit_across_workers
     keras.utils.set_random_seed(seed)
     tf.config.experimental.enable_op_determinism()
     mp = dict(model_params or {})
@@ -86,7 +89,12 @@ def train_model(train: pd.DataFrame, valid: pd.DataFrame, schema: Schema, model_
     if y.min() == y.max(): raise FlexMLError("the training split has only one class", "check the target and split")
     model = build_model(schema, stats, prior=float(y.mean()), **mp)
     towers = tower_count(model)
-    trainer = training_model(model, mp.get("learning_rate", 1e-3))
+    # multi-worker: a twin built and compiled under the strategy is what the workers train in step; `model`,
+    # outside it, encodes the rows, is recalibrated and saved (predict under the strategy would shard the rows)
+    with strategy.scope() if strategy is not None else contextlib.nullcontext():
+        twin = model if strategy is None else build_model(schema, stats, prior=float(y.mean()), **mp)
+        trainer = training_model(twin, mp.get("learning_rate", 1e-3))
+    if strategy is not None: fit_across_workers(trainer, strategy)
     cw = None
     if class_weight == "balanced": cw = {0: len(y) / (2 * (y == 0).sum()), 1: len(y) / (2 * (y == 1).sum())}
     elif class_weight != "none": raise FlexMLError(f"unknown train.class_weight {class_weight!r}", "use none or balanced")
@@ -101,6 +109,7 @@ def train_model(train: pd.DataFrame, valid: pd.DataFrame, schema: Schema, model_
                                     targets=targets),
                        validation_data=make_dataset(valid, schema, 4096, label_columns=towers, encoder=enc), epochs=epochs,
                        callbacks=callbacks, verbose=verbose, shuffle=False)  # the dataset shuffles itself, seeded
+    if twin is not model: model.set_weights(twin.get_weights())
     aucs = hist.history["val_auc"]
     best = int(np.argmax(aucs))
     if live is not None:
@@ -129,19 +138,24 @@ def run_train(split_dir, schema, out_dir, params: dict) -> dict:
     from dvclive import Live
     from flex_ml.model import save_model
     from flex_ml.teacher import training_targets
+    from flex_ml.distribute import build_strategy, worker_cluster, worker_out_dir
     schema = load_schema(schema) if not isinstance(schema, Schema) else schema
-    split_dir, out = Path(split_dir), Path(out_dir)
+    tp = params.get("train", {})
+    cluster = worker_cluster(tp.get("distribute", "none"))  # before any TensorFlow op: the strategy sets up the runtime
+    strategy = None if cluster is None else build_strategy(cluster, tp.get("worker_timeout_s", 120))
+    split_dir, out = Path(split_dir), worker_out_dir(out_dir, cluster)  # only the chief writes to out_dir
     out.mkdir(parents=True, exist_ok=True)
     train, valid = (pd.read_parquet(split_dir / f"{n}.parquet") for n in ("train", "valid"))
-    tp = params.get("train", {})
     targets, teacher = training_targets(train, valid, schema, params)
     with Live(str(out / "live"), dvcyaml=False, save_dvc_exp=False) as live:
         live.log_params({"model": params.get("model", {}), "train": tp})
         model, stats, summary = train_model(
             train, valid, schema, params.get("model", {}), epochs=tp.get("epochs", 30),
             batch_size=tp.get("batch_size", 512), patience=tp.get("patience", 5), seed=tp.get("seed", 42),
-            class_weight=tp.get("class_weight", "none"), live=live, calibration=tp.get("calibration", "platt"), targets=targets)
+            class_weight=tp.get("class_weight", "none"), live=live, calibration=tp.get("calibration", "platt"), targets=targets,
+            strategy=strategy)
     summary["teacher"] = teacher
+    if cluster is not None: summary["workers"] = len(cluster["workers"])
     save_model(model, out / "model.keras")  # same weights, same bytes: DVC sees no change
     (out / "feature_stats.json").write_text(json.dumps(stats, indent=1) + "\n")
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")

@@ -116,3 +116,41 @@ def test_probe_paths_answer_on_the_app(tiny_project):
         golden = json.loads((tiny_project / "artifacts/model/golden_examples.json").read_text())
         r = client.post("/v1/predict", json={"records": [golden[0]["record"]]})
         assert r.status_code == 200 and abs(r.json()["predictions"][0]["score"] - golden[0]["expected_score"]) < 1e-6
+
+
+K8S_VERSIONS = ("1.28.0", "1.37.0")  # the oldest Kubernetes the manifests support, and the newest schema shipped
+
+
+def test_every_manifest_is_valid_for_the_kubernetes_api():
+    """Each manifest against the Kubernetes API's published schema (kubernetes-validate, strict: an unknown or
+    misspelt field fails, as `kubectl apply --validate=strict` would)."""
+    import kubernetes_validate
+    found = sorted((ROOT / "deploy" / "k8s").glob("*.yaml"))
+    assert {"train-job", "train-workers-service", "score-spark-job"} <= {p.stem for p in found}
+    for path in found:
+        for version in K8S_VERSIONS:
+            try: kubernetes_validate.validate(yaml.safe_load(path.read_text()), version, strict=True)
+            except kubernetes_validate.ValidationError as e:
+                raise AssertionError(f"{path.name} is not valid Kubernetes {version}: {e.message} at {list(e.path)}") from None
+
+
+def test_training_pods_tf_config_names_the_headless_service_hosts():
+    """The TF_CONFIG each pod of the Indexed Job computes (flex_ml.distribute, from the index Kubernetes sets) lists
+    every worker by the DNS name Kubernetes gives it: <job>-<index>.<subdomain>, the subdomain being the headless
+    Service that selects these pods, on the port the container and the Service expose."""
+    from flex_ml.distribute import worker_cluster
+    m = manifests()
+    job, svc = m["train-job"], m["train-workers-service"]
+    pod = job["spec"]["template"]
+    c = pod["spec"]["containers"][0]
+    env = {e["name"]: e["value"] for e in c["env"]}
+    n = int(env["FLEX_ML_WORKERS"])
+    assert job["spec"]["completionMode"] == "Indexed" and job["spec"]["completions"] == job["spec"]["parallelism"] == n
+    assert svc["spec"]["clusterIP"] == "None" and pod["spec"]["subdomain"] == svc["metadata"]["name"]
+    assert svc["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
+    port = next(p["containerPort"] for p in c["ports"] if p["name"] == svc["spec"]["ports"][0]["targetPort"])
+    assert svc["spec"]["ports"][0]["port"] == port
+    hosts = [f"{job['metadata']['name']}-{i}.{svc['metadata']['name']}:{port}" for i in range(n)]
+    for i in range(n):
+        assert worker_cluster("multi_worker", {**env, "JOB_COMPLETION_INDEX": str(i)}) == {"workers": hosts, "index": i}
+    assert c["command"][:2] == ["flex-ml", "train"] and c["command"][-2:] == ["--distribute", "multi_worker"]
