@@ -18,7 +18,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before any TensorFlow impo
 import typer
 import yaml
 
-from .params import load_params
+from .params import StagePaths, load_params
 from .schema import FlexMLError, read_yaml
 
 app = typer.Typer(help="flex_ml: data to validated, evaluated, exported risk models.",
@@ -151,22 +151,17 @@ def validate(out: Path = typer.Option("artifacts/validate", help="Output folder.
              input: Optional[Path] = typer.Option(None, help="Raw file (default: dataset.raw)."),
              schema: Optional[Path] = typer.Option(None, help="Schema (default: dataset.schema).")):
     "Check the raw file against the contract; write accepted rows, quarantine and summary (on params.yaml's engine)."
-    from flex_ml.datastages import validate_with
-    from flex_ml.engines import engine_settings
-    p = load_params(params); sp, raw = dataset_paths(p); v = p.get("validate", {})
-    _echo_json(validate_with(engine_settings(p), input or raw, schema or sp, out, v.get("max_quarantine_fraction", 0.01),
-                             v.get("min_rows", 1), log=lambda m: typer.echo(m, err=True)))
+    from flex_ml.datastages import validate_stage
+    _echo_json(validate_stage(load_params(params), StagePaths(validate=out, raw=input, schema=schema), log=lambda m: typer.echo(m, err=True)))
 
 @app.command()
 def split(input: Path = typer.Option("artifacts/validate/accepted.parquet", help="Accepted rows."),
           out: Path = typer.Option("artifacts/split", help="Output folder."), params: Path = PARAMS):
     "Split accepted rows into train / valid / test, with a leakage check (on params.yaml's engine)."
-    from flex_ml.datastages import split_with
-    from flex_ml.engines import engine_settings
-    p = load_params(params); sp, _ = dataset_paths(p); s = p.get("split", {})
+    from flex_ml.datastages import split_stage
+    p = load_params(params); dataset_paths(p)
     _require("split", {input: "flex-ml validate"})
-    _echo_json(split_with(engine_settings(p), input, sp, out, s.get("valid_fraction", 0.2), s.get("test_fraction", 0.2),
-                          s.get("seed", 42), s.get("strategy", "auto"), log=lambda m: typer.echo(m, err=True)))
+    _echo_json(split_stage(p, StagePaths(split=out, accepted=input), log=lambda m: typer.echo(m, err=True)))
 
 @app.command()
 def profile(validate_dir: Path = typer.Option("artifacts/validate", help="The validate stage's output (its summary)."),
@@ -262,11 +257,11 @@ def evaluate(split_dir: Path = typer.Option("artifacts/split", help="Folder with
              train_dir: Path = typer.Option("artifacts/train", help="The train stage's output (model.keras, feature_stats.json)."),
              out: Path = typer.Option("artifacts/evaluate", help="Output folder."), params: Path = PARAMS):
     "Evaluate the model and the baselines on the test split."
-    from flex_ml.evaluate import run_evaluate
-    p = load_params(params); sp, _ = dataset_paths(p)
+    from flex_ml.evaluate import evaluate_stage
+    p = load_params(params); dataset_paths(p)
     _require("evaluate", {**{split_dir / f"{n}.parquet": "flex-ml split" for n in ("train", "valid", "test")},
                           **{train_dir / f: "flex-ml train" for f in ("model.keras", "feature_stats.json")}})
-    m = run_evaluate(split_dir, train_dir, sp, out, {"evaluate": p.get("evaluate", {}), "baselines": p.get("baselines", {})})
+    m = evaluate_stage(p, StagePaths(split=split_dir, train=train_dir, evaluate=out))
     _echo_json({name: {k: r[k] for k in ("auc", "pr_auc", "ks", "brier")} for name, r in m["test"].items()})
 
 @app.command()
@@ -283,13 +278,13 @@ def export(train_dir: Path = typer.Option("artifacts/train", help="The train sta
            split_dir: Path = typer.Option("artifacts/split", help="Folder with the splits (golden examples, monitoring reference)."),
            out: Path = typer.Option("artifacts/model", help="Model folder to write."), params: Path = PARAMS):
     "Export the SavedModel, model card and golden examples, with a parity check."
-    from flex_ml.export import run_export
-    p = load_params(params); sp, raw = dataset_paths(p)
+    from flex_ml.export import export_stage
+    p = load_params(params); _, raw = dataset_paths(p)
     _require("export", {**{train_dir / f: "flex-ml train" for f in ("model.keras", "feature_stats.json")},
                         **{eval_dir / f: "flex-ml evaluate" for f in ("test_scores.parquet", "slices.json", "live/metrics.json")},
                         **{split_dir / f: "flex-ml split" for f in ("train.parquet", "test.parquet", "summary.json")},
                         validate_dir / "summary.json": "flex-ml validate", raw: "flex-ml fetch"})
-    meta = run_export(train_dir, eval_dir, validate_dir, split_dir, sp, raw, out, p)
+    meta = export_stage(p, StagePaths(validate=validate_dir, split=split_dir, train=train_dir, evaluate=eval_dir, model=out))
     typer.echo(f"exported version {meta['version']} to {out} (parity gap {meta['parity_max_gap']:.1e})")
 
 @app.command()
@@ -408,7 +403,7 @@ def score(input: Path = typer.Argument(..., help="Raw delimited file to score.")
     if engine == "spark":
         from flex_ml.spark_score import spark_score
         return _echo_json(spark_score(resolve_model(model, log=lambda m: typer.echo(m, err=True)), input, output,
-                                      load_params(params).get("engine", {}), log=lambda m: typer.echo(m, err=True)))
+                                      load_params(params)["engine"], log=lambda m: typer.echo(m, err=True)))
     if engine != "embedded": raise FlexMLError(f"--engine {engine!r}", "use embedded or spark")
     _echo_json(score_file(resolve_model(model, log=lambda m: typer.echo(m, err=True)), input, output, chunk_rows=chunk_rows, progress=progress))
 

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .engines import _fresh, check_thresholds, run_split, run_validate, stream_split, stream_validate, streams
+from .engines import engine_settings, _fresh, check_thresholds, run_split, run_validate, stream_split, stream_validate, streams
+from .params import StagePaths, with_defaults
 from .split import SPLITS
 
 # %% auto #0
-__all__ = ['validate_with', 'split_with']
+__all__ = ['validate_with', 'split_with', 'validate_stage', 'split_stage']
 
 # %% ../nbs/02f_datastages.ipynb #7669e233
 def validate_with(engine: dict, input, schema, out_dir, max_quarantine_fraction: float = 0.01,
@@ -38,3 +39,15 @@ def split_with(engine: dict, input, schema, out_dir, valid_fraction=0.2, test_fr
     if Path(input).is_dir(): return stream_split(input, schema, out, valid_fraction, test_fraction, seed, strategy, log)
     for n in SPLITS: _fresh(out / f"{n}.parquet")
     return run_split(input, schema, out, valid_fraction, test_fraction, seed, strategy)
+
+# %% ../nbs/02f_datastages.ipynb #e5b70002
+def validate_stage(params: dict, paths: StagePaths = StagePaths(), log=print) -> dict:
+    "The `validate` stage as `dvc.yaml` and `retrain` run it: the raw file against the contract, on params' engine."
+    p = with_defaults(params); schema, raw = paths.dataset(p); v = p["validate"]
+    return validate_with(engine_settings(p), raw, schema, paths.validate, v["max_quarantine_fraction"], v["min_rows"], log=log)
+
+def split_stage(params: dict, paths: StagePaths = StagePaths(), log=print) -> dict:
+    "The `split` stage as `dvc.yaml` and `retrain` run it: accepted rows into train, valid and test."
+    p = with_defaults(params); schema, _ = paths.dataset(p); s = p["split"]
+    return split_with(engine_settings(p), paths.accepted_rows(), schema, paths.split, s["valid_fraction"], s["test_fraction"],
+                      s["seed"], s["strategy"], log=log)

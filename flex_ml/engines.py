@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from .data import iter_raw
+from .params import PARAMS_DEFAULTS
 from .schema import FlexMLError, Schema, canonical_str, load_schema
 from .split import SPLITS, check_no_leakage, resolve_strategy, run_split
 from .validate import check_rows, check_thresholds, run_validate
@@ -27,7 +28,7 @@ __all__ = ['ENGINE_DEFAULTS', 'engine_settings', 'streams', 'arrow_schema', 'spl
            'membership', 'check_no_leakage_at_scale', 'stream_split']
 
 # %% ../nbs/02d_engines.ipynb #f37546c7
-ENGINE_DEFAULTS = dict(name="embedded", in_memory_max_mb=256, chunk_rows=200_000, master="local[2]", conf={})
+ENGINE_DEFAULTS = PARAMS_DEFAULTS["engine"]  # one source of defaults: the params contract (00a_params)
 
 def engine_settings(params: dict | None) -> dict:
     "The `engine` section of `params` with its defaults."

@@ -13,11 +13,12 @@ import pandas as pd
 
 from .baselines import fit_baselines
 from .metrics import binary_metrics, bootstrap_auc, calibration_table, choose_threshold, slice_metrics
+from .params import StagePaths, with_defaults
 from .schema import Schema, load_schema
 from .split import labels
 
 # %% auto #0
-__all__ = ['evaluation_figure', 'run_evaluate', 'metrics_summary']
+__all__ = ['evaluation_figure', 'run_evaluate', 'evaluate_stage', 'metrics_summary']
 
 # %% ../nbs/06_evaluate.ipynb #2feeff9d
 def evaluation_figure(y, scores: dict, threshold: float | None = None):
@@ -116,6 +117,12 @@ def run_evaluate(split_dir, train_dir, schema, out_dir, params: dict | None = No
     fig = evaluation_figure(yt, {n: pt for n, (_, pt) in scores.items()}, thresholds["model"])
     fig.savefig(out / "evaluation.png", dpi=90)
     return metrics
+
+# %% ../nbs/06_evaluate.ipynb #e5b70012
+def evaluate_stage(params: dict, paths: StagePaths = StagePaths()) -> dict:
+    "The `evaluate` stage as `dvc.yaml` and `retrain` run it: the model and the baselines on test."
+    p = with_defaults(params); schema, _ = paths.dataset(p)
+    return run_evaluate(paths.split, paths.train, schema, paths.evaluate, {k: p[k] for k in ("evaluate", "baselines")})
 
 # %% ../nbs/06_evaluate.ipynb #14fcb079
 _SUMMARY_ROWS = (("auc", "AUC"), ("pr_auc", "PR-AUC"), ("ks", "KS"), ("brier", "Brier"), ("log_loss", "log loss"),

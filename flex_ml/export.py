@@ -18,12 +18,13 @@ import pandas as pd
 
 from .bundle import check_parity, load_serving_function, packed_columns, to_raw_record, write_manifest
 from .features import is_numeric_feature
+from .params import StagePaths, with_defaults
 from .schema import FlexMLError, Schema, load_schema, save_schema
 from .split import labels
 
 # %% auto #0
 __all__ = ['PIPELINE_INPUTS', 'MODEL_PARAMS', 'export_saved_model', 'golden_examples', 'git_revision', 'built_at', 'id_hash_each',
-           'id_hashes', 'model_version', 'model_card', 'run_export']
+           'id_hashes', 'model_version', 'model_card', 'run_export', 'export_stage']
 
 # %% ../nbs/07_export.ipynb #974c18d3
 def export_saved_model(model, schema: Schema, path) -> Path:
@@ -387,3 +388,9 @@ def _assemble_export(train_dir, eval_dir, validate_dir, split_dir, schema_path, 
     (out / "model_card.md").write_text(model_card(meta))
     write_manifest(out)  # last: the size and SHA-256 of every file above (see 03d_bundle)
     return meta
+
+# %% ../nbs/07_export.ipynb #e5b70022
+def export_stage(params: dict, paths: StagePaths = StagePaths(), built: str | None = None) -> dict:
+    "The `export` stage as `dvc.yaml` and `retrain` run it: the model folder from the outputs of the stages before."
+    p = with_defaults(params); schema, raw = paths.dataset(p)
+    return run_export(paths.train, paths.evaluate, paths.validate, paths.split, schema, raw, paths.model, p, built=built)

@@ -19,6 +19,7 @@ from .monitor_report import notify, write_report
 from .predlog import log_versions, read_predictions
 from .reference import (Profile, auc_from_hist, auc_standard_error, calibration_from_hist, chi2_from_counts,
                                ks_from_counts, psi, upper_quantile)
+from .params import PARAMS_DEFAULTS
 from .schema import FlexMLError, Schema, canonical_str, load_schema
 
 # %% auto #0
@@ -26,19 +27,21 @@ __all__ = ['MonitorThresholds', 'compare', 'calibration_change', 'window_keys', 
            'read_labels', 'load_reference', 'monitor', 'run_monitor']
 
 # %% ../nbs/09_monitor.ipynb #05373133
+_MONITOR = PARAMS_DEFAULTS["monitor"]  # the defaults are the params contract's (00a_params)
+
 @dataclass
 class MonitorThresholds:
     "When a check warns or alerts; `from_params` reads the `monitor` section of params.yaml."
-    min_rows: int = 200                 # smaller windows are reported, not judged
-    psi_warn: float = 0.1
-    psi_alert: float = 0.25
-    p_value: float = 0.001              # a drift also needs this significance
-    missing_rate_increase: float = 0.05 # over the training missing rate
-    out_of_contract_rate: float = 0.01
-    score_psi_alert: float = 0.25
-    auc_drop: float = 0.05              # below the model card's test AUC
-    calibration_error: float = 0.05     # expected calibration error on labelled traffic
-    label_p_value: float = 0.001        # significance of those two (an AUC drop, a change in calibration)
+    min_rows: int = _MONITOR["min_rows"]  # smaller windows are reported, not judged
+    psi_warn: float = _MONITOR["psi_warn"]
+    psi_alert: float = _MONITOR["psi_alert"]
+    p_value: float = _MONITOR["p_value"]  # a drift also needs this significance
+    missing_rate_increase: float = _MONITOR["missing_rate_increase"]  # over the training missing rate
+    out_of_contract_rate: float = _MONITOR["out_of_contract_rate"]
+    score_psi_alert: float = _MONITOR["score_psi_alert"]
+    auc_drop: float = _MONITOR["auc_drop"]  # below the model card's test AUC
+    calibration_error: float = _MONITOR["calibration_error"]  # expected calibration error on labelled traffic
+    label_p_value: float = _MONITOR["label_p_value"]  # significance of those two (an AUC drop, a change in calibration)
 
     @classmethod
     def from_params(cls, params: dict | None) -> "MonitorThresholds":

@@ -5,6 +5,7 @@
 # %% ../nbs/00a_params.ipynb #99eff000
 from __future__ import annotations
 
+import copy
 import difflib
 import re
 from dataclasses import dataclass
@@ -15,8 +16,9 @@ import yaml
 from .schema import FlexMLError, read_yaml
 
 # %% auto #0
-__all__ = ['FRACTION', 'PARAMS_CONTRACT', 'REQUIRED', 'TUNABLE', 'NOT_TUNABLE', 'Rule', 'Int', 'Number', 'OneOf', 'Text',
-           'space_problems', 'params_problems', 'check_params', 'load_params']
+__all__ = ['FRACTION', 'PARAMS_CONTRACT', 'REQUIRED', 'TUNABLE', 'NOT_TUNABLE', 'PARAMS_DEFAULTS', 'Rule', 'Int', 'Number',
+           'OneOf', 'Text', 'space_problems', 'params_problems', 'check_params', 'load_params', 'with_defaults',
+           'StagePaths']
 
 # %% ../nbs/00a_params.ipynb #d53067f2
 @dataclass(frozen=True)
@@ -199,9 +201,68 @@ def check_params(params, source: str = "params.yaml") -> dict:
     return params
 
 def load_params(path="params.yaml") -> dict:
-    "The parameters in the YAML file at `path`, checked against `PARAMS_CONTRACT`."
+    "The parameters in the YAML file at `path`, checked against `PARAMS_CONTRACT`, with `PARAMS_DEFAULTS` for what it leaves out."
     p = Path(path)
     if not p.exists(): raise FlexMLError(f"parameter file {p} not found", "run from the project root or pass --params")
     try: params = read_yaml(p.read_text()) or {}
     except yaml.YAMLError as e: raise FlexMLError(f"{p} is not valid YAML: {e}") from None
-    return check_params(params, str(p))
+    return with_defaults(check_params(params, str(p)))
+
+# %% ../nbs/00a_params.ipynb #d3fa0002
+PARAMS_DEFAULTS = {
+    "engine": {"name": "embedded", "in_memory_max_mb": 256, "chunk_rows": 200_000, "master": "local[2]", "conf": {}},
+    "validate": {"max_quarantine_fraction": 0.01, "min_rows": 1},
+    "split": {"strategy": "auto", "valid_fraction": 0.2, "test_fraction": 0.2, "seed": 42},
+    "model": {"hidden": [128, 64], "dropout": 0.2, "l2": 1e-4, "learning_rate": 1e-3, "numeric_bins": 0, "towers": 1},
+    "train": {"epochs": 30, "batch_size": 512, "patience": 5, "seed": 42, "class_weight": "none", "calibration": "platt",
+              "teacher_weight": 0.0, "teacher_folds": 5, "distribute": "none", "worker_timeout_s": 120},
+    "baselines": {"seed": 42, "logistic_C": 1.0,
+                  "gbdt": {"learning_rate": 0.05, "max_iter": 500, "max_leaf_nodes": 31, "min_samples_leaf": 20,
+                           "l2_regularization": 0.0, "patience": 60}},
+    "evaluate": {"threshold_objective": "f1", "cost_false_positive": 1.0, "cost_false_negative": 1.0,
+                 "bootstrap_resamples": 300, "seed": 0},
+    "export": {"golden_examples": 20, "seed": 42, "parity_tolerance": 1e-6},
+    "monitor": {"min_rows": 200, "psi_warn": 0.1, "psi_alert": 0.25, "p_value": 0.001,
+                "missing_rate_increase": 0.05, "out_of_contract_rate": 0.01, "score_psi_alert": 0.25, "auc_drop": 0.05,
+                "calibration_error": 0.05, "label_p_value": 0.001, "webhook": ""},
+    "retrain": {"holdout_fraction": 0.2, "min_holdout_rows": 500, "min_auc_gain": 0.005, "max_ece": 0.05,
+                "max_fairness_gap": 0.10, "fairness_tolerance": 0.02, "min_group_positives": 30,
+                "bootstrap_resamples": 300, "seed": 0},
+    "tune": {"trials": 12, "seeds": 2, "halving": 1, "seed": 0},
+}
+
+def with_defaults(params: dict) -> dict:
+    "A copy of `params` with every key of `PARAMS_DEFAULTS` it leaves out filled in (a team's own sections kept as they are)."
+    def merge(given, default):
+        if not isinstance(default, dict) or not default: return copy.deepcopy(given)
+        out = {k: merge(given[k], v) if k in given else copy.deepcopy(v) for k, v in default.items()}
+        return out | {k: copy.deepcopy(v) for k, v in given.items() if k not in default}
+    return {**copy.deepcopy(params), **{s: merge(params.get(s) or {}, d) for s, d in PARAMS_DEFAULTS.items()}}
+
+# %% ../nbs/00a_params.ipynb #d3fa0006
+@dataclass(frozen=True)
+class StagePaths:
+    "The folders the stages read and write (dvc.yaml's by default); `raw` and `schema` default to `dataset`'s."
+    validate: Path = Path("artifacts/validate")
+    split: Path = Path("artifacts/split")
+    train: Path = Path("artifacts/train")
+    evaluate: Path = Path("artifacts/evaluate")
+    model: Path = Path("artifacts/model")
+    raw: Path | None = None
+    schema: Path | None = None
+    accepted: Path | None = None          # split's input: validate/accepted.parquet unless given
+
+    @classmethod
+    def under(cls, work, **given) -> "StagePaths":
+        w = Path(work)
+        return cls(**{n: w / n for n in ("validate", "split", "train", "evaluate", "model")} | given)
+
+    def dataset(self, params: dict) -> tuple[str, str]:
+        "`(schema, raw file)`: these paths' own, else the `dataset` section's."
+        ds = params.get("dataset") or {}
+        if (self.schema is None and "schema" not in ds) or (self.raw is None and "raw" not in ds):
+            raise FlexMLError("params: the `dataset` section needs `schema` and `raw`",
+                              "e.g. dataset: {schema: schemas/credit_default.yaml, raw: data/credit-default/...csv}")
+        return str(self.schema or ds["schema"]), str(self.raw or ds["raw"])
+
+    def accepted_rows(self) -> Path: return Path(self.accepted or self.validate / "accepted.parquet")

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .params import PARAMS_DEFAULTS, StagePaths, with_defaults
 from .schema import FlexMLError, Schema, load_schema
 
 # %% auto #0
@@ -23,18 +24,20 @@ __all__ = ['WORK_MARK', 'RetrainGates', 'error_rate_gaps', 'judge', 'split_new_d
            'champion_dir', 'record_decision', 'fresh_work_dir', 'run_retrain', 'simulate_month']
 
 # %% ../nbs/09a_retrain.ipynb #de53b67a
+_RETRAIN = PARAMS_DEFAULTS["retrain"]  # the defaults are the params contract's (00a_params)
+
 @dataclass
 class RetrainGates:
     "When a candidate may replace the champion; `from_params` reads the `retrain` section."
-    holdout_fraction: float = 0.2     # of the new rows, the most recent: the judge's test set
-    min_holdout_rows: int = 500
-    min_auc_gain: float = 0.005       # candidate AUC - champion AUC on the hold-out
-    max_ece: float = 0.05             # calibration gate (or no worse than the champion)
-    max_fairness_gap: float = 0.10    # TPR and FPR gaps between groups of a protected attribute
-    fairness_tolerance: float = 0.02  # or no worse than the champion's gap by more than this
-    min_group_positives: int = 30     # groups with fewer positives (negatives, for FPR) are not judged
-    bootstrap_resamples: int = 300
-    seed: int = 0
+    holdout_fraction: float = _RETRAIN["holdout_fraction"]  # of the new rows, the most recent: the judge's test set
+    min_holdout_rows: int = _RETRAIN["min_holdout_rows"]
+    min_auc_gain: float = _RETRAIN["min_auc_gain"]  # candidate AUC - champion AUC on the hold-out
+    max_ece: float = _RETRAIN["max_ece"]  # calibration gate (or no worse than the champion)
+    max_fairness_gap: float = _RETRAIN["max_fairness_gap"]  # TPR and FPR gaps between groups of a protected attribute
+    fairness_tolerance: float = _RETRAIN["fairness_tolerance"]  # or no worse than the champion's gap by more than this
+    min_group_positives: int = _RETRAIN["min_group_positives"]  # groups with fewer positives (negatives, for FPR) are not judged
+    bootstrap_resamples: int = _RETRAIN["bootstrap_resamples"]
+    seed: int = _RETRAIN["seed"]
 
     @classmethod
     def from_params(cls, params: dict | None) -> "RetrainGates":
@@ -214,24 +217,22 @@ class _Stages:
 def train_candidate(raw_file, schema_path, work, params: dict, log=None) -> Path:
     """Run validate, split, train, evaluate and export on `raw_file` into `work`; returns the export folder.
     `log`: a function that gets one line per stage started and finished (`flex-ml retrain` prints them)."""
-    from flex_ml.evaluate import run_evaluate
-    from flex_ml.export import run_export
-    from flex_ml.split import run_split
+    # the same stage entries as the verbs dvc.yaml runs, on the same engine, under one work folder
+    from flex_ml.datastages import split_stage, validate_stage
+    from flex_ml.evaluate import evaluate_stage
+    from flex_ml.export import export_stage
     from flex_ml.train import run_train
-    from flex_ml.validate import run_validate
-    w, p, stage = Path(work), params, _Stages(log)
-    v, s = p.get("validate", {}), p.get("split", {})
-    stage("validate", run_validate, raw_file, schema_path, w / "validate", v.get("max_quarantine_fraction", 0.01), v.get("min_rows", 1))
-    stage("split", run_split, w / "validate" / "accepted.parquet", schema_path, w / "split", s.get("valid_fraction", 0.2),
-          s.get("test_fraction", 0.2), s.get("seed", 42), s.get("strategy", "auto"))
-    stage("train (the teacher's GBDT folds, then the network)", run_train, w / "split", schema_path, w / "train",
-          {k: p.get(k, {}) for k in ("train", "model", "baselines")})
-    stage("evaluate (the baselines, then the bootstrap intervals)", run_evaluate, w / "split", w / "train", schema_path,
-          w / "evaluate", {"evaluate": p.get("evaluate", {}), "baselines": p.get("baselines", {})})
+    paths, p, stage = StagePaths.under(work, raw=Path(raw_file), schema=Path(schema_path)), with_defaults(params), _Stages(log)
+    quiet = lambda m: None  # the stage lines above say what runs
+    stage("validate", validate_stage, p, paths, log=quiet)
+    stage("split", split_stage, p, paths, log=quiet)
+    stage("train (the teacher's GBDT folds, then the network)", run_train, paths.split, schema_path, paths.train,
+          {k: p[k] for k in ("train", "model", "baselines")})
+    stage("evaluate (the baselines, then the bootstrap intervals)", evaluate_stage, p, paths)
     # trained now on files git does not hold: the export records when it was built (`built_at`)
     now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-    stage("export", run_export, w / "train", w / "evaluate", w / "validate", w / "split", schema_path, raw_file, w / "model", p, built=now)
-    return w / "model"
+    stage("export", export_stage, p, paths, built=now)
+    return paths.model
 
 # %% ../nbs/09a_retrain.ipynb #efab89c5
 def champion_dir(registry, default) -> Path:

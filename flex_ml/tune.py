@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import functools
 import hashlib
 import json
 import math
@@ -17,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .params import check_params
+from .params import PARAMS_DEFAULTS, check_params
 from .schema import FlexMLError, Schema, load_schema
 from .split import labels
 
@@ -27,24 +26,10 @@ __all__ = ['stage_default', 'get_dotted', 'with_overrides', 'search_distribution
            'tune_figure', 'adopt_command', 'write_results', 'apply_overrides', 'run_tune']
 
 # %% ../nbs/05a_tune.ipynb #0f0ec021
-@functools.lru_cache(maxsize=None)
-def _stage_default(key: str):
-    import inspect
-    from flex_ml.train import train_model
-    section, _, sub = key.partition(".")
-    if key == "model.numeric_bins": return 0  # train_model takes it out of the model section: no bins
-    if section == "train": fn = train_model
-    elif section == "model":
-        from flex_ml.model import build_model  # Keras: only for an unset model key
-        fn = build_model
-    else: return None
-    p = inspect.signature(fn).parameters.get(sub)
-    return None if p is None or p.default is inspect.Parameter.empty else p.default
-
 def stage_default(key: str):
-    "What the `train` stage uses for a dotted `model`/`train` key that params.yaml leaves out (None: nothing)."
-    v = _stage_default(key)
-    return list(v) if isinstance(v, tuple) else v  # `hidden=(128, 64)` is the list [128, 64] in YAML
+    "What the stages use for a dotted key that params.yaml leaves out (the contract's `PARAMS_DEFAULTS`; None: nothing)."
+    section, _, sub = key.partition(".")
+    return copy.deepcopy(PARAMS_DEFAULTS.get(section, {}).get(sub))
 
 def get_dotted(params: dict, key: str):
     "The value of `section.key` in `params`; when it is not set, the value the stage uses instead."
