@@ -49,19 +49,26 @@ def gbdt_tree_count(xt, yt, xv, yv, g: dict, seed: int) -> int:
     aucs = [resampled_auc(yv == 1, s[:, 1], once)[0] for s in gb.staged_predict_proba(xv)]
     return int(np.argmax(aucs)) + 1
 
+def _bounded(rows, max_rows: int, seed: int):
+    "`rows`, or a seeded sample of `max_rows` of them: a baseline's memory and time must not grow with the data."
+    return rows if len(rows) <= max_rows else rows.sample(max_rows, random_state=seed)
+
 def fit_baselines(train, valid, schema: Schema, stats: dict, params: dict | None = None) -> dict:
-    "Fit `logistic` and `gbdt` baselines on train; returns `{name: fitted model}`."
+    """Fit `logistic` and `gbdt` baselines on train; returns `{name: fitted model}`. Above `baselines.max_rows`
+    rows, both fit (and the GBDT stops) on a seeded sample of that many rows of train (and of valid)."""
     from sklearn.ensemble import HistGradientBoostingClassifier
     from sklearn.linear_model import LogisticRegression
     params = params or {}
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import FunctionTransformer
     plain = without_bins(stats)
+    max_rows, seed = params.get("max_rows", 200_000), params.get("seed", 42)
+    train, valid = _bounded(train, max_rows, seed), _bounded(valid, max_rows, seed)
     design = FunctionTransformer(functools.partial(design_matrix, schema=schema, stats=plain))  # DataFrame in
     xt, yt = design_matrix(train, schema, plain), labels(train, schema)
     xv, yv = design_matrix(valid, schema, plain), labels(valid, schema)
     lr = LogisticRegression(max_iter=2000, C=params.get("logistic_C", 1.0)).fit(xt, yt)
-    g, seed = params.get("gbdt", {}), params.get("seed", 42)
+    g = params.get("gbdt", {})
     gb = HistGradientBoostingClassifier(max_iter=gbdt_tree_count(xt, yt, xv, yv, g, seed), **gbdt_hyperparameters(g, seed)).fit(xt, yt)
     return {"baseline_logistic": Pipeline([("design", design), ("model", lr)]),
             "baseline_gbdt": Pipeline([("design", design), ("model", gb)])}

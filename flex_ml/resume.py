@@ -15,7 +15,8 @@ import keras
 import numpy as np
 
 # %% auto #0
-__all__ = ['fingerprint', 'files_fingerprint', 'open_backup', 'finished_epochs', 'TrainingState', 'resumable_callbacks']
+__all__ = ['fingerprint', 'files_fingerprint', 'open_backup', 'finished_epochs', 'TrainingState', 'resumable_callbacks',
+           'EpochNumber']
 
 # %% ../nbs/04e_resume.ipynb #r006
 def fingerprint(*parts) -> str:
@@ -100,3 +101,12 @@ def resumable_callbacks(backup_dir, patience: int, verbose: int = 0) -> tuple[li
     state = TrainingState(backup_dir, es)
     backup = keras.callbacks.BackupAndRestore(str(Path(backup_dir) / "keras"), double_checkpoint=True, delete_checkpoint=False)
     return [es, state, backup], state
+
+# %% ../nbs/04e_resume.ipynb #r013
+class EpochNumber(keras.callbacks.Callback):
+    "Puts the epoch Keras is about to train into `box['epoch']`."
+    def __init__(self, box: dict):
+        super().__init__()
+        self.box = box
+
+    def on_epoch_begin(self, epoch, logs=None): self.box["epoch"] = epoch

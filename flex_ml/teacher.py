@@ -5,6 +5,8 @@
 # %% ../nbs/04b_teacher.ipynb #18f81d34
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 
@@ -12,12 +14,27 @@ from .schema import FlexMLError, Schema
 from .split import labels
 
 # %% auto #0
-__all__ = ['teacher_scores', 'soft_targets', 'training_targets']
+__all__ = ['FoldTeacher', 'fold_teacher', 'teacher_scores', 'soft_targets', 'sampled_targets', 'training_targets']
 
 # %% ../nbs/04b_teacher.ipynb #87abe287
-def teacher_scores(train: pd.DataFrame, valid: pd.DataFrame, schema: Schema, gbdt: dict | None = None,
-                   folds: int = 5, seed: int = 42) -> tuple[np.ndarray, dict]:
-    "Out-of-fold scores of the GBDT `gbdt` (params.yaml's `baselines.gbdt`) for the rows of `train`, and a summary."
+@dataclasses.dataclass
+class FoldTeacher:
+    "A GBDT teacher: out-of-fold scores for the rows it was fitted on, and its fold models for any other row."
+    oof: np.ndarray
+    summary: dict
+    models: list
+    stats: dict
+    schema: Schema
+
+    def score(self, rows: pd.DataFrame) -> np.ndarray:
+        "The mean of the fold GBDTs' scores for `rows`, which none of them may have seen."
+        from flex_ml.features import design_matrix
+        x = design_matrix(rows, self.schema, self.stats)
+        return np.mean([m.predict_proba(x)[:, 1] for m in self.models], axis=0)
+
+def fold_teacher(train: pd.DataFrame, valid: pd.DataFrame, schema: Schema, gbdt: dict | None = None,
+                 folds: int = 5, seed: int = 42) -> FoldTeacher:
+    "The GBDT `gbdt` (params.yaml's `baselines.gbdt`) fitted fold by fold on `train`, stopped on `valid`."
     from sklearn.ensemble import HistGradientBoostingClassifier
     from sklearn.metrics import roc_auc_score
     from sklearn.model_selection import StratifiedKFold
@@ -32,10 +49,18 @@ def teacher_scores(train: pd.DataFrame, valid: pd.DataFrame, schema: Schema, gbd
         raise FlexMLError(f"train.teacher_folds is {folds}, but the training split has only {fewest} rows of one class",
                           "lower train.teacher_folds, or set train.teacher_weight: 0 to train on the labels alone")
     trees = gbdt_tree_count(xt, yt, xv, yv, g, seed)  # chosen once, on all of train: every fold grows as many
-    hp, out = gbdt_hyperparameters(g, seed), np.empty(len(yt))
+    hp, out, models = gbdt_hyperparameters(g, seed), np.empty(len(yt)), []
     for fit_rows, held in StratifiedKFold(folds, shuffle=True, random_state=seed).split(xt, yt):
-        out[held] = HistGradientBoostingClassifier(max_iter=trees, **hp).fit(xt[fit_rows], yt[fit_rows]).predict_proba(xt[held])[:, 1]
-    return out, dict(model="gbdt", trees=trees, folds=folds, out_of_fold_auc=round(float(roc_auc_score(yt, out)), 6))
+        models.append(HistGradientBoostingClassifier(max_iter=trees, **hp).fit(xt[fit_rows], yt[fit_rows]))
+        out[held] = models[-1].predict_proba(xt[held])[:, 1]
+    summary = dict(model="gbdt", trees=trees, folds=folds, out_of_fold_auc=round(float(roc_auc_score(yt, out)), 6))
+    return FoldTeacher(out, summary, models, stats, schema)
+
+def teacher_scores(train: pd.DataFrame, valid: pd.DataFrame, schema: Schema, gbdt: dict | None = None,
+                   folds: int = 5, seed: int = 42) -> tuple[np.ndarray, dict]:
+    "Out-of-fold scores of the GBDT `gbdt` (params.yaml's `baselines.gbdt`) for the rows of `train`, and a summary."
+    t = fold_teacher(train, valid, schema, gbdt, folds, seed)
+    return t.oof, t.summary
 
 # %% ../nbs/04b_teacher.ipynb #c8c2be97
 def soft_targets(y, teacher, weight: float) -> np.ndarray:
@@ -44,22 +69,51 @@ def soft_targets(y, teacher, weight: float) -> np.ndarray:
         raise FlexMLError(f"train.teacher_weight is {weight}", "use a number from 0 (the labels alone) to 0.5: the label must keep at least half of each target")
     return ((1 - weight) * np.asarray(y, np.float64) + weight * np.asarray(teacher, np.float64)).astype("float32")
 
+def _teacher_setting(params: dict) -> tuple[float, tuple]:
+    "`train.teacher_weight`, and the GBDT, folds and seed the teacher fits with."
+    tp = params.get("train", {})
+    return float(tp.get("teacher_weight", 0.0)), (params.get("baselines", {}).get("gbdt", {}), int(tp.get("teacher_folds", 5)),
+                                                  int(tp.get("seed", 42)))
+
+def _say(summary: dict, weight: float):
+    sample = f" on a sample of {summary['sample_rows']:,} rows" if "sample_rows" in summary else ""
+    print(f"teacher: GBDT of {summary['trees']} trees{sample}, out-of-fold AUC on train {summary['out_of_fold_auc']:.4f} "
+          f"({summary['folds']} folds); targets are {1 - weight:g} label + {weight:g} teacher", flush=True)
+
+def sampled_targets(train_sample: pd.DataFrame, positions: np.ndarray, valid_sample: pd.DataFrame, schema: Schema,
+                    params: dict, verbose: bool = True):
+    """`(targets, summary)`: the teacher fitted on `train_sample` (the rows at `positions` of the training split);
+    `targets(rows, start)` gives the training targets of the split's rows from position `start` on."""
+    weight, setting = _teacher_setting(params)
+    if weight == 0: return (lambda rows, start: labels(rows, schema).astype("float32")), dict(model="none")
+    t = fold_teacher(train_sample, valid_sample, schema, *setting)
+    summary = dict(t.summary, weight=weight, sample_rows=len(train_sample))
+    if verbose: _say(summary, weight)
+    def targets(rows: pd.DataFrame, start: int) -> np.ndarray:
+        lo, hi = np.searchsorted(positions, [start, start + len(rows)])
+        s = t.score(rows) if hi - lo < len(rows) else np.empty(len(rows))
+        s[positions[lo:hi] - start] = t.oof[lo:hi]  # a sampled row: its out-of-fold score
+        return soft_targets(labels(rows, schema), s, weight)
+    return targets, summary
+
 def training_targets(train: pd.DataFrame, valid: pd.DataFrame, schema: Schema, params: dict,
                      verbose: bool = True, cache: dict | None = None) -> tuple[np.ndarray | None, dict]:
     """The targets `train_model` fits under params.yaml's `train` and `baselines` sections (None: the labels), and what
     made them. `cache`: a dict kept by a caller that trains many times on the same `train` and `valid` (a search),
     so that each teacher setting fits its GBDTs once."""
     import json
-    tp = params.get("train", {})
-    weight = float(tp.get("teacher_weight", 0.0))
+    weight, setting = _teacher_setting(params)
     if weight == 0: return None, dict(model="none")
-    setting = (params.get("baselines", {}).get("gbdt", {}), int(tp.get("teacher_folds", 5)), int(tp.get("seed", 42)))
+    max_rows, seed = int(params.get("baselines", {}).get("max_rows", 200_000)), setting[2]
+    if len(train) > max_rows:  # the teacher fits on a sample; see sampled_targets
+        pos = np.sort(np.random.default_rng(seed).choice(len(train), max_rows, replace=False))
+        va = valid if len(valid) <= max_rows else valid.sample(max_rows, random_state=seed)
+        targets, summary = sampled_targets(train.iloc[pos], pos, va, schema, params, verbose)
+        return targets(train, 0), summary
     key = json.dumps(setting, sort_keys=True)
     if cache is not None and key in cache: scores, summary = cache[key]
     else:
         scores, summary = teacher_scores(train, valid, schema, *setting)
         if cache is not None: cache[key] = (scores, summary)
-    if verbose:
-        print(f"teacher: GBDT of {summary['trees']} trees, out-of-fold AUC on train {summary['out_of_fold_auc']:.4f} "
-              f"({summary['folds']} folds); targets are {1 - weight:g} label + {weight:g} teacher", flush=True)
+    if verbose: _say(summary, weight)
     return soft_targets(labels(train, schema), scores, weight), dict(summary, weight=weight)

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
+import shutil
 import time
 from pathlib import Path
 
@@ -18,7 +20,8 @@ from .schema import FlexMLError, Schema, load_schema
 from .split import labels
 
 # %% auto #0
-__all__ = ['make_dataset', 'platt_recalibrate', 'train_model', 'run_train']
+__all__ = ['make_dataset', 'platt_recalibrate', 'fit_resumable', 'log_history', 'train_model', 'train_streamed',
+           'streams_training', 'run_train']
 
 # %% ../nbs/05_train.ipynb #e7d35e36
 def make_dataset(df: pd.DataFrame, schema: Schema, batch_size: int, shuffle_seed: int | None = None,
@@ -71,54 +74,55 @@ def platt_recalibrate(model, valid: pd.DataFrame, schema: Schema) -> dict:
                 valid_mean_score_after=round(float(p1.mean()), 6), valid_positive_rate=round(float(y.mean()), 6))
 
 # %% ../nbs/05_train.ipynb #71b088f5
-def train_model(train: pd.DataFrame, valid: pd.DataFrame, schema: Schema, model_params: dict | None = None,
-                epochs: int = 30, batch_size: int = 512, patience: int = 5, seed: int = 42,
-                class_weight: str = "none", live=None, verbose: int = 2, calibration: str = "platt", targets=None, strategy=None):
-    """Fit the Keras model (then recalibrate it on valid, unless `calibration` is `none`); returns `(model, stats, summary)`.
-    `targets`: what to fit for each row of `train` in place of its label (`flex_ml.teacher.training_targets`).
-    `strategy`: the `tf.distribute` strategy the fit runs under (`flex_ml.distribute.build_strategy`), if any."""
-    import keras, tensorflow as tf
-    from flex_ml.model import build_model, feature_encoder, tower_count, trains_from_features, training_model
+def _trainer_for(schema: Schema, stats: dict, prior: float, mp: dict, strategy):
+    "The model (raw records in) and what `fit` trains; seeded before, so that both start from `train.seed`."
+    from flex_ml.model import build_model, training_model
     from flex_ml.distribute import fit_across_workers
-    keras.utils.set_random_seed(seed)
-    tf.config.experimental.enable_op_determinism()
-    mp = dict(model_params or {})
-    bins = int(mp.pop("numeric_bins", 0))
-    stats = fit_feature_stats(schema, train, bins=bins)
-    y = labels(train, schema)
-    if y.min() == y.max(): raise FlexMLError("the training split has only one class", "check the target and split")
-    model = build_model(schema, stats, prior=float(y.mean()), **mp)
-    towers = tower_count(model)
+    model = build_model(schema, stats, prior=prior, **mp)
     # multi-worker: a twin built and compiled under the strategy is what the workers train in step; `model`,
     # outside it, encodes the rows, is recalibrated and saved (predict under the strategy would shard the rows)
     with strategy.scope() if strategy is not None else contextlib.nullcontext():
-        twin = model if strategy is None else build_model(schema, stats, prior=float(y.mean()), **mp)
+        twin = model if strategy is None else build_model(schema, stats, prior=prior, **mp)
         trainer = training_model(twin, mp.get("learning_rate", 1e-3))
     if strategy is not None: fit_across_workers(trainer, strategy)
-    cw = None
-    if class_weight == "balanced": cw = {0: len(y) / (2 * (y == 0).sum()), 1: len(y) / (2 * (y == 1).sum())}
-    elif class_weight != "none": raise FlexMLError(f"unknown train.class_weight {class_weight!r}", "use none or balanced")
-    callbacks = [keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=patience,
-                                               restore_best_weights=True, verbose=1 if verbose else 0)]
-    if live is not None:
-        from dvclive.keras import DVCLiveCallback
-        callbacks.append(DVCLiveCallback(live=live))
-    t0 = time.perf_counter()
-    enc = feature_encoder(model) if trains_from_features(trainer) else None  # encode the rows once, not every epoch
-    hist = trainer.fit(make_dataset(train, schema, batch_size, shuffle_seed=seed, label_columns=towers, class_weight=cw, encoder=enc,
-                                    targets=targets),
-                       validation_data=make_dataset(valid, schema, 4096, label_columns=towers, encoder=enc), epochs=epochs,
-                       callbacks=callbacks, verbose=verbose, shuffle=False)  # the dataset shuffles itself, seeded
+    return model, twin, trainer
+
+def _class_weights(class_weight: str, y: np.ndarray) -> dict | None:
+    "Per-class sample weights for `train.class_weight` (None: unweighted)."
+    if y.min() == y.max(): raise FlexMLError("the training split has only one class", "check the target and split")
+    if class_weight == "none": return None
+    if class_weight == "balanced": return {0: len(y) / (2 * (y == 0).sum()), 1: len(y) / (2 * (y == 1).sum())}
+    raise FlexMLError(f"unknown train.class_weight {class_weight!r}", "use none or balanced")
+
+def fit_resumable(trainer, data, validation, epochs: int, patience: int, backup_dir=None, verbose: int = 2,
+                  callbacks: list = ()) -> list[dict]:
+    """Fit `trainer` with early stopping on `val_auc` (best weights kept), resuming from `backup_dir` when it holds
+    an interrupted run's epochs (a temporary folder, so no resume, when None); the history, one dict per epoch."""
+    import tempfile
+    from flex_ml.resume import resumable_callbacks
+    with tempfile.TemporaryDirectory() if backup_dir is None else contextlib.nullcontext(backup_dir) as d:
+        keep, state = resumable_callbacks(d, patience, verbose)
+        trainer.fit(data, validation_data=validation, epochs=epochs, callbacks=keep + list(callbacks), verbose=verbose,
+                    shuffle=False)  # the datasets shuffle themselves, seeded
+    return state.history
+
+# %% ../nbs/05_train.ipynb #a1f0c001
+def log_history(live, history: list[dict], best: int) -> None:
+    """The curves, epoch by epoch, as DVCLive's Keras callback logs them; then the kept (best) epoch's figures as
+    the summary: early stopping restored that epoch's weights, and `dvc metrics show` must describe that model."""
+    from dvclive.utils import standardize_metric_name
+    for logs in history:
+        for k, v in logs.items(): live.log_metric(standardize_metric_name(k, "dvclive.keras"), v)
+        live.next_step()
+    for k, v in history[best].items(): live.log_metric(standardize_metric_name(k, "dvclive.keras"), float(v), plot=False)
+    live.summary["best_step"] = best  # the curves' step of the kept weights ("step" is the last one trained)
+
+def _finished(model, twin, history: list[dict], valid, schema: Schema, calibration: str, live, verbose: int, t0: float) -> tuple[dict, dict]:
+    "The trained weights in `model`, the curves logged, the scores recalibrated on `valid`; the fit's summary and the calibration."
     if twin is not model: model.set_weights(twin.get_weights())
-    aucs = hist.history["val_auc"]
+    aucs = [h["val_auc"] for h in history]
     best = int(np.argmax(aucs))
-    if live is not None:
-        # DVCLive's summary holds the last epoch's figures, but early stopping restored the best epoch's
-        # weights, and those are what model.keras holds: `dvc metrics show` must describe that model
-        from dvclive.utils import standardize_metric_name
-        for k, v in hist.history.items():
-            live.log_metric(standardize_metric_name(k, "dvclive.keras"), float(v[best]), plot=False)
-        live.summary["best_step"] = best  # the curves' step of the kept weights ("step" is the last one trained)
+    if live is not None: log_history(live, history, best)
     # no wall time in the summary: it is a committed metrics file, and a time would make every re-run a
     # change to review (`dvc metrics diff`, git); stage times are benchmarks/pipeline.py's job
     if verbose: print(f"trained in {time.perf_counter() - t0:.1f} s: {len(aucs)} epochs, best {best + 1}", flush=True)
@@ -127,12 +131,103 @@ def train_model(train: pd.DataFrame, valid: pd.DataFrame, schema: Schema, model_
     if verbose and cal["method"] == "platt":
         print(f"recalibrated on valid (Platt a={cal['a']:.3f}, b={cal['b']:+.3f}): mean score "
               f"{cal['valid_mean_score_before']:.4f} -> {cal['valid_mean_score_after']:.4f}, observed {cal['valid_positive_rate']:.4f}", flush=True)
-    summary = dict(epochs_run=len(aucs), best_epoch=best + 1, best_val_auc=round(float(aucs[best]), 6),
-                   n_train=len(train), n_valid=len(valid), targets="labels" if targets is None else "soft",
+    return dict(epochs_run=len(aucs), best_epoch=best + 1, best_val_auc=round(float(aucs[best]), 6)), cal
+
+def train_model(train: pd.DataFrame, valid: pd.DataFrame, schema: Schema, model_params: dict | None = None,
+                epochs: int = 30, batch_size: int = 512, patience: int = 5, seed: int = 42,
+                class_weight: str = "none", live=None, verbose: int = 2, calibration: str = "platt", targets=None, strategy=None,
+                backup_dir=None):
+    """Fit the Keras model (then recalibrate it on valid, unless `calibration` is `none`); returns `(model, stats, summary)`.
+    `targets`: what to fit for each row of `train` in place of its label (`flex_ml.teacher.training_targets`).
+    `strategy`: the `tf.distribute` strategy the fit runs under (`flex_ml.distribute.build_strategy`), if any.
+    `backup_dir`: where the fit keeps what a killed run resumes from (`flex_ml.resume`)."""
+    import keras, tensorflow as tf
+    from flex_ml.model import feature_encoder, tower_count, trains_from_features
+    keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
+    mp = dict(model_params or {})
+    bins = int(mp.pop("numeric_bins", 0))
+    stats = fit_feature_stats(schema, train, bins=bins)
+    y = labels(train, schema)
+    cw = _class_weights(class_weight, y)
+    model, twin, trainer = _trainer_for(schema, stats, float(y.mean()), mp, strategy)
+    towers, t0 = tower_count(model), time.perf_counter()
+    enc = feature_encoder(model) if trains_from_features(trainer) else None  # encode the rows once, not every epoch
+    data = make_dataset(train, schema, batch_size, shuffle_seed=seed, label_columns=towers, class_weight=cw, encoder=enc, targets=targets)
+    history = fit_resumable(trainer, data, make_dataset(valid, schema, 4096, label_columns=towers, encoder=enc),
+                            epochs, patience, backup_dir, verbose)
+    fit, cal = _finished(model, twin, history, valid, schema, calibration, live, verbose, t0)
+    summary = dict(fit, n_train=len(train), n_valid=len(valid), targets="labels" if targets is None else "soft",
                    n_parameters=int(model.count_params()), towers=towers, numeric_bins=bins, calibration=cal)
     return model, stats, summary
 
+# %% ../nbs/05_train.ipynb #a1f0c003
+def _blocks(split_dir: Path, schema: Schema, enc, backup: Path, targets, key: str, towers: int, cw, verbose: int) -> tuple[dict, dict]:
+    "The encoded blocks of train (with its targets and weights) and of valid (with its labels)."
+    from flex_ml.stream import encode_blocks
+    log = (lambda m: print(m, flush=True)) if verbose else (lambda m: None)
+    mt = encode_blocks(split_dir / "train.parquet", schema, enc, backup / "blocks-train", targets, key, towers, cw, log)
+    mv = encode_blocks(split_dir / "valid.parquet", schema, enc, backup / "blocks-valid",
+                       lambda rows, start: labels(rows, schema), key, towers, log=log)
+    return mt, mv
+
+def train_streamed(split_dir, schema: Schema, params: dict, backup_dir, strategy=None, live=None, verbose: int = 2):
+    """`train_model` for a split read in pieces: `(model, stats, summary)` from the `train`, `model` and `baselines`
+    sections of params.yaml; `backup_dir` holds the encoded blocks and what a killed run resumes from."""
+    import keras, tensorflow as tf
+    from flex_ml.model import feature_encoder, tower_count, trains_from_features
+    from flex_ml.resume import EpochNumber, fingerprint
+    from flex_ml.stream import BLOCK_ROWS, block_dataset, parquet_rows, sample_frame, stream_feature_stats
+    from flex_ml.teacher import sampled_targets
+    tp, mp = params.get("train", {}), dict(params.get("model", {}))
+    seed, bins, n_stats = tp.get("seed", 42), int(mp.pop("numeric_bins", 0)), tp.get("stats_sample_rows", 1_000_000)
+    keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
+    split_dir, backup, t0 = Path(split_dir), Path(backup_dir), time.perf_counter()
+    stats = stream_feature_stats(schema, split_dir / "train.parquet", bins, n_stats, seed)
+    max_rows = params.get("baselines", {}).get("max_rows", 200_000)
+    tsample, positions = sample_frame(split_dir / "train.parquet", max_rows, seed)
+    y = labels(tsample, schema)
+    cw = _class_weights(tp.get("class_weight", "none"), y)
+    model, twin, trainer = _trainer_for(schema, stats, float(y.mean()), mp, strategy)
+    if not trains_from_features(trainer):
+        raise FlexMLError("streamed training needs the model's preprocessing fixed during the fit", "set train.input: memory")
+    targets, teacher = sampled_targets(tsample, positions, sample_frame(split_dir / "valid.parquet", max_rows, seed)[0],
+                                       schema, params, verbose=bool(verbose))
+    del tsample
+    towers = tower_count(model)
+    mt, mv = _blocks(split_dir, schema, feature_encoder(model), backup, targets, fingerprint(stats, teacher, cw, towers), towers, cw, verbose)
+    epoch, window = {"epoch": 0}, max(1, math.ceil(tp.get("shuffle_buffer", 262_144) / BLOCK_ROWS))
+    batch = tp.get("batch_size", 512)
+    data = block_dataset(backup / "blocks-train", mt, batch, seed, lambda: epoch["epoch"], window)
+    history = fit_resumable(trainer, data.apply(tf.data.experimental.assert_cardinality(math.ceil(mt["rows"] / batch))),
+                            block_dataset(backup / "blocks-valid", mv, 4096), tp.get("epochs", 30), tp.get("patience", 5),
+                            backup, verbose, callbacks=[EpochNumber(epoch)])
+    calibration_rows = sample_frame(split_dir / "valid.parquet", n_stats, seed)[0]
+    fit, cal = _finished(model, twin, history, calibration_rows, schema, tp.get("calibration", "platt"), live, verbose, t0)
+    summary = dict(fit, n_train=mt["rows"], n_valid=mv["rows"], targets="labels" if teacher["model"] == "none" else "soft",
+                   n_parameters=int(model.count_params()), towers=towers, numeric_bins=bins, calibration=cal, teacher=teacher,
+                   input=dict(kind="stream", stats_sample_rows=min(n_stats, mt["rows"]), teacher_sample_rows=len(positions),
+                              shuffle_buffer_rows=window * BLOCK_ROWS, blocks=len(mt["blocks"])))
+    return model, stats, summary
+
 # %% ../nbs/05_train.ipynb #25890f41
+def streams_training(train_params: dict, split_dir) -> bool:
+    "Whether `train.input` (auto: more than `train.in_memory_max_rows` training rows) has the stage stream the split."
+    from flex_ml.stream import parquet_rows
+    mode = train_params.get("input", "auto")
+    if mode != "auto": return mode == "stream"
+    return parquet_rows(Path(split_dir) / "train.parquet") > train_params.get("in_memory_max_rows", 1_000_000)
+
+def _run_backup(split_dir: Path, schema: Schema, out_dir, params: dict, cluster) -> Path:
+    "This worker's backup folder, kept only for a run of the same parameters, split files and contract."
+    from flex_ml.resume import files_fingerprint, fingerprint, open_backup
+    from flex_ml.stream import parquet_files
+    files = [f for n in ("train", "valid") for f in parquet_files(split_dir / f"{n}.parquet")]
+    key = fingerprint({k: params.get(k) for k in ("train", "model", "baselines")}, files_fingerprint(files), repr(schema))
+    worker = 0 if cluster is None else cluster["index"]
+    return open_backup(Path(out_dir) / ".backup" / f"worker-{worker}", key, log=lambda m: print(m, flush=True))[0]
+
 def run_train(split_dir, schema, out_dir, params: dict) -> dict:
     "The `train` stage; `params` holds the `train`, `model` and `baselines` sections of params.yaml."
     from dvclive import Live
@@ -145,18 +240,23 @@ def run_train(split_dir, schema, out_dir, params: dict) -> dict:
     strategy = None if cluster is None else build_strategy(cluster, tp.get("worker_timeout_s", 120))
     split_dir, out = Path(split_dir), worker_out_dir(out_dir, cluster)  # only the chief writes to out_dir
     out.mkdir(parents=True, exist_ok=True)
-    train, valid = (pd.read_parquet(split_dir / f"{n}.parquet") for n in ("train", "valid"))
-    targets, teacher = training_targets(train, valid, schema, params)
+    backup = _run_backup(split_dir, schema, out_dir, params, cluster)
     with Live(str(out / "live"), dvcyaml=False, save_dvc_exp=False) as live:
         live.log_params({"model": params.get("model", {}), "train": tp})
-        model, stats, summary = train_model(
-            train, valid, schema, params.get("model", {}), epochs=tp.get("epochs", 30),
-            batch_size=tp.get("batch_size", 512), patience=tp.get("patience", 5), seed=tp.get("seed", 42),
-            class_weight=tp.get("class_weight", "none"), live=live, calibration=tp.get("calibration", "platt"), targets=targets,
-            strategy=strategy)
-    summary["teacher"] = teacher
+        if streams_training(tp, split_dir):
+            model, stats, summary = train_streamed(split_dir, schema, params, backup, strategy, live)
+        else:
+            train, valid = (pd.read_parquet(split_dir / f"{n}.parquet") for n in ("train", "valid"))
+            targets, teacher = training_targets(train, valid, schema, params)
+            model, stats, summary = train_model(
+                train, valid, schema, params.get("model", {}), epochs=tp.get("epochs", 30),
+                batch_size=tp.get("batch_size", 512), patience=tp.get("patience", 5), seed=tp.get("seed", 42),
+                class_weight=tp.get("class_weight", "none"), live=live, calibration=tp.get("calibration", "platt"), targets=targets,
+                strategy=strategy, backup_dir=backup)
+            summary["teacher"] = teacher
     if cluster is not None: summary["workers"] = len(cluster["workers"])
     save_model(model, out / "model.keras")  # same weights, same bytes: DVC sees no change
     (out / "feature_stats.json").write_text(json.dumps(stats, indent=1) + "\n")
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    shutil.rmtree(backup, ignore_errors=True)  # finished: nothing to resume
     return summary
