@@ -17,6 +17,7 @@ from conftest import ROOT
 
 GENERATED = ROOT / "schemas" / "credit_default_generated.yaml"
 CLI = [sys.executable, "-m", "flex_ml.cli"]
+EPOCHS = 4
 # the CLI in this process, then its own peak resident memory (the process's, not its children's)
 PEAK = ("import resource, sys\nfrom flex_ml.cli import app\ntry: app(sys.argv[1:])\nexcept SystemExit as e:\n    if e.code: raise\n"
         "print('peak_rss_mb', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)")
@@ -28,7 +29,7 @@ def write_params(path, raw, **train) -> dict:
     p["dataset"] = {"schema": str(GENERATED), "raw": str(raw)}
     p["engine"].update(in_memory_max_mb=0, chunk_rows=50_000)
     p["model"].update(hidden=[32, 16])
-    p["train"].update(epochs=5, patience=5, batch_size=1024, teacher_weight=0.3, teacher_folds=3, **train)
+    p["train"].update({**dict(epochs=EPOCHS, patience=EPOCHS, batch_size=1024, teacher_weight=0.3, teacher_folds=3), **train})
     p["baselines"]["max_rows"] = 20_000
     p["baselines"]["gbdt"].update(max_iter=60, patience=20)
     path.write_text(yaml.safe_dump(p))
@@ -54,7 +55,7 @@ def prepare(d, credit_raw, rows, seed):
 def shards(tmp_path_factory, credit_raw):
     d = tmp_path_factory.mktemp("stream")
     write_params(d / "params.yaml", d / "g" / "data.csv", input="stream")
-    prepare(d, credit_raw, 150_000, seed=21)
+    prepare(d, credit_raw, 100_000, seed=21)
     return d
 
 
@@ -76,7 +77,7 @@ def test_streamed_training_matches_the_in_memory_path(shards):
     r = cli(["train", "--split-dir", "s", "--out", "t_stream", "--params", "params.yaml"], shards)
     summary = json.loads((shards / "t_stream" / "summary.json").read_text())
     n_train = sum(len(pd.read_parquet(f)) for f in (shards / "s" / "train.parquet").glob("*.parquet"))
-    assert summary["input"]["kind"] == "stream" and summary["n_train"] == n_train and summary["epochs_run"] == 5
+    assert summary["input"]["kind"] == "stream" and summary["n_train"] == n_train and summary["epochs_run"] == EPOCHS
     assert summary["input"]["blocks"] >= 2 and summary["teacher"]["sample_rows"] == 20_000, summary
     assert "encoded" in r.stdout and "on a sample of 20,000 rows" in r.stdout
     assert not (shards / "t_stream" / ".backup" / "worker-0").exists()  # finished: no backup left
@@ -94,7 +95,7 @@ def finished_epochs(backup):
 
 
 def test_a_killed_run_resumes_after_its_last_epoch(shards):
-    "SIGKILL after the second epoch; the same command again resumes (no epoch 1, no re-encoding) and finishes all 5."
+    "SIGKILL after the second epoch; the same command again resumes (no epoch 1, no re-encoding) and finishes them all."
     args = ["train", "--split-dir", "s", "--out", "t_kill", "--params", "params.yaml"]
     backup = shards / "t_kill" / ".backup" / "worker-0"
     proc = subprocess.Popen(CLI + args, cwd=shards, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -103,16 +104,16 @@ def test_a_killed_run_resumes_after_its_last_epoch(shards):
     proc.send_signal(signal.SIGKILL)
     proc.wait(30)
     done = finished_epochs(backup)
-    assert 2 <= done < 5, f"killed after {done} epochs (exit {proc.returncode})"
+    assert 2 <= done < EPOCHS, f"killed after {done} epochs (exit {proc.returncode})"
     assert not (shards / "t_kill" / "model.keras").exists()
     r = cli(args, shards)
     log = r.stdout + r.stderr
-    assert f"resuming training after epoch {done}" in log and "Epoch 1/5" not in log and f"Epoch {done + 1}/5" in log, log[-3000:]
+    assert f"resuming training after epoch {done}" in log and f"Epoch 1/{EPOCHS}" not in log and f"Epoch {done + 1}/{EPOCHS}" in log, log[-3000:]
     assert "encoded" not in r.stdout  # the blocks the killed run wrote were read again, not rebuilt
     summary = json.loads((shards / "t_kill" / "summary.json").read_text())
-    assert summary["epochs_run"] == 5 and not backup.exists()
+    assert summary["epochs_run"] == EPOCHS and not backup.exists()
     curve = (shards / "t_kill" / "live" / "plots" / "metrics" / "eval" / "auc.tsv").read_text().splitlines()
-    assert len(curve) == 1 + 5  # the whole curve, the killed run's epochs included
+    assert len(curve) == 1 + EPOCHS  # the whole curve, the killed run's epochs included
     # the same run uninterrupted (the first test): the same epochs in the same order; dropout's draws differ
     uninterrupted = json.loads((shards / "t_stream" / "summary.json").read_text())
     assert abs(summary["best_val_auc"] - uninterrupted["best_val_auc"]) < 0.01, (summary, uninterrupted)
@@ -125,7 +126,7 @@ def test_a_changed_run_does_not_resume_another_runs_backup(shards):
     (backup / "keras").mkdir(parents=True)
     (backup / "run.json").write_text(json.dumps({"run": "another run"}))
     (backup / "keras" / "training_metadata.json").write_text(json.dumps({"epoch": 3, "batch": -1}))
-    write_params(shards / "one.yaml", shards / "g" / "data.csv", input="stream", epochs=1)
+    write_params(shards / "one.yaml", shards / "g" / "data.csv", input="stream", epochs=1, teacher_weight=0.0)
     r = cli(["train", "--split-dir", "s", "--out", "t_other", "--params", "one.yaml"], shards)
     assert "discarding the training backup" in r.stdout and "resuming" not in r.stdout
     assert json.loads((shards / "t_other" / "summary.json").read_text())["epochs_run"] == 1
