@@ -16,12 +16,13 @@ import numpy as np
 import pandas as pd
 
 from .features import fit_feature_stats, to_model_inputs
+from .params import StagePaths, with_defaults
 from .schema import FlexMLError, Schema, load_schema
 from .split import labels
 
 # %% auto #0
 __all__ = ['make_dataset', 'platt_recalibrate', 'fit_resumable', 'log_history', 'train_model', 'train_streamed',
-           'streams_training', 'run_train']
+           'streams_training', 'run_train', 'train_stage']
 
 # %% ../nbs/05_train.ipynb #e7d35e36
 def make_dataset(df: pd.DataFrame, schema: Schema, batch_size: int, shuffle_seed: int | None = None,
@@ -260,3 +261,8 @@ def run_train(split_dir, schema, out_dir, params: dict) -> dict:
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     shutil.rmtree(backup, ignore_errors=True)  # finished: nothing to resume
     return summary
+
+def train_stage(params: dict, paths: StagePaths = StagePaths()) -> dict:
+    "The `train` stage as `dvc.yaml` (`flex-ml train`) and `retrain` run it: `run_train` on params.yaml's `train`, `model` and `baselines`."
+    p = with_defaults(params); schema, _ = paths.dataset(p)
+    return run_train(paths.split, schema, paths.train, {k: p[k] for k in ("train", "model", "baselines")})
