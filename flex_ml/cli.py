@@ -18,21 +18,24 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before any TensorFlow impo
 import typer
 import yaml
 
+from .cli_ops import PARAMS, _echo_json, ops_app, registry_app, remote_app
 from .params import StagePaths, load_params
 from .schema import FlexMLError, read_yaml
 
 app = typer.Typer(help="flex_ml: data to validated, evaluated, exported risk models.",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+app.add_typer(ops_app)  # no name: its verbs (serve, monitor, ...: 09b_cli_ops) join these at the top level
 schema_app = typer.Typer(help="Draft and check schema contracts.", no_args_is_help=True)
 app.add_typer(schema_app, name="schema")
 params_app = typer.Typer(help="Check a parameter file against its contract.", no_args_is_help=True)
 app.add_typer(params_app, name="params")
+app.add_typer(remote_app, name="remote")
+app.add_typer(registry_app, name="registry")
 
 # %% auto #0
-__all__ = ['app', 'schema_app', 'params_app', 'PARAMS', 'remote_app', 'registry_app', 'dataset_paths', 'fetch', 'generate',
-           'schema_infer', 'schema_check', 'params_check', 'validate', 'split', 'profile', 'train', 'tune', 'evaluate',
-           'metrics', 'export', 'report', 'remote_check', 'remote_pull', 'remote_push', 'registry_list',
-           'registry_pull', 'model_report', 'serve', 'score', 'monitor', 'retrain', 'simulate_month', 'main']
+__all__ = ['app', 'schema_app', 'params_app', 'dataset_paths', 'fetch', 'generate', 'schema_infer', 'schema_check',
+           'params_check', 'validate', 'split', 'profile', 'train', 'tune', 'evaluate', 'metrics', 'export', 'report',
+           'main']
 
 # %% ../nbs/10_cli.ipynb #831b1a3f
 def dataset_paths(params: dict) -> tuple[str, str]:
@@ -42,8 +45,6 @@ def dataset_paths(params: dict) -> tuple[str, str]:
         raise FlexMLError("params: the `dataset` section needs `schema` and `raw`",
                           "e.g. dataset: {schema: schemas/credit_default.yaml, raw: data/credit-default/...csv}")
     return ds["schema"], ds["raw"]
-
-def _echo_json(d): typer.echo(json.dumps(d, indent=2, default=str))
 
 def _require(stage: str, inputs: dict, upto: str | None = None):
     """Stop `stage` with one message when inputs (`{path: the verb that writes it}`) are missing;
@@ -56,8 +57,6 @@ def _require(stage: str, inputs: dict, upto: str | None = None):
                           + "; ".join(f"{', '.join(ps)} (written by `{by}`)" for by, ps in missing.items()),
                           f"run the pipeline up to this stage (`make repro`, or `dvc repro {upto or stage}`), "
                           "or point the folder options at existing outputs")
-
-PARAMS = typer.Option("params.yaml", "--params", help="Parameter file.")
 
 # %% ../nbs/10_cli.ipynb #a04eb7de
 @app.command()
@@ -120,7 +119,8 @@ def schema_infer(path: Path = typer.Argument(..., help="Delimited raw file."),
                  id: Optional[str] = typer.Option(None, "--id", help="Id column."),
                  max_categories: int = typer.Option(20, help="Distinct values up to which a column is a category.")):
     "Draft a schema from a raw file; review it before committing."
-    from flex_ml.schema import infer_schema, save_schema
+    from flex_ml.schema import save_schema
+    from flex_ml.schema_infer import infer_schema
     s = infer_schema(path, target=target, id=id, max_categories=max_categories)
     save_schema(s, out)
     typer.echo(f"wrote {out}: {len(s.columns)} columns, target {s.target.name!r}. Review types, ranges, roles "
@@ -304,187 +304,6 @@ def report(notebook: Path = typer.Option("nbs/reports/evaluation.ipynb", help="P
     kv.setdefault("params_path", str(params))
     html = run_report(notebook, out, kv, kernel)
     typer.echo(f"wrote {html}")
-
-# %% ../nbs/10_cli.ipynb #385519ba
-remote_app = typer.Typer(help="The team's DVC remote: check it, pull from it, push to it.", no_args_is_help=True)
-app.add_typer(remote_app, name="remote")
-registry_app = typer.Typer(help="Promoted model versions kept in the DVC remote: list, pull and verify.", no_args_is_help=True)
-app.add_typer(registry_app, name="registry")
-
-@remote_app.command("check")
-def remote_check():
-    "Check that the default DVC remote answers with these credentials (one clear message when not)."
-    from flex_ml.remote import probe_remote
-    _echo_json(probe_remote("."))
-
-@remote_app.command("pull")
-def remote_pull(targets: Optional[List[str]] = typer.Argument(None, help="Stages or .dvc files (default: everything dvc.lock and the .dvc files record)."),
-                run_cache: bool = typer.Option(True, help="Also pull the run-cache (runs anyone pushed, for `dvc repro`)."),
-                if_configured: bool = typer.Option(False, help="Without a remote, say so and succeed (make repro).")):
-    "Pull the committed data and stage outputs the remote holds; name the stages `dvc repro` would still run."
-    from flex_ml.remote import default_remote, pull
-    if if_configured and not default_remote("."):
-        typer.echo("no DVC remote configured: nothing to pull (`dvc repro` rebuilds the outputs here; another CPU "
-                   "can give other figures: see the README, 'Reproducible where')")
-        return
-    r = pull(".", targets or (), run_cache)
-    typer.echo(f"pulled from the DVC remote {r['name']} ({r['url']}) in {r['pull_seconds']} s")
-    if r["stale"]: typer.echo(f"the remote lacks outputs of: {', '.join(r['stale'])}: `dvc repro` rebuilds them here (`make push` shares them)")
-    else: typer.echo("every output dvc.lock records is here: `dvc repro` has nothing to do")
-
-@remote_app.command("push")
-def remote_push(targets: Optional[List[str]] = typer.Argument(None, help="Stages or .dvc files (default: everything)."),
-                run_cache: bool = typer.Option(True, help="Also push the run-cache.")):
-    "Push the data, stage outputs, registry versions and run-cache to the default remote."
-    from flex_ml.remote import push
-    r = push(".", targets or (), run_cache)
-    typer.echo(f"pushed to the DVC remote {r['name']} ({r['url']}) in {r['push_seconds']} s: {' '.join(r['log'][-1:])}")
-
-@registry_app.command("list")
-def registry_list(registry: Path = typer.Option("registry", help="Registry folder.")):
-    "The versions whose checksums the registry records (registry/models/VERSION.dvc)."
-    from flex_ml.remote import registry_versions
-    for v in registry_versions(registry): typer.echo(v)
-
-@registry_app.command("pull")
-def registry_pull(version: str = typer.Argument(..., help="A version, or `champion` (the one champion.json names)."),
-                  registry: Path = typer.Option("registry", help="Registry folder.")):
-    "Pull a promoted export from the team remote and verify every file against the checksums git holds."
-    from flex_ml.remote import pull_version, verify_tracked_dir
-    path = pull_version(version, registry)
-    _echo_json(dict(version=path.name, **verify_tracked_dir(Path(f"{path}.dvc"), ".")))
-
-@app.command("model-report")
-def model_report(base: str = typer.Option("main", help="The git revision to compare with."),
-                 out: Path = typer.Option("artifacts/model-report", help="Folder for report.md, report.html, plots/, verdict.json."),
-                 resamples: int = typer.Option(1000, min=50, help="Paired bootstrap resamples of the test rows."),
-                 tolerance: float = typer.Option(0.0, min=0, help="AUC loss accepted even when it is beyond the noise.")):
-    """This change's model against `base`'s: metrics, params and plots diffs and the paired test, as
-    Markdown and HTML. Exit status 1 when the model is worse beyond the noise (CI fails the change)."""
-    from flex_ml.modelci import model_report as run_report
-    r = run_report(base, out, ".", resamples=resamples, tolerance=tolerance)
-    typer.echo(f"model report: {'PASS' if r['passed'] else 'FAIL'} ({r['verdict']}): test AUC {r['auc_change']:.5f} "
-               f"against {r['auc_base']:.5f} on {base}, change {r['delta']:+.5f} [{r['delta_ci_low']:+.5f}, {r['delta_ci_high']:+.5f}]")
-    typer.echo(f"  {r['report']}, {r['html']}")
-    if not r["passed"]: raise typer.Exit(1)
-
-
-# %% ../nbs/10_cli.ipynb #2fd08fa1
-@app.command()
-def serve(model: Path = typer.Option("artifacts/model", help="Export folder written by `flex-ml export`, or registry:VERSION (pulled and verified)."),
-          host: str = typer.Option("127.0.0.1", help="Interface to bind (0.0.0.0 in a container)."),
-          port: int = typer.Option(8000, min=1, max=65535, help="TCP port."),
-          max_batch: Optional[int] = typer.Option(None, min=1, help="Most records per request (env FLEX_ML_MAX_BATCH; default 10000)."),
-          max_body_bytes: Optional[int] = typer.Option(None, min=1, help="Largest request body in bytes (env FLEX_ML_MAX_BODY_BYTES; default 16 MiB)."),
-          log_db: Optional[str] = typer.Option(None, help="Prediction log: a SQLite file or a postgresql:// URL (env FLEX_ML_PREDICTION_LOG)."),
-          log_level: str = typer.Option("info", help="debug, info, warning or error.")):
-    """Serve the exported model over HTTP. API keys: set FLEX_ML_API_KEYS (comma-separated) to require
-    the X-API-Key header; unset, the service is open (bind it to loopback). Scoring runtime: env
-    FLEX_ML_RUNTIME, auto (default: NumPy when the network allows, else the SavedModel), numpy or tensorflow."""
-    from flex_ml.serve import ServeSettings, serve as run_server
-    if log_level.lower() not in ("debug", "info", "warning", "error"):
-        raise FlexMLError(f"--log-level {log_level!r} is not a level", "use debug, info, warning or error")
-    settings = ServeSettings.from_env(max_batch=max_batch, max_body_bytes=max_body_bytes, log_db=log_db)
-    if not settings.api_keys and host not in ("127.0.0.1", "localhost", "::1"):
-        typer.echo(f"warning: serving on {host} without API keys (set FLEX_ML_API_KEYS)", err=True)
-    from flex_ml.remote import resolve_model
-    run_server(resolve_model(model, log=lambda m: typer.echo(m, err=True)), host, port, settings, log_level=log_level)
-@app.command()
-def score(input: Path = typer.Argument(..., help="Raw delimited file to score."),
-          output: Path = typer.Option(..., "--out", "-o", help="File to write: Parquet (.parquet) or CSV (.csv)."),
-          model: Path = typer.Option("artifacts/model", help="Export folder, or registry:VERSION (pulled and verified)."),
-          chunk_rows: int = typer.Option(50_000, min=1, help="Rows per chunk (memory stays flat)."),
-          progress: bool = typer.Option(True, help="Show a progress bar."),
-          engine: str = typer.Option("embedded", help="spark: score on Spark at params.yaml's engine.master; OUT is then a folder "
-                                                       "(scores.parquet, quarantine.csv)."), params: Path = PARAMS):
-    "Batch-score a large raw file in chunks: the service's scores and decisions, as Parquet (or CSV)."
-    from flex_ml.score import score_file
-    from flex_ml.remote import resolve_model
-    if engine == "spark":
-        from flex_ml.spark_score import spark_score
-        return _echo_json(spark_score(resolve_model(model, log=lambda m: typer.echo(m, err=True)), input, output,
-                                      load_params(params)["engine"], log=lambda m: typer.echo(m, err=True)))
-    if engine != "embedded": raise FlexMLError(f"--engine {engine!r}", "use embedded or spark")
-    _echo_json(score_file(resolve_model(model, log=lambda m: typer.echo(m, err=True)), input, output, chunk_rows=chunk_rows, progress=progress))
-
-# %% ../nbs/10_cli.ipynb #c84afa18
-@app.command()
-def monitor(input: Optional[Path] = typer.Option(None, "--input", "-i", help="CSV (the contract's delimiter) or Parquet file of records; a `score` column is used when present, else the model scores the rows."),
-            log: Optional[str] = typer.Option(None, help="The service's prediction log: a SQLite file or a postgresql:// URL."),
-            labels: Optional[Path] = typer.Option(None, help="Outcomes that arrived later: CSV/Parquet with the id and target columns."),
-            model: Path = typer.Option("artifacts/model", help="Export folder (its reference.json is the yardstick)."),
-            out: Path = typer.Option("artifacts/monitor", help="Folder for summary.json and report.html."),
-            window: Optional[str] = typer.Option(None, help="Time windows: day, week, month (from timestamps) or rows:N (row order); default: params.yaml monitor.window."),
-            since: Optional[str] = typer.Option(None, help="Log only: first time to include (ISO 8601)."),
-            until: Optional[str] = typer.Option(None, help="Log only: time to stop before (ISO 8601)."),
-            model_version: Optional[str] = typer.Option(None, help="Log only: only this model version's requests."),
-            params: Path = PARAMS, progress: bool = typer.Option(True, help="Show a progress bar.")):
-    """Compare traffic with the training reference: drift (PSI, KS/chi-square), contract breaches, score
-    shift and, with labels, AUC and calibration. Exit status 3 on an alert (a threshold in params.yaml `monitor`
-    crossed) in the whole input or in any judged window; warnings exit 0."""
-    from flex_ml.monitor import run_monitor
-    # on a serving host there may be no params.yaml: the thresholds' defaults apply. A file the user
-    # named must exist, though: silently using defaults instead would hide a typo in the path
-    p = load_params(params) if Path(params).exists() or str(params) != "params.yaml" else {}
-    if not p: typer.echo("no params.yaml here: the built-in monitor thresholds apply (pass --params to use yours)", err=True)
-    s = run_monitor(model, out, input=input, log=log, labels=labels, window=window, since=since, until=until,
-                    model_version=model_version, params=p, progress=progress)
-    typer.echo(f"monitor: {s['status'].upper()} on {s['rows']:,} rows of {s['source']} (model {s['model_version']})")
-    if (lab := s.get("labels")):  # the labelled figures, beside the model card's
-        auc = "AUC not computed (one class)" if lab["auc"] is None or lab["auc"] != lab["auc"] else (
-            f"AUC {lab['auc']:.3f}" + (f" ± {1.96 * lab['auc_se']:.3f}" if lab.get("auc_se") == lab.get("auc_se") and lab.get("auc_se") else "")
-            + (f" (model card {lab['card_auc']:.3f})" if lab.get("card_auc") is not None else ""))
-        typer.echo(f"  labels: {lab['rows']:,} labelled rows: {auc}; ECE {lab['ece']:.3f}; "
-                   f"positive rate {lab['positive_rate']:.3f}, mean score {lab['mean_score']:.3f}")
-    for a in s["alerts"]: typer.echo(f"  {a['level']}: {a['message']}")
-    for m in s["not_computed"]: typer.echo(f"  not computed: {m}")
-    if (bad := s.get("malformed_lines") or {}).get("count"):
-        typer.echo(f"  left out: {bad['count']:,} malformed line(s), e.g. " + "; ".join(f"line {i['line']}: {i['reason']}" for i in bad["first"][:2]))
-    if s.get("windows"):
-        typer.echo(f"  {len(s['windows'])} windows; alerting: {[w['window'] for w in s['windows'] if w['status'] == 'alert'][:10]}")
-    typer.echo(f"  report: {s['report']['html']}  summary: {s['report']['json']}")
-    if s.get("webhook_error"): typer.echo(f"warning: {s['webhook_error']}", err=True)
-    if s["status"] == "alert": raise typer.Exit(3)
-
-# %% ../nbs/10_cli.ipynb #7c69594e
-@app.command()
-def retrain(new: Optional[Path] = typer.Option(None, help="Newly landed raw data (the contract's columns); the candidate is trained on the champion's data plus these rows, minus the recent hold-out."),
-            candidate: Optional[Path] = typer.Option(None, help="Instead of --new: an export trained elsewhere (e.g. by `dvc exp run`)."),
-            holdout: Optional[Path] = typer.Option(None, help="With --candidate: recent labelled rows neither model trained on."),
-            champion: Optional[Path] = typer.Option(None, help="Champion export when the registry has none (default artifacts/model)."),
-            registry: Path = typer.Option("registry", help="Registry folder: champion.json, decisions/, models/, current."),
-            work: Path = typer.Option("artifacts/retrain", help="Work folder for the candidate's pipeline."),
-            base: Optional[Path] = typer.Option(None, help="The champion's training data (default: the file its metadata names)."),
-            service: Optional[str] = typer.Option(None, help="URL of a running service to reload on promotion (X-API-Key from env FLEX_ML_API_KEY, else the first of FLEX_ML_API_KEYS)."),
-            git: bool = typer.Option(True, help="Commit the registry records and tag promoted versions (in a git work tree)."),
-            params: Path = PARAMS):
-    """Train and judge a candidate against the champion on a recent hold-out; promote it only when it passes
-    the gates in params.yaml `retrain` (AUC margin, calibration, fairness). Every decision is recorded."""
-    from flex_ml.retrain import run_retrain
-    d = run_retrain(load_params(params), new=new, candidate=candidate, holdout=holdout, champion=champion,
-                    registry=registry, work=work, base=base, service_url=service, git=git, log=typer.echo)
-    typer.echo(f"retrain: {d['outcome'].upper()} candidate {d['candidate']['version']} "
-               f"against champion {d['champion']['version']} on {d['holdout_rows']:,} held-out rows "
-               + {"most recent": "(the most recent)", "random": "(drawn at random: the data has no time order)"}.get(d.get("holdout_order"), ""))
-    for c in d["checks"]: typer.echo(f"  [{'pass' if c['passed'] else 'FAIL'}] {c['reason']}")
-    typer.echo(f"  decision: {d['record']}")
-    if d.get("reload"): typer.echo(f"  service reload: {'ok' if d['reload']['ok'] else d['reload']['error']}")
-    if d.get("git"): typer.echo(f"  git: {d['git'].get('message')}" + (f", tag {d['git']['tag']}" if d['git'].get('tag') else ""))
-    if d.get("remote"): typer.echo(f"  remote: {'pushed ' + d['remote']['dvcfile'] if d['remote']['pushed'] else d['remote'].get('error')}")
-
-@app.command("simulate-month")
-def simulate_month(out: Path = typer.Option(Path("incoming/simulated"), help="Folder for month.csv (the new rows) and base.csv."),
-                   model: Path = typer.Option("artifacts/model", help="The champion's export: the month is drawn from rows it never saw."),
-                   rows: int = typer.Option(3000, min=1, help="Applications in the month (the hold-out is retrain.holdout_fraction of them)."),
-                   jitter: float = typer.Option(0.05, min=0, max=0.5, help="Relative noise on amounts and other many-valued numbers."),
-                   seed: int = typer.Option(0, help="Which rows are drawn, and their noise."),
-                   raw: Optional[Path] = typer.Option(None, help="The champion's data file (default: the one its metadata names).")):
-    """A simulated month of new applications with outcomes, to try `flex-ml retrain` end to end: rows the
-    champion never saw (its test split), amounts jittered, fresh ids; and base.csv, its data less those rows."""
-    from flex_ml.retrain import simulate_month as simulate
-    r = simulate(model, out, rows=rows, jitter=jitter, seed=seed, raw=raw)
-    typer.echo(f"wrote {r['month']} ({r['rows']:,} applications with outcomes) and {r['base']} ({r['base_rows']:,} rows)")
-    typer.echo(f"  try: {r['command']}")
 
 # %% ../nbs/10_cli.ipynb #8fe898c0
 def main(argv: list[str] | None = None):

@@ -292,7 +292,7 @@ def read_labels(path, schema: Schema) -> pd.Series:
     if schema.id is None: raise FlexMLError("labels are joined on the id column, and this contract has none",
                                             "give the schema a column with role: id")
     if not path.exists(): raise FlexMLError(f"labels file {path} does not exist")
-    from flex_ml.schema import _sniff_delimiter
+    from flex_ml.schema_infer import _sniff_delimiter
     frame = (pd.read_parquet(path) if path.suffix == ".parquet" else
              pd.read_csv(path, sep=_sniff_delimiter(path), dtype=str, keep_default_na=False))
     for need in (schema.id.name, schema.target.name):

@@ -88,6 +88,52 @@ def _interval(draws) -> list:
     d = np.asarray([x for x in draws if np.isfinite(x)], float)
     return [float(np.quantile(d, 0.025)), float(np.quantile(d, 0.975))] if len(d) else [float("nan")] * 2
 
+# %% ../nbs/09a_retrain.ipynb #449cd9f0
+def _paired_draws(y, p: dict, flagged: dict, groups: dict, gates: RetrainGates) -> tuple[list, dict]:
+    """Paired bootstrap draws for the calibration and fairness gates: both models on the same resampled rows
+    each time. `(candidate minus champion ECE per draw, {(attribute, rate): the candidate's excess over its limit per draw})`."""
+    from flex_ml.metrics import expected_calibration_error
+    elig = {a: _eligible_groups(codes, y, gates.min_group_positives) for a, (codes, _) in groups.items()}
+    rng = np.random.default_rng(gates.seed + 1)
+    ece_diff, gap_draws = [], {(a, r): [] for a in groups for r in ("tpr", "fpr")}
+    for _ in range(gates.bootstrap_resamples):
+        i = rng.integers(0, len(y), len(y))
+        yi = y[i]
+        if yi.min() == yi.max(): continue
+        ece_diff.append(expected_calibration_error(yi, p["candidate"][i]) - expected_calibration_error(yi, p["champion"][i]))
+        for a, (codes, _) in groups.items():
+            gc = _rate_gaps(codes[i], yi, flagged["candidate"][i], elig[a])
+            gh = _rate_gaps(codes[i], yi, flagged["champion"][i], elig[a])
+            for r in ("tpr", "fpr"):
+                gap_draws[(a, r)].append(gc[r] - max(gates.max_fairness_gap, gh[r] + gates.fairness_tolerance))
+    return ece_diff, gap_draws
+
+def _fairness_checks(fig: dict, groups: dict, gap_draws: dict, gates: RetrainGates) -> list[dict]:
+    "One check per protected attribute and rate (TPR, FPR): the candidate's gap between groups against its limit."
+    checks = []
+    degenerate = fig["champion"]["declined_rate"] in (0.0, 1.0)  # a champion that flags everyone (or no one) has no gap, and no merit
+    for a in groups:
+        for r, what in (("tpr", "true-positive rate (risk events flagged)"), ("fpr", "false-positive rate (good customers flagged)")):
+            gap, old = fig["candidate"]["gaps"][a][r], fig["champion"]["gaps"][a][r]
+            name = f"fairness:{a}:{r}"
+            if gap is None:
+                checks.append(dict(gate=name, passed=True, value=None, threshold=None,
+                                   reason=f"{a} {r.upper()}: fewer than two groups with {gates.min_group_positives} "
+                                          f"{'positives' if r == 'tpr' else 'negatives'}; not judged"))
+                continue
+            limit = max(gates.max_fairness_gap, (old if old is not None else 0) + gates.fairness_tolerance)
+            x_lo, x_hi = _interval(gap_draws[(a, r)])
+            over = gap > limit and x_lo > 0
+            checks.append(dict(gate=name, passed=not over, value=round(gap, 6), threshold=round(limit, 6),
+                               ci=[x_lo, x_hi],
+                               reason=f"{a}: {what} gap between groups {gap:.3f} (champion "
+                                      f"{'n/a' if old is None else f'{old:.3f}'}"
+                                      f"{', which declines ' + ('everyone' if fig['champion']['declined_rate'] else 'no one') if degenerate else ''}"
+                                      f"; limit {limit:.3f}); excess over the limit, 95% interval {x_lo:+.3f} to {x_hi:+.3f}"
+                                      + (": over the limit beyond the noise" if over else "")))
+    return checks
+
+# %% ../nbs/09a_retrain.ipynb #89c6130f
 def judge(frame: pd.DataFrame, y, champion: dict, candidate: dict, schema: Schema, gates: RetrainGates) -> dict:
     """Decide on the hold-out `frame` with labels `y`; `champion` and `candidate` are dicts with `scores`,
     `threshold` and `version`. Returns the decision with every gate's figures, intervals and reasons."""
@@ -112,21 +158,8 @@ def judge(frame: pd.DataFrame, y, champion: dict, candidate: dict, schema: Schem
     boot = bootstrap_auc(y, {"candidate": p["candidate"], "champion": p["champion"]}, reference="champion",
                          n=gates.bootstrap_resamples, seed=gates.seed)
 
-    # paired resamples for calibration and the group gaps: both models on the same rows each time
     groups = _group_codes(frame, schema)
-    elig = {a: _eligible_groups(codes, y, gates.min_group_positives) for a, (codes, _) in groups.items()}
-    rng = np.random.default_rng(gates.seed + 1)
-    ece_diff, gap_draws = [], {(a, r): [] for a in groups for r in ("tpr", "fpr")}
-    for _ in range(gates.bootstrap_resamples):
-        i = rng.integers(0, len(y), len(y))
-        yi = y[i]
-        if yi.min() == yi.max(): continue
-        ece_diff.append(expected_calibration_error(yi, p["candidate"][i]) - expected_calibration_error(yi, p["champion"][i]))
-        for a, (codes, _) in groups.items():
-            gc = _rate_gaps(codes[i], yi, flagged["candidate"][i], elig[a])
-            gh = _rate_gaps(codes[i], yi, flagged["champion"][i], elig[a])
-            for r in ("tpr", "fpr"):
-                gap_draws[(a, r)].append(gc[r] - max(gates.max_fairness_gap, gh[r] + gates.fairness_tolerance))
+    ece_diff, gap_draws = _paired_draws(y, p, flagged, groups, gates)
 
     gain = fig["candidate"]["auc"] - fig["champion"]["auc"]
     c = boot["candidate"]
@@ -147,26 +180,7 @@ def judge(frame: pd.DataFrame, y, champion: dict, candidate: dict, schema: Schem
                        reason=f"expected calibration error {ce:.4f} (champion {he:.4f}; limit retrain.max_ece "
                               f"{gates.max_ece}); candidate minus champion {ce - he:+.4f}, 95% interval "
                               f"{d_lo:+.4f} to {d_hi:+.4f}" + (": worse beyond the noise" if worse else "")))
-    degenerate = fig["champion"]["declined_rate"] in (0.0, 1.0)  # a champion that flags everyone (or no one) has no gap, and no merit
-    for a in groups:
-        for r, what in (("tpr", "true-positive rate (risk events flagged)"), ("fpr", "false-positive rate (good customers flagged)")):
-            gap, old = fig["candidate"]["gaps"][a][r], fig["champion"]["gaps"][a][r]
-            name = f"fairness:{a}:{r}"
-            if gap is None:
-                checks.append(dict(gate=name, passed=True, value=None, threshold=None,
-                                   reason=f"{a} {r.upper()}: fewer than two groups with {gates.min_group_positives} "
-                                          f"{'positives' if r == 'tpr' else 'negatives'}; not judged"))
-                continue
-            limit = max(gates.max_fairness_gap, (old if old is not None else 0) + gates.fairness_tolerance)
-            x_lo, x_hi = _interval(gap_draws[(a, r)])
-            over = gap > limit and x_lo > 0
-            checks.append(dict(gate=name, passed=not over, value=round(gap, 6), threshold=round(limit, 6),
-                               ci=[x_lo, x_hi],
-                               reason=f"{a}: {what} gap between groups {gap:.3f} (champion "
-                                      f"{'n/a' if old is None else f'{old:.3f}'}"
-                                      f"{', which declines ' + ('everyone' if fig['champion']['declined_rate'] else 'no one') if degenerate else ''}"
-                                      f"; limit {limit:.3f}); excess over the limit, 95% interval {x_lo:+.3f} to {x_hi:+.3f}"
-                                      + (": over the limit beyond the noise" if over else "")))
+    checks += _fairness_checks(fig, groups, gap_draws, gates)
     promote = all(c["passed"] for c in checks)
     failed = [c["reason"] for c in checks if not c["passed"]]
     return dict(promote=promote, holdout_rows=int(len(y)), holdout_positive_rate=float(y.mean()),

@@ -161,17 +161,15 @@ class NumpyModel:
         if self.plan is None: raise FlexMLError("this graph has no fused plan", "call the model with a dict of inputs")
         return self.plan({k: np.asarray(v, dtype=object).reshape(-1, 1) for k, v in strings.items()}, Z)
 
-# %% ../nbs/03a_runtime.ipynb #faa52e58
-def _fused_plan(m: NumpyModel):
-    "A vectorised evaluator for `build_model`'s graph shape, or None when the graph has another shape."
-    by = {name: (kind, c, src, w) for kind, name, c, src, w in m.steps}
-    concat = [s for s in m.steps if s[0] == "Concatenate"]
-    if len(concat) != 1: return None
+# %% ../nbs/03a_runtime.ipynb #1d28b78c
+def _fused_towers(m: NumpyModel, by: dict, concat: str):
+    """The dense layers from the output (or its `Average`) back to the concatenation `concat`, the towers
+    fused into one chain of `(kernel, bias, activation)`, and whether to average; None for another shape."""
     ends = by[m.output][2] if by[m.output][0] == "Average" else [m.output]
     towers = []
     for end in ends:  # each dense chain back from the output (or the Average) to the concatenation
         chain, cur = [], end
-        while cur != concat[0][1]:
+        while cur != concat:
             if cur not in by: return None
             kind, c, src, w = by[cur]
             if kind not in ("Dense", "Dropout") or len(src) != 1: return None
@@ -189,10 +187,18 @@ def _fused_plan(m: NumpyModel):
             r0 = c0 = 0
             for k in kernels: kernel[r0:r0 + k.shape[0], c0:c0 + k.shape[1]] = k; r0 += k.shape[0]; c0 += k.shape[1]
         dense.append((kernel, np.concatenate([t_[depth][1] for t_ in towers]), towers[0][depth][2]))
-    average = len(towers) > 1
+    # the evaluator applies these in place; any other activation keeps the layer-by-layer path
+    if any(a not in ("relu", "sigmoid", "linear") for _, _, a in dense): return None
+    return dense, len(towers) > 1
+
+# %% ../nbs/03a_runtime.ipynb #0f5558cb
+def _fused_encoders(m: NumpyModel, by: dict, pieces: list) -> dict | None:
+    """The concatenation's `pieces` by kind of encoder, each with its first column in the feature matrix:
+    scaled numbers (and which of them are ratios or other derived features), integer and string lookups;
+    None for a piece of another kind."""
     scaled, ratios, index_lookups, string_lookups, width = [], [], [], [], 0
     derived_steps, derived_out = {}, []  # derived layers evaluated one by one; (feature slot, layer) of each used
-    for piece in concat[0][3]:
+    for piece in pieces:
         kind, c, src, _ = by[piece]
         if kind == "NumericEncoder" and c.get("mode", "scaled") == "scaled":
             w = (2 if c.get("indicator") else 1) + (len(c["bins"]) - 1 if c.get("bins") else 0)
@@ -220,66 +226,87 @@ def _fused_plan(m: NumpyModel):
             table = {str(v): i + 1 for i, v in enumerate(c["vocabulary"])}
             string_lookups.append((width, src[0], table)); width += len(table) + 1
         else: return None
-    f32 = np.float32
-    cols = [o for _, o, _ in scaled]
+    return dict(scaled=scaled, ratios=ratios, index_lookups=index_lookups, string_lookups=string_lookups, width=width,
+                derived_steps=derived_steps, derived_out=derived_out)
+
+# %% ../nbs/03a_runtime.ipynb #ebe7c83b
+def _fused_scaling(e: dict, dense: list) -> dict:
+    """The scaled features' constants as arrays, and the feature matrix without the bins' columns: their
+    block is computed apart and meets the first kernel's matching rows in a second matrix product,
+    instead of being scattered into a wide matrix. Takes those rows out of `dense[0]`."""
+    f32, scaled, width = np.float32, e["scaled"], e["width"]
     med = np.array([c_["median"] for _, _, c_ in scaled], f32)
     mean = np.array([c_["mean"] for _, _, c_ in scaled], f32)
     std = np.array([c_["std"] for _, _, c_ in scaled], f32)
     logs = np.flatnonzero([c_.get("transform") == "signed_log1p" for _, _, c_ in scaled])
     ind = [(i, pos) for i, (pos, _, c_) in enumerate(scaled) if c_.get("indicator")]
     pos = np.array([p_ for p_, _, _ in scaled], np.int64)
-    if any(a not in ("relu", "sigmoid", "linear") for _, _, a in dense): return None
     bin_j, bin_pos, bin_lo, bin_hi = [], [], [], []  # one entry per bin of every binned feature
     for j, (p_, _, c_) in enumerate(scaled):
         if c_.get("bins"):
-            e = np.asarray(c_["bins"], f32)
+            edges = np.asarray(c_["bins"], f32)
             first = p_ + (2 if c_.get("indicator") else 1)
-            bin_j += [j] * (len(e) - 1); bin_pos += range(first, first + len(e) - 1)
-            bin_lo.append(e[:-1]); bin_hi.append(e[1:])
+            bin_j += [j] * (len(edges) - 1); bin_pos += range(first, first + len(edges) - 1)
+            bin_lo.append(edges[:-1]); bin_hi.append(edges[1:])
     bin_j, bin_pos = np.array(bin_j, np.int64), np.array(bin_pos, np.int64)
+    bin_width = None
     if len(bin_j): bin_lo = np.concatenate(bin_lo); bin_width = np.concatenate(bin_hi) - bin_lo
-    # the bins leave the feature matrix: their block is computed apart and meets the first kernel's
-    # matching rows in a second matrix product, instead of being scattered into a wide matrix
     keep = np.setdiff1d(np.arange(width), bin_pos)
     remap = np.full(width, -1, np.int64); remap[keep] = np.arange(len(keep))
-    width, pos = len(keep), remap[pos]
-    ind = [(i, int(remap[p_ + 1])) for i, p_ in ind]
     bin_kernel = dense[0][0][bin_pos]
     dense[0] = (dense[0][0][keep], dense[0][1], dense[0][2])
+    return dict(med=med, mean=mean, std=std, logs=logs, ind=[(i, int(remap[p_ + 1])) for i, p_ in ind], pos=remap[pos],
+                width=len(keep), remap=remap, bin_j=bin_j, bin_lo=bin_lo, bin_width=bin_width, bin_kernel=bin_kernel)
 
-    # every kind of encoder runs once for all its features: NumPy calls cost microseconds each here
-    derived_steps = [(k_, n_, c_, src_) for k_, n_, c_, src_, _ in m.steps if n_ in derived_steps]  # graph order
+def _fused_columns(m: NumpyModel, e: dict, remap: np.ndarray) -> dict:
+    """Where each encoder reads and writes: every kind of encoder runs once for all its features (NumPy
+    calls cost microseconds each here), picking its columns from one matrix of the numeric inputs."""
+    f32, scaled, ratios, derived_out, index_lookups = np.float32, e["scaled"], e["ratios"], e["derived_out"], e["index_lookups"]
+    derived_steps = [(k_, n_, c_, src_) for k_, n_, c_, src_, _ in m.steps if n_ in e["derived_steps"]]  # graph order
     derived_in = [x_ for *_, src_ in derived_steps for x_ in src_ if x_ in m.inputs]
-    derived_j = np.array([j for j, _ in derived_out], np.int64)
     direct = [(j, o) for j, (_, o, _) in enumerate(scaled) if j not in {r[0] for r in ratios} | {j_ for j_, _ in derived_out}]
-    direct_j, direct_in = np.array([j for j, _ in direct], np.int64), [o for _, o in direct]
-    ratio_j = np.array([j for j, _, _ in ratios], np.int64)
+    direct_in = [o for _, o in direct]
     ratio_num, ratio_den = [src_[0] for _, src_, _ in ratios], [src_[1] for _, src_, _ in ratios]
-    lo = np.array([c_[0] if c_ else -np.inf for _, _, c_ in ratios], f32)
-    hi = np.array([c_[1] if c_ else np.inf for _, _, c_ in ratios], f32)
     idx_in = [o for _, o, _, _ in index_lookups]
-    idx_pos = remap[np.array([p_ for p_, _, _, _ in index_lookups], np.int64)]
-    idx_med = np.array([m_ for _, _, m_, _ in index_lookups], f32)
-    string_lookups = [(int(remap[p_]), o, lookup) for p_, o, lookup in string_lookups]
+    p = dict(derived_steps=derived_steps, derived_j=np.array([j for j, _ in derived_out], np.int64),
+             direct_j=np.array([j for j, _ in direct], np.int64), ratio_j=np.array([j for j, _, _ in ratios], np.int64),
+             lo=np.array([c_[0] if c_ else -np.inf for _, _, c_ in ratios], f32),
+             hi=np.array([c_[1] if c_ else np.inf for _, _, c_ in ratios], f32),
+             idx_pos=remap[np.array([p_ for p_, _, _, _ in index_lookups], np.int64)],
+             idx_med=np.array([m_ for _, _, m_, _ in index_lookups], f32),
+             string_lookups=[(int(remap[p_]), o, lookup) for p_, o, lookup in e["string_lookups"]],
+             base=None, span=None, table=None, feature_rows=None)
     if index_lookups:  # one table row per feature: integer value -> one-hot slot (0: out of vocabulary)
         base = int(min(v.min() for *_, v in index_lookups)); span = int(max(v.max() for *_, v in index_lookups)) - base + 1
         table = np.zeros((len(index_lookups), span + 2), np.int64)  # first and last column: out of range
         for i, (*_, v) in enumerate(index_lookups): table[i, v - base + 1] = np.arange(1, len(v) + 1)
-        feature_rows = np.arange(len(index_lookups))[None, :]
-
+        p.update(base=base, span=span, table=table, feature_rows=np.arange(len(index_lookups))[None, :])
     # every numeric input once, as the columns of one matrix: a caller that has the records can build
     # it in one call (`NumpyModel.score_matrix`), and each encoder picks its columns from it
     numeric_in = list(dict.fromkeys(direct_in + ratio_num + ratio_den + idx_in + derived_in))
     column = {k: i for i, k in enumerate(numeric_in)}
-    direct_c, num_c, den_c, idx_c = (np.array([column[o] for o in ks], np.int64) for ks in (direct_in, ratio_num, ratio_den, idx_in))
+    p["direct_c"], p["num_c"], p["den_c"], p["idx_c"] = (np.array([column[o] for o in ks], np.int64)
+                                                         for ks in (direct_in, ratio_num, ratio_den, idx_in))
+    return dict(p, numeric_in=numeric_in, column=column)
 
+# %% ../nbs/03a_runtime.ipynb #84ed368b
+def _fused_runner(m: NumpyModel, dense: list, average: bool, e: dict, s: dict, p: dict):
+    "`run(values, Z=None)`: a batch's scores. The prepared arrays become locals first: `run` is a request's hot path."
+    f32 = np.float32
+    numeric_in, column, n_features, width, has_lookups = p["numeric_in"], p["column"], len(e["scaled"]), s["width"], bool(e["index_lookups"])
+    med, mean, std, logs, ind, pos = s["med"], s["mean"], s["std"], s["logs"], s["ind"], s["pos"]
+    bin_j, bin_lo, bin_width, bin_kernel = s["bin_j"], s["bin_lo"], s["bin_width"], s["bin_kernel"]
+    direct_j, direct_c, ratio_j, num_c, den_c, lo, hi = (p[k] for k in ("direct_j", "direct_c", "ratio_j", "num_c", "den_c", "lo", "hi"))
+    derived_j, derived_steps, derived_out = p["derived_j"], p["derived_steps"], e["derived_out"]
+    idx_c, idx_med, idx_pos, base, span, table, feature_rows = (p[k] for k in ("idx_c", "idx_med", "idx_pos", "base", "span", "table", "feature_rows"))
+    string_lookups = p["string_lookups"]
     def run(values: dict, Z: np.ndarray | None = None) -> np.ndarray:
         if Z is None:
             n = len(next(iter(values.values())))
             Z = np.concatenate([values[o] for o in numeric_in], axis=1) if numeric_in else np.empty((n, 0), f32)
         n = len(Z)
         rows = np.arange(n)
-        X = np.empty((n, len(scaled)), f32)
+        X = np.empty((n, n_features), f32)
         if len(direct_j): X[:, direct_j] = Z[:, direct_c]
         if len(ratio_j):
             a, b = Z[:, num_c], Z[:, den_c]
@@ -302,7 +329,7 @@ def _fused_plan(m: NumpyModel):
         F = np.zeros((n, width), f32)
         F[:, pos] = X
         for i, c_ in ind: F[:, c_] = miss[:, i]
-        if index_lookups:
+        if has_lookups:
             k = Z[:, idx_c]
             k = np.rint(np.where(np.isnan(k), idx_med, k)).astype(np.int64) - base  # rint: np.round without its wrapper
             slot = table[feature_rows, np.minimum(np.maximum(k + 1, 0), span + 1)]
@@ -323,3 +350,15 @@ def _fused_plan(m: NumpyModel):
         return y.reshape(-1).astype(np.float64)
     run.numeric_inputs, run.string_inputs = numeric_in, [o for _, o, _ in string_lookups]
     return run
+
+def _fused_plan(m: NumpyModel):
+    "A vectorised evaluator for `build_model`'s graph shape, or None when the graph has another shape."
+    by = {name: (kind, c, src, w) for kind, name, c, src, w in m.steps}
+    concat = [s for s in m.steps if s[0] == "Concatenate"]
+    if len(concat) != 1: return None
+    fused = _fused_towers(m, by, concat[0][1])
+    e = None if fused is None else _fused_encoders(m, by, concat[0][3])
+    if e is None: return None
+    dense, average = fused
+    s = _fused_scaling(e, dense)
+    return _fused_runner(m, dense, average, e, s, _fused_columns(m, e, s["remap"]))

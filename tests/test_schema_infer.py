@@ -7,7 +7,8 @@ import pytest
 from conftest import mirror_dir
 from flex_ml.cli import main
 from flex_ml.data import read_raw
-from flex_ml.schema import infer_schema, load_schema
+from flex_ml.schema import load_schema
+from flex_ml.schema_infer import infer_schema
 from flex_ml.validate import run_validate, validate_table
 
 

@@ -95,6 +95,9 @@ def _notebook_imports(path: Path) -> set[str]:
     return _imports_in_code("\n".join(l for l in code.splitlines() if not l.lstrip().startswith(("%", "!"))))
 
 
+CLI_MODULES = ("cli", "cli_ops")  # the modules of `flex-ml` verbs: a stage runs its own verb's body, no other's
+
+
 def stage_modules(name: str, stage: dict) -> set[str]:
     "Every flex_ml module the stage can run: its CLI verb's imports and its report notebooks', transitively."
     todo = list(_flex_ml_imports("cli", verb=name))
@@ -103,7 +106,7 @@ def stage_modules(name: str, stage: dict) -> set[str]:
     needed = {"cli"}
     while todo:
         m = todo.pop()
-        if m not in needed: needed.add(m); todo += _flex_ml_imports(m)
+        if m not in needed: needed.add(m); todo += _flex_ml_imports(m, verb=name if m in CLI_MODULES else None)
     return needed
 
 
