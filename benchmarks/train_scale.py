@@ -35,7 +35,7 @@ def write_params(path: Path, raw: Path, **train):
     p = yaml.safe_load((ROOT / "params.yaml").read_text())
     p["dataset"] = {"schema": str(GENERATED), "raw": str(raw)}
     p["engine"].update(in_memory_max_mb=0)
-    p["train"].update(epochs=2, patience=2, **train)
+    p["train"].update({"epochs": 2, "patience": 2, **train})
     path.write_text(yaml.safe_dump(p))
 
 

@@ -187,8 +187,8 @@ def train(split_dir: Path = typer.Option("artifacts/split", help="Folder with th
           distribute: Optional[str] = typer.Option(None, help="Override train.distribute (none or multi_worker).")):
     "Train the Keras model (DVCLive logs to OUT/live)."
     from flex_ml.params import check_params
-    from flex_ml.train import run_train
-    p = load_params(params); sp, _ = dataset_paths(p)
+    from flex_ml.train import train_stage
+    p = load_params(params)
     _require("train", {split_dir / f"{n}.parquet": "flex-ml split" for n in ("train", "valid")})
     if workers:  # each worker is this verb again, in its own process with its TF_CONFIG
         from flex_ml.distribute import launch_workers
@@ -196,7 +196,7 @@ def train(split_dir: Path = typer.Option("artifacts/split", help="Folder with th
                                "--params", str(params), "--distribute", "multi_worker"], workers, timeout)
         return typer.echo(f"{workers} worker(s) done in {secs:.0f} s; worker 0's outputs are in {out}")
     if distribute: p = check_params({**p, "train": {**p.get("train", {}), "distribute": distribute}}, "--distribute")
-    _echo_json(run_train(split_dir, sp, out, {k: p.get(k, {}) for k in ("train", "model", "baselines")}))
+    _echo_json(train_stage(p, StagePaths(split=split_dir, train=out)))
 
 @app.command()
 def tune(split_dir: Path = typer.Option("artifacts/split", help="Folder with the splits (test is not read)."),

@@ -235,13 +235,12 @@ def train_candidate(raw_file, schema_path, work, params: dict, log=None) -> Path
     from flex_ml.datastages import split_stage, validate_stage
     from flex_ml.evaluate import evaluate_stage
     from flex_ml.export import export_stage
-    from flex_ml.train import run_train
+    from flex_ml.train import train_stage
     paths, p, stage = StagePaths.under(work, raw=Path(raw_file), schema=Path(schema_path)), with_defaults(params), _Stages(log)
     quiet = lambda m: None  # the stage lines above say what runs
     stage("validate", validate_stage, p, paths, log=quiet)
     stage("split", split_stage, p, paths, log=quiet)
-    stage("train (the teacher's GBDT folds, then the network)", run_train, paths.split, schema_path, paths.train,
-          {k: p[k] for k in ("train", "model", "baselines")})
+    stage("train (the teacher's GBDT folds, then the network)", train_stage, p, paths)
     stage("evaluate (the baselines, then the bootstrap intervals)", evaluate_stage, p, paths)
     # trained now on files git does not hold: the export records when it was built (`built_at`)
     now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
