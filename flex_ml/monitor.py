@@ -352,6 +352,35 @@ def _window_verdict(summary: dict) -> dict:
         break  # alerting windows make the run alert; warning windows are named only when none alerts
     return summary
 
+def _model_version_alert(summary: dict, versions: dict, seen: int, version: str) -> None:
+    "Record the model versions that scored the traffic; warn when one is not the export whose reference judges it."
+    summary["model_versions"] = versions
+    other = {v: k for v, k in versions.items() if v != version}
+    if not other: return
+    # scores of another model judged against this export's reference and card: say so
+    summary["alerts"].insert(0, dict(level="warn", check="model_version", feature=None, value=sum(other.values()), threshold=0,
+                                     message=f"{sum(other.values()):,} of {seen:,} rows were scored by model(s) "
+                                             f"{', '.join(sorted(other))}, not by {version} whose reference this "
+                                             "report uses: pass --model that model's export"
+                                             + ("" if len(versions) == 1 else f", or --model-version {version}")))
+    if summary["status"] in ("ok", "not judged"): summary["status"] = "warn"
+
+def _window_table(windows: dict, reference: dict, meta: dict, th) -> list[dict]:
+    "One row per window, in time (or row) order: its status, drift, score shift, AUC and first alert."
+    rows = []
+    for k in sorted(windows, key=lambda k: (int(k.split()[1].split("-")[0]) if k.startswith("rows ") else 0, k)):
+        w = compare(windows[k], reference, meta.get("metrics"), th)
+        if k.startswith("rows "):  # the last window of rows:N holds what is left: name the rows it has
+            a = int(k.split()[1].split("-")[0]); k = f"rows {a:,}-{a + w['rows'] - 1:,}"
+        rows.append(dict(window=k, rows=w["rows"], status=w["status"],
+                         psi={f: round(v["psi"], 4) for f, v in w["features"].items()},
+                         shift={f: round(v["shift"], 3) for f, v in w["features"].items() if "shift" in v},
+                         score_psi=w["score"]["psi"] if w["score"] else None,
+                         auc=w["labels"]["auc"] if w["labels"] else None,
+                         positive_rate=w["labels"]["positive_rate"] if w["labels"] else None,
+                         alerts=len(w["alerts"]), first_alert=w["alerts"][0]["message"] if w["alerts"] else None))
+    return rows
+
 def monitor(chunks, model_dir, window: str | None = None, labels: pd.Series | None = None,
             thresholds: MonitorThresholds | None = None, score_missing: bool = True, progress: bool = True,
             window_required: bool = True) -> dict:
@@ -407,33 +436,13 @@ def monitor(chunks, model_dir, window: str | None = None, labels: pd.Series | No
                    f"none of the {seen:,} rows' {schema.id.name} is in the labels file ({len(labels):,} ids)")
             summary["not_computed"] = [x for x in summary["not_computed"] if not x.startswith("AUC and calibration:")]
             summary["not_computed"].append(f"AUC and calibration: {why}")
-    if versions:
-        summary["model_versions"] = versions
-        other = {v: k for v, k in versions.items() if v != meta["version"]}
-        if other:  # scores of another model judged against this export's reference and card: say so
-            summary["alerts"].insert(0, dict(level="warn", check="model_version", feature=None, value=sum(other.values()), threshold=0,
-                                             message=f"{sum(other.values()):,} of {seen:,} rows were scored by model(s) "
-                                                     f"{', '.join(sorted(other))}, not by {meta['version']} whose reference this "
-                                                     "report uses: pass --model that model's export"
-                                                     + ("" if len(versions) == 1 else f", or --model-version {meta['version']}")))
-            if summary["status"] in ("ok", "not judged"): summary["status"] = "warn"
+    if versions: _model_version_alert(summary, versions, seen, meta["version"])
     summary["_score_hist"] = overall.score_hist.reshape(50, -1).sum(1).tolist() if overall.score_hist.any() else None
     if missing_cols:
         summary["alerts"].insert(0, dict(level="alert", check="columns", feature=None, value=len(missing_cols), threshold=0,
                                          message=f"the traffic lacks column(s) {sorted(missing_cols)}: counted as missing"))
         summary["status"] = "alert"
-    summary["windows"] = []
-    for k in sorted(windows, key=lambda k: (int(k.split()[1].split("-")[0]) if k.startswith("rows ") else 0, k)):
-        w = compare(windows[k], reference, meta.get("metrics"), th)
-        if k.startswith("rows "):  # the last window of rows:N holds what is left: name the rows it has
-            a = int(k.split()[1].split("-")[0]); k = f"rows {a:,}-{a + w['rows'] - 1:,}"
-        summary["windows"].append(dict(window=k, rows=w["rows"], status=w["status"],
-                                       psi={f: round(v["psi"], 4) for f, v in w["features"].items()},
-                                       shift={f: round(v["shift"], 3) for f, v in w["features"].items() if "shift" in v},
-                                       score_psi=w["score"]["psi"] if w["score"] else None,
-                                       auc=w["labels"]["auc"] if w["labels"] else None,
-                                       positive_rate=w["labels"]["positive_rate"] if w["labels"] else None,
-                                       alerts=len(w["alerts"]), first_alert=w["alerts"][0]["message"] if w["alerts"] else None))
+    summary["windows"] = _window_table(windows, reference, meta, th)
     _window_verdict(summary)
     seconds = time.perf_counter() - t0
     summary.update(model_version=meta["version"], schema=schema.name, window=window, seconds=round(seconds, 2),

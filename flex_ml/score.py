@@ -19,6 +19,32 @@ from .validate import check_column
 __all__ = ['score_file']
 
 # %% ../nbs/08a_score.ipynb #dba78ddc
+def _check_chunk(chunk: pd.DataFrame, schema, ids: list) -> tuple[pd.DataFrame, dict, np.ndarray]:
+    "The model's inputs (and the id) typed by the contract's column rules; each bad row's reasons; which rows are bad."
+    typed, reasons = {}, {}
+    for col in schema.features + ids:
+        typed[col.name], problems = check_column(chunk[col.name], col, schema.missing_values)
+        for i, _, msg in problems: reasons.setdefault(i, []).append(msg)
+    return pd.DataFrame(typed), reasons, np.isin(np.arange(len(chunk)), list(reasons))
+
+def _scored_rows(model, good: pd.DataFrame, lines, raw: pd.DataFrame, ids: list, kept: list) -> dict:
+    "The output columns for rows that passed: line, id (when the file has it), score, decision, version, target."
+    schema, scores = model.schema, model.score_frame(good)
+    out = {"_line": lines}
+    if ids: out[schema.id.name] = good[schema.id.name].to_numpy()
+    out |= {"score": scores, "decision": schema.decision(scores >= model.threshold), "model_version": np.full(len(good), model.version)}
+    if schema.target.name in kept: out[schema.target.name] = raw[schema.target.name].to_numpy()
+    return out
+
+def _write_empty(path, schema, ids: list, kept: list, as_csv: bool) -> None:
+    "No row could be scored: an empty table with the output's columns, not a missing (or stale) file."
+    import pyarrow as pa, pyarrow.parquet as pq
+    cols = [("_line", pa.int64())] + ([(schema.id.name, pa.int64() if schema.id.type == "integer" else pa.string())] if ids else [])
+    cols += [("score", pa.float64()), ("decision", pa.string()), ("model_version", pa.string())]
+    if schema.target.name in kept: cols.append((schema.target.name, pa.string()))
+    if as_csv: pd.DataFrame({n: [] for n, _ in cols}).to_csv(path, index=False)
+    else: pq.write_table(pa.schema(cols).empty_table(), path)
+
 def score_file(model_dir, input, output, quarantine=None, chunk_rows: int = 50_000, progress: bool = True) -> dict:
     "Score the raw file `input` with the export in `model_dir` into `output` (Parquet, or CSV when it ends in `.csv`)."
     import pyarrow as pa, pyarrow.parquet as pq
@@ -59,19 +85,10 @@ def score_file(model_dir, input, output, quarantine=None, chunk_rows: int = 50_0
         with tqdm(total=total, unit="lines", disable=not progress, desc=f"scoring {input.name}") as bar:
             for raw in iter_raw(input, schema, chunk_rows=chunk_rows, check_header=check_header):
                 chunk, lines = raw.frame.reset_index(drop=True), raw.frame["_line"].to_numpy()
-                typed, reasons = {}, {}
-                for col in schema.features + ids:
-                    typed[col.name], problems = check_column(chunk[col.name], col, schema.missing_values)
-                    for i, _, msg in problems: reasons.setdefault(i, []).append(msg)
-                bad = np.isin(np.arange(len(chunk)), list(reasons))
-                good = pd.DataFrame(typed)[~bad]
+                typed, reasons, bad = _check_chunk(chunk, schema, ids)
+                good = typed[~bad]
                 if len(good):
-                    scores = model.score_frame(good)
-                    out = {"_line": lines[~bad]}
-                    if ids: out[schema.id.name] = good[schema.id.name].to_numpy()
-                    out |= {"score": scores, "decision": schema.decision(scores >= model.threshold),
-                            "model_version": np.full(len(good), model.version)}
-                    if schema.target.name in kept: out[schema.target.name] = chunk[schema.target.name].to_numpy()[~bad]
+                    out = _scored_rows(model, good, lines[~bad], chunk[~bad], ids, kept)
                     if as_csv: pd.DataFrame(out).to_csv(partial, mode="a", header=not partial.exists(), index=False)
                     else:
                         table = pa.table(out)
@@ -91,12 +108,7 @@ def score_file(model_dir, input, output, quarantine=None, chunk_rows: int = 50_0
         if writer is not None: writer.close()
         partial.unlink(missing_ok=True); q_partial.unlink(missing_ok=True); raise
     if writer is not None: writer.close()
-    elif not partial.exists():  # no row could be scored: an empty table with the output's columns, not a missing (or stale) file
-        cols = [("_line", pa.int64())] + ([(schema.id.name, pa.int64() if schema.id.type == "integer" else pa.string())] if ids else [])
-        cols += [("score", pa.float64()), ("decision", pa.string()), ("model_version", pa.string())]
-        if schema.target.name in kept: cols.append((schema.target.name, pa.string()))
-        if as_csv: pd.DataFrame({n: [] for n, _ in cols}).to_csv(partial, index=False)
-        else: pq.write_table(pa.schema(cols).empty_table(), partial)
+    elif not partial.exists(): _write_empty(partial, schema, ids, kept, as_csv)
     partial.replace(output)
     if q_partial.exists(): q_partial.replace(quarantine)
     elif quarantine.exists(): quarantine.unlink()  # this run quarantined nothing: no file from an earlier one
