@@ -5,7 +5,6 @@
 # %% ../nbs/04d_stream.ipynb #s003
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from collections import Counter

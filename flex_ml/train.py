@@ -178,7 +178,7 @@ def train_streamed(split_dir, schema: Schema, params: dict, backup_dir, strategy
     import keras, tensorflow as tf
     from flex_ml.model import feature_encoder, tower_count, trains_from_features
     from flex_ml.resume import EpochNumber, fingerprint
-    from flex_ml.stream import BLOCK_ROWS, block_dataset, parquet_rows, sample_frame, stream_feature_stats
+    from flex_ml.stream import BLOCK_ROWS, block_dataset, sample_frame, stream_feature_stats
     from flex_ml.teacher import sampled_targets
     tp, mp = params.get("train", {}), dict(params.get("model", {}))
     seed, bins, n_stats = tp.get("seed", 42), int(mp.pop("numeric_bins", 0)), tp.get("stats_sample_rows", 1_000_000)

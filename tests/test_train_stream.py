@@ -2,13 +2,11 @@
 in-memory path on the same split; a training run killed with SIGKILL that resumes after its last finished epoch;
 and (heavy) a million-row split trained with bounded memory."""
 import json
-import os
 import signal
 import subprocess
 import sys
 import time
 
-import numpy as np
 import pandas as pd
 import pytest
 import yaml
