@@ -6,19 +6,21 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from .baselines import fit_baselines
-from .metrics import binary_metrics, bootstrap_auc, calibration_table, choose_threshold, slice_metrics
+from .metrics import binary_metrics, bootstrap_auc, calibration_table, choose_threshold, slice_metrics, threshold_interval
 from .params import StagePaths, with_defaults
 from .schema import Schema, load_schema
 from .split import labels
+from .stream import iter_frames, parquet_rows, sample_frame
 
 # %% auto #0
-__all__ = ['evaluation_figure', 'run_evaluate', 'evaluate_stage', 'metrics_summary']
+__all__ = ['PLOT_MAX_ROWS', 'evaluation_figure', 'score_split', 'run_evaluate', 'evaluate_stage', 'metrics_summary']
 
 # %% ../nbs/06_evaluate.ipynb #2feeff9d
 def evaluation_figure(y, scores: dict, threshold: float | None = None):
@@ -51,71 +53,94 @@ def evaluation_figure(y, scores: dict, threshold: float | None = None):
     return fig
 
 # %% ../nbs/06_evaluate.ipynb #37f18b0d
+PLOT_MAX_ROWS = 100_000  # test rows the curves are drawn from (every metric uses all of them)
+
 def _score_histogram(y, p, bins: int = 20) -> list[dict]:
     edges = np.linspace(0, 1, bins + 1)
     neg, _ = np.histogram(p[y == 0], edges); pos, _ = np.histogram(p[y == 1], edges)
     return [{"score": round(float(lo + (edges[1] - edges[0]) / 2), 4), "negative": int(a), "positive": int(b)}
             for lo, a, b in zip(edges[:-1], neg, pos)]
 
+def score_split(path, scorers: dict, schema: Schema, keep: list[str], label: str = "") -> tuple[pd.DataFrame, dict]:
+    """`(rows, {name: scores})`: the `keep` columns of every row of the split at `path` and each scorer's
+    scores (`{name: frame -> scores}`), read shard by shard: memory grows with the kept columns only."""
+    rows, scores, t0, total = [], {k: [] for k in scorers}, time.monotonic(), parquet_rows(path)
+    for df in iter_frames(path):
+        rows.append(df[keep])
+        for k, score in scorers.items(): scores[k].append(np.asarray(score(df), float))
+        if total > 1_000_000: print(f"evaluate: {label} {sum(map(len, rows)):,}/{total:,} rows scored, {time.monotonic() - t0:.0f} s", flush=True)
+    return pd.concat(rows, ignore_index=True), {k: np.concatenate(v) for k, v in scores.items()}
+
+def _plot_rows(n: int, seed: int) -> np.ndarray:
+    "Positions of the test rows the curves are drawn from: all of them, or a seeded sample of `PLOT_MAX_ROWS`."
+    return np.arange(n) if n <= PLOT_MAX_ROWS else np.sort(np.random.default_rng(seed).choice(n, PLOT_MAX_ROWS, replace=False))
+
+# %% ../nbs/06_evaluate.ipynb #a6c2e4f1
+def _log_curves(live, y, scores: dict, threshold: float, seed: int) -> None:
+    "ROC, precision-recall, calibration, score histograms and the model's confusion matrix through DVCLive."
+    i = _plot_rows(len(y), seed)
+    for name, p in scores.items():
+        live.log_sklearn_plot("roc", y[i], p[i], name=f"roc/{name}.json")
+        live.log_sklearn_plot("precision_recall", y[i], p[i], name=f"precision_recall/{name}.json")
+        live.log_sklearn_plot("calibration", y[i], p[i], name=f"calibration/{name}.json", n_bins=10)
+        live.log_plot(f"scores_{name}", _score_histogram(y, p), x="score", y=["negative", "positive"],
+                      template="linear", title=f"Test score histogram: {name}")
+    live.log_sklearn_plot("confusion_matrix", y[i], (scores["model"][i] >= threshold).astype(int), name="confusion_matrix/model.json")
+
+def _judge(live, yv, yt, valid: dict, test: dict, ep: dict) -> dict:
+    """`{test, valid}: {model: metrics}` with each model's threshold chosen on valid, its 95 % interval over
+    resamples of valid, and the test AUC's paired-bootstrap intervals against the gradient-boosted baseline."""
+    objective, n, seed = ep.get("threshold_objective", "f1"), ep.get("bootstrap_resamples", 300), ep.get("seed", 0)
+    costs = dict(cost_false_positive=ep.get("cost_false_positive", 1.0), cost_false_negative=ep.get("cost_false_negative", 1.0))
+    thresholds = {name: choose_threshold(yv, pv, objective, **costs) for name, pv in valid.items()}
+    threshold_ci = threshold_interval(yv, valid, objective, n=n, seed=seed, **costs)  # how firmly valid pins it
+    ci = bootstrap_auc(yt, test, reference="baseline_gbdt", n=n, seed=seed)
+    metrics = {"test": {}, "valid": {}}
+    for name in valid:
+        metrics["test"][name] = binary_metrics(yt, test[name], thresholds[name]) | {k: v for k, v in ci[name].items() if k.startswith("auc_ci")}
+        lo, hi = threshold_ci[name]
+        metrics["valid"][name] = binary_metrics(yv, valid[name], thresholds[name]) | dict(threshold_ci_low=round(lo, 6), threshold_ci_high=round(hi, 6))
+    for split, by_model in metrics.items():
+        for name, m in by_model.items():
+            for k, v in m.items(): live.log_metric(f"{split}/{name}/{k}", v, plot=False)
+    for k in ("delta", "delta_ci_low", "delta_ci_high"):
+        live.log_metric(f"comparison/test_auc_model_minus_gbdt/{k}", ci["model"][k], plot=False)
+    return metrics
+
+# %% ../nbs/06_evaluate.ipynb #b7d3f5a2
 def run_evaluate(split_dir, train_dir, schema, out_dir, params: dict | None = None) -> dict:
     "The `evaluate` stage; `params` holds the `evaluate` and `baselines` sections of params.yaml."
     import keras
-    import flex_ml.model  # registers the custom layers for loading
+    from flex_ml.model import predict_scores  # registers the custom layers for loading
     from dvclive import Live
     params = params or {}
-    ep = params.get("evaluate", {})
+    ep, bp = params.get("evaluate", {}), params.get("baselines") or {}
     schema = load_schema(schema) if not isinstance(schema, Schema) else schema
     split_dir, train_dir, out = Path(split_dir), Path(train_dir), Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    train, valid, test = (pd.read_parquet(split_dir / f"{n}.parquet") for n in ("train", "valid", "test"))
     stats = json.loads((train_dir / "feature_stats.json").read_text())
     model = keras.models.load_model(train_dir / "model.keras")
+    fit_on = [sample_frame(split_dir / f"{n}.parquet", bp.get("max_rows", 200_000), bp.get("seed", 42))[0] for n in ("train", "valid")]
+    scorers = {"model": lambda df: predict_scores(model, df, schema)}
+    scorers |= {name: (lambda df, e=est: e.predict_proba(df)[:, 1]) for name, est in fit_baselines(*fit_on, schema, stats, bp).items()}
+    del fit_on
+    keep = list(dict.fromkeys(["_line"] + ([schema.id.name] if schema.id else []) + [schema.target.name] + [c.name for c in schema.protected]))
+    valid, sv = score_split(split_dir / "valid.parquet", scorers, schema, keep, "valid")
+    test, st = score_split(split_dir / "test.parquet", scorers, schema, keep, "test")
     yv, yt = labels(valid, schema), labels(test, schema)
-    scores = {"model": (flex_ml.model.predict_scores(model, valid, schema), flex_ml.model.predict_scores(model, test, schema))}
-    for name, est in fit_baselines(train, valid, schema, stats, params.get("baselines")).items():
-        scores[name] = tuple(est.predict_proba(d)[:, 1] for d in (valid, test))
-    objective = ep.get("threshold_objective", "f1")
-    costs = dict(cost_false_positive=ep.get("cost_false_positive", 1.0), cost_false_negative=ep.get("cost_false_negative", 1.0))
-    thresholds = {name: choose_threshold(yv, pv, objective, **costs) for name, (pv, _) in scores.items()}
-    # how firmly valid pins the threshold: the same choice on resamples of valid
-    rng = np.random.default_rng(ep.get("seed", 0))
-    draws = [rng.integers(0, len(yv), len(yv)) for _ in range(ep.get("bootstrap_resamples", 300))]
-    threshold_ci = {name: np.quantile([choose_threshold(yv[i], pv[i], objective, **costs) for i in draws if 0 < yv[i].sum() < len(i)],
-                                      [0.025, 0.975]) for name, (pv, _) in scores.items()}
-    metrics = {"test": {}, "valid": {}}
     with Live(str(out / "live"), dvcyaml=False, save_dvc_exp=False) as live:
-        for name, (pv, pt) in scores.items():
-            metrics["test"][name] = binary_metrics(yt, pt, thresholds[name])
-            metrics["valid"][name] = binary_metrics(yv, pv, thresholds[name])
-            for split, m in (("test", metrics["test"][name]), ("valid", metrics["valid"][name])):
-                for k, v in m.items(): live.log_metric(f"{split}/{name}/{k}", v, plot=False)
-            live.log_sklearn_plot("roc", yt, pt, name=f"roc/{name}.json")
-            live.log_sklearn_plot("precision_recall", yt, pt, name=f"precision_recall/{name}.json")
-            live.log_sklearn_plot("calibration", yt, pt, name=f"calibration/{name}.json", n_bins=10)
-            live.log_plot(f"scores_{name}", _score_histogram(yt, pt), x="score", y=["negative", "positive"],
-                          template="linear", title=f"Test score histogram: {name}")
-        live.log_sklearn_plot("confusion_matrix", yt, (scores["model"][1] >= thresholds["model"]).astype(int),
-                              name="confusion_matrix/model.json")
-        # the model against the strongest baseline, with paired-bootstrap 95 % intervals
-        ci = bootstrap_auc(yt, {n: pt for n, (_, pt) in scores.items()}, reference="baseline_gbdt",
-                           n=ep.get("bootstrap_resamples", 300), seed=ep.get("seed", 0))
-        for name, r in ci.items():
-            metrics["test"][name].update({k: v for k, v in r.items() if k.startswith("auc_ci")})
-            lo, hi = threshold_ci[name]
-            metrics["valid"][name].update(threshold_ci_low=round(float(lo), 6), threshold_ci_high=round(float(hi), 6))
-            for k in ("threshold_ci_low", "threshold_ci_high"): live.log_metric(f"valid/{name}/{k}", metrics["valid"][name][k], plot=False)
-            for k in ("auc_ci_low", "auc_ci_high"): live.log_metric(f"test/{name}/{k}", r[k], plot=False)
-        for k in ("delta", "delta_ci_low", "delta_ci_high"):
-            live.log_metric(f"comparison/test_auc_model_minus_gbdt/{k}", ci["model"][k], plot=False)
-    slices = {name: slice_metrics(test, yt, pt, schema, thresholds[name]) for name, (_, pt) in scores.items()}
+        metrics = _judge(live, yv, yt, sv, st, ep)
+        thresholds = {name: m["threshold"] for name, m in metrics["test"].items()}
+        _log_curves(live, yt, st, thresholds["model"], ep.get("seed", 0))
+    slices = {name: slice_metrics(test, yt, pt, schema, thresholds[name]) for name, pt in st.items()}
     (out / "slices.json").write_text(json.dumps(slices, indent=1) + "\n")
     (out / "calibration.json").write_text(json.dumps(
-        {name: calibration_table(yt, pt).to_dict(orient="records") for name, (_, pt) in scores.items()}, indent=1) + "\n")
+        {name: calibration_table(yt, pt).to_dict(orient="records") for name, pt in st.items()}, indent=1) + "\n")
     ts = test[[c for c in ["_line"] + ([schema.id.name] if schema.id else []) + [schema.target.name]]].copy()
-    for name, (_, pt) in scores.items(): ts[f"score_{name}"] = pt
+    for name, pt in st.items(): ts[f"score_{name}"] = pt
     ts.to_parquet(out / "test_scores.parquet", index=False)
-    fig = evaluation_figure(yt, {n: pt for n, (_, pt) in scores.items()}, thresholds["model"])
-    fig.savefig(out / "evaluation.png", dpi=90)
+    i = _plot_rows(len(yt), ep.get("seed", 0))
+    evaluation_figure(yt[i], {n: pt[i] for n, pt in st.items()}, thresholds["model"]).savefig(out / "evaluation.png", dpi=90)
     return metrics
 
 # %% ../nbs/06_evaluate.ipynb #e5b70012

@@ -11,8 +11,9 @@ import pandas as pd
 from .schema import FlexMLError, Schema
 
 # %% auto #0
-__all__ = ['resampled_auc', 'bootstrap_auc', 'calibration_table', 'expected_calibration_error', 'ks_statistic', 'binary_metrics',
-           'choose_threshold', 'slice_groups', 'slice_metrics']
+__all__ = ['RESAMPLE_CELLS', 'resampled_auc', 'resample_counts', 'bootstrap_auc', 'calibration_table',
+           'expected_calibration_error', 'ks_statistic', 'binary_metrics', 'choose_threshold', 'threshold_interval',
+           'slice_groups', 'slice_metrics']
 
 # %% ../nbs/02b_metrics.ipynb #f027fc9d
 def resampled_auc(y, p, counts: np.ndarray) -> np.ndarray:
@@ -25,17 +26,29 @@ def resampled_auc(y, p, counts: np.ndarray) -> np.ndarray:
     below = np.cumsum(neg, axis=1) - neg  # negatives' weight strictly below each group
     return (pos * (below + 0.5 * neg)).sum(axis=1) / (pos.sum(axis=1) * neg.sum(axis=1))
 
-def bootstrap_auc(y, scores: dict, reference: str | None = None, n: int = 300, seed: int = 0) -> dict:
+RESAMPLE_CELLS = 16_000_000  # draw counts held at once (resamples x rows): 128 MB of float64, whatever the rows
+
+def resample_counts(y, n: int, rng, max_cells: int = RESAMPLE_CELLS):
+    """`n` bootstrap resamples of the rows of `y` as blocks of draw counts (resamples x rows), as many
+    resamples per block as fit in `max_cells`: memory stays flat in the rows. Resamples holding one
+    class only (no AUC, no threshold) are left out. The draws are those of one block of all `n`."""
+    y = np.asarray(y); rows = len(y); per_block = max(1, max_cells // max(rows, 1))
+    for start in range(0, n, per_block):
+        counts = np.stack([np.bincount(rng.integers(0, rows, rows), minlength=rows) for _ in range(min(per_block, n - start))]).astype(float)
+        positives = counts @ (y == 1)
+        yield counts[(positives > 0) & (positives < rows)]
+
+def bootstrap_auc(y, scores: dict, reference: str | None = None, n: int = 300, seed: int = 0,
+                  max_cells: int = RESAMPLE_CELLS) -> dict:
     "`{name: {auc_ci_low, auc_ci_high[, delta, delta_ci_low, delta_ci_high]}}` from `n` paired resamples."
     from sklearn.metrics import roc_auc_score
     y = np.asarray(y); rng = np.random.default_rng(seed)
-    counts = np.stack([np.bincount(rng.integers(0, len(y), len(y)), minlength=len(y)) for _ in range(n)]).astype(float)
-    positives = counts @ (y == 1)
-    counts = counts[(positives > 0) & (positives < counts.sum(axis=1))]  # a one-class resample has no AUC
-    draws = {k: resampled_auc(y == 1, p, counts) for k, p in scores.items()}
+    draws = {k: [] for k in scores}
+    for counts in resample_counts(y, n, rng, max_cells):
+        for k, p in scores.items(): draws[k].append(resampled_auc(y == 1, p, counts))
+    draws = {k: np.concatenate(d) for k, d in draws.items()}
     out = {}
     for k, d in draws.items():
-        d = np.array(d)
         r = dict(auc_ci_low=float(np.quantile(d, 0.025)), auc_ci_high=float(np.quantile(d, 0.975)))
         if reference is not None and k != reference:
             diff = d - np.array(draws[reference])
@@ -86,29 +99,48 @@ def binary_metrics(y, p, threshold: float) -> dict:
     return {k: float(v) if k == "threshold" else round(float(v), 6) for k, v in out.items()}
 
 # %% ../nbs/02b_metrics.ipynb #ba9556fc
-def choose_threshold(y, p, objective: str = "f1", cost_false_positive: float = 1.0, cost_false_negative: float = 1.0) -> float:
-    "The threshold in [0, 1] that maximises `objective` (`f1`, `youden`) or minimises the error cost (`cost`)."
+def choose_threshold(y, p, objective: str = "f1", cost_false_positive: float = 1.0, cost_false_negative: float = 1.0,
+                     sample_weight=None) -> float:
+    """The threshold in [0, 1] that maximises `objective` (`f1`, `youden`) or minimises the error cost (`cost`).
+    `sample_weight`: how often each row counts (a resample's draw counts give the threshold of the resampled rows)."""
     from sklearn.metrics import precision_recall_curve, roc_curve
     if objective == "cost":
         y, p = np.asarray(y), np.asarray(p, float)
+        w = np.ones(len(p)) if sample_weight is None else np.asarray(sample_weight, float)
+        y, p, w = y[w > 0], p[w > 0], w[w > 0]  # a row drawn no time is not in the resample
         order = np.argsort(-p, kind="stable")
-        ps, ys = p[order], y[order]
+        ps, ys, ws = p[order], y[order], w[order]
         last = np.r_[np.flatnonzero(np.diff(ps) != 0), len(ps) - 1]  # flag every score >= ps[i]: cut after each distinct score
-        tp = np.cumsum(ys == 1)[last]; fp = np.cumsum(ys == 0)[last]
-        cost = cost_false_positive * fp + cost_false_negative * ((ys == 1).sum() - tp)
-        flag_none = cost_false_negative * (ys == 1).sum()
+        tp = np.cumsum(ws * (ys == 1))[last]; fp = np.cumsum(ws * (ys == 0))[last]
+        positives = ws[ys == 1].sum()
+        cost = cost_false_positive * fp + cost_false_negative * (positives - tp)
+        flag_none = cost_false_negative * positives
         best = np.flatnonzero(cost == cost.min())[0]  # ties: the higher threshold (fewer flagged)
         return float(ps[last[best]]) if cost[best] < flag_none else float(np.nextafter(ps[0], np.inf))
-    if objective == "f1":
-        prec, rec, thr = precision_recall_curve(y, p)
+    if objective == "f1":  # scikit-learn drops rows of weight 0 and counts the others by their weight
+        prec, rec, thr = precision_recall_curve(y, p, sample_weight=sample_weight)
         f1 = 2 * prec[:-1] * rec[:-1] / np.maximum(prec[:-1] + rec[:-1], 1e-12)
         best = np.flatnonzero(f1 == f1.max())[-1]
         return float(thr[best])
     if objective == "youden":
-        fpr, tpr, thr = roc_curve(y, p)
+        fpr, tpr, thr = roc_curve(y, p, sample_weight=sample_weight)
         j = tpr - fpr
         return float(min(thr[np.flatnonzero(j == j.max())[0]], 1.0))
     raise FlexMLError(f"unknown evaluate.threshold_objective {objective!r}", "use f1, youden or cost")
+
+# %% ../nbs/02b_metrics.ipynb #d4b8e6f0
+def threshold_interval(y, scores: dict, objective: str = "f1", n: int = 300, seed: int = 0,
+                       max_cells: int = RESAMPLE_CELLS, **costs) -> dict:
+    "`{name: (low, high)}`: the 95 % interval of each model's threshold over `n` paired resamples of the rows."
+    y = np.asarray(y); rng = np.random.default_rng(seed)
+    order = {k: np.argsort(np.asarray(p, float), kind="stable") for k, p in scores.items()}
+    ranked = {k: (y[o], np.asarray(scores[k], float)[o]) for k, o in order.items()}
+    found = {k: [] for k in scores}
+    for counts in resample_counts(y, n, rng, max_cells):
+        for w in counts:
+            for k, (ys, ps) in ranked.items():
+                found[k].append(choose_threshold(ys, ps, objective, sample_weight=w[order[k]], **costs))
+    return {k: tuple(float(q) for q in np.quantile(t, [0.025, 0.975])) for k, t in found.items()}
 
 # %% ../nbs/02b_metrics.ipynb #852eab29
 def slice_groups(df: pd.DataFrame, col) -> pd.Series:
