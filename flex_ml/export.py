@@ -23,8 +23,9 @@ from .schema import FlexMLError, Schema, load_schema, save_schema
 from .split import labels
 
 # %% auto #0
-__all__ = ['PIPELINE_INPUTS', 'MODEL_PARAMS', 'export_saved_model', 'golden_examples', 'git_revision', 'built_at', 'id_hash_each',
-           'id_hashes', 'model_version', 'model_card', 'run_export', 'export_stage']
+__all__ = ['PIPELINE_INPUTS', 'GOLDEN_POOL_ROWS', 'REFERENCE_SAMPLE_ROWS', 'MODEL_PARAMS', 'export_saved_model',
+           'golden_examples', 'git_revision', 'built_at', 'id_hash_each', 'id_hashes', 'model_version', 'model_card',
+           'run_export', 'export_stage']
 
 # %% ../nbs/07_export.ipynb #974c18d3
 def export_saved_model(model, schema: Schema, path) -> Path:
@@ -302,6 +303,10 @@ use after the monitoring report shows drift; {_protected_line(s)}
 """
 
 # %% ../nbs/07_export.ipynb #072c5f75
+# a split larger than these is read in part: the golden examples are drawn from a seeded sample of
+# test, and the monitoring reference's bin edges from one of train (its counts come from every row)
+GOLDEN_POOL_ROWS, REFERENCE_SAMPLE_ROWS = 100_000, 1_000_000
+
 # the params.yaml sections that made the model: the export records these (model card, metadata) and
 # dvc.yaml lists them for the stage, so a change to monitor or retrain thresholds does not re-export
 MODEL_PARAMS = ("dataset", "validate", "split", "model", "train", "baselines", "evaluate", "export")
@@ -345,8 +350,11 @@ def _assemble_export(train_dir, eval_dir, validate_dir, split_dir, schema_path, 
     shutil.copy(train_dir / "model.keras", out / "model.keras")
     save_schema(schema, out / "schema.yaml")  # the packed endpoint's column order comes from it
     (out / "feature_stats.json").write_text(json.dumps(stats, indent=1) + "\n")
-    test = pd.read_parquet(Path(split_dir) / "test.parquet")
-    golden = golden_examples(model, test, schema, n=ep.get("golden_examples", 20), seed=ep.get("seed", 42))
+    from flex_ml.stream import iter_frames, sample_frame
+    split_dir, seed = Path(split_dir), ep.get("seed", 42)
+    test = sample_frame(split_dir / "test.parquet", GOLDEN_POOL_ROWS, seed)[0]  # every row, when the split is not larger
+    golden = golden_examples(model, test, schema, n=ep.get("golden_examples", 20), seed=seed)
+    del test
     tol = ep.get("parity_tolerance", 1e-6)
     loaded = tf.saved_model.load(str(out))  # once, for both endpoints
     gap = max(check_parity(load_serving_function(out, e, loaded), golden, schema, tolerance=tol) for e in ("serve", "serve_packed"))
@@ -355,12 +363,13 @@ def _assemble_export(train_dir, eval_dir, validate_dir, split_dir, schema_path, 
     numpy_gap = None if unsupported else check_parity(NumpyModel(out), golden, schema, tolerance=tol)
     (out / "golden_examples.json").write_text(json.dumps(golden, indent=1) + "\n")
     if schema.id is not None:  # what the model saw: fitted on train, early-stopped and thresholded on valid
-        seen = [pd.read_parquet(Path(split_dir) / f"{n}.parquet", columns=[schema.id.name])[schema.id.name] for n in ("train", "valid")]
+        seen = [pd.read_parquet(split_dir / f"{n}.parquet", columns=[schema.id.name])[schema.id.name] for n in ("train", "valid")]
         np.save(out / "seen_ids.npy", id_hashes(pd.concat(seen)))
     from flex_ml.reference import build_reference
     test_scores = pd.read_parquet(eval_dir / "test_scores.parquet")
-    reference = build_reference(pd.read_parquet(Path(split_dir) / "train.parquet"), schema,
-                                test_scores=test_scores["score_model"].to_numpy(), test_labels=labels(test_scores, schema))
+    reference = build_reference(sample_frame(split_dir / "train.parquet", REFERENCE_SAMPLE_ROWS, seed)[0], schema,
+                                test_scores=test_scores["score_model"].to_numpy(), test_labels=labels(test_scores, schema),
+                                frames=iter_frames(split_dir / "train.parquet"))
     (out / "reference.json").write_text(json.dumps(reference) + "\n")
     metrics = json.loads((eval_dir / "live" / "metrics.json").read_text())
     slices = json.loads((eval_dir / "slices.json").read_text())

@@ -200,8 +200,10 @@ def derived_frame_values(frame: pd.DataFrame, schema: Schema, parsed: dict | Non
 
 # %% ../nbs/03b_reference.ipynb #c5c08c81
 def build_reference(train: pd.DataFrame, schema: Schema, test_scores=None, test_labels=None,
-                    bins: int = 10, fine_bins: int = 100) -> dict:
-    "The training profile `monitor` compares traffic with (saved as `reference.json` by `export`)."
+                    bins: int = 10, fine_bins: int = 100, frames=None) -> dict:
+    """The training profile `monitor` compares traffic with (saved as `reference.json` by `export`). The bins
+    (quantile edges, categories) come from the rows of `train`; the counts from `frames` (an iterable of
+    DataFrames: every shard of a split too large for memory, of which `train` is a sample) or from `train`."""
     spec = {"features": {}, "score": None}
     for col in schema.features:
         x, missing, bad = column_values(train[col.name], col, schema.missing_values)
@@ -220,7 +222,8 @@ def build_reference(train: pd.DataFrame, schema: Schema, test_scores=None, test_
     if test_scores is not None:
         s = np.asarray(test_scores, float)
         spec["score"] = dict(kind="numeric", edges=_quantile_edges(s, bins), fine_edges=_quantile_edges(s, fine_bins))
-    features = Profile(spec).update(train, schema)
+    features = Profile(spec)
+    for frame in ([train] if frames is None else frames): features.update(frame, schema)
     ref = dict(schema=schema.name, bins=bins, fine_bins=fine_bins, spec=spec, train=features.to_dict())
     if test_scores is not None:
         scored = Profile(spec).update(pd.DataFrame(index=range(len(s))), schema, scores=s, labels=test_labels)
