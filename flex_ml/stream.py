@@ -5,6 +5,7 @@
 # %% ../nbs/04d_stream.ipynb #s003
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 from collections import Counter
@@ -18,7 +19,7 @@ from .schema import FlexMLError, Schema
 
 # %% auto #0
 __all__ = ['BLOCK_ROWS', 'parquet_files', 'parquet_rows', 'iter_frames', 'sample_frame', 'stream_feature_stats', 'encode_blocks',
-           'block_batches', 'block_dataset']
+           'deal_blocks', 'epoch_share', 'block_batches', 'block_dataset']
 
 # %% ../nbs/04d_stream.ipynb #s006
 BLOCK_ROWS = 65_536  # rows per read and per cached block: the unit of the shuffle's reading order
@@ -158,26 +159,87 @@ def _window_rows(cache: Path, ks, weighted: bool) -> list[np.ndarray]:
     names = ("x", "y", "w") if weighted else ("x", "y")
     return [np.concatenate([np.load(cache / f"{n}-{k:05d}.npy", mmap_mode="r") for k in ks]) for n in names]
 
-def block_batches(cache_dir, manifest: dict, batch_size: int, seed: int | None = None, epoch: int = 0, window: int = 4):
-    "The batches of one epoch over the encoded blocks, as tuples of NumPy arrays: `(x, y)` or `(x, y, w)`."
-    cache, n = Path(cache_dir), len(manifest["blocks"])
-    rng = None if seed is None else np.random.default_rng([seed, epoch])
-    order = np.arange(n) if rng is None else rng.permutation(n)
-    carry = None
-    for i in range(0, n, window):
-        parts = _window_rows(cache, order[i:i + window], manifest["weighted"])
+def _windows(cache: Path, ks, window: int, weighted: bool, rng, read: set | None = None):
+    "The rows of blocks `ks`, `window` blocks at a time, shuffled within each window by `rng` (if any); `read` gets the blocks read."
+    for i in range(0, len(ks), window):
+        if read is not None: read.update(int(k) for k in ks[i:i + window])
+        parts = _window_rows(cache, ks[i:i + window], weighted)
         if rng is not None:
             p = rng.permutation(len(parts[0])); parts = [a[p] for a in parts]
+        yield parts
+
+def _cut(windows, batch_size: int):
+    "Batches of `batch_size` rows cut from a stream of windows, a partial batch carried into the next window; the last one partial."
+    carry = None
+    for parts in windows:
         if carry is not None: parts = [np.concatenate([c, a]) for c, a in zip(carry, parts)]
         full = len(parts[0]) // batch_size * batch_size
         for s in range(0, full, batch_size): yield tuple(a[s:s + batch_size] for a in parts)
         carry = [a[full:] for a in parts] if full < len(parts[0]) else None
     if carry is not None: yield tuple(carry)
 
-def block_dataset(cache_dir, manifest: dict, batch_size: int, seed: int | None = None, epoch_of=lambda: 0, window: int = 4):
-    "A `tf.data.Dataset` of `block_batches`; each pass over it (an epoch) asks `epoch_of()` for its epoch number."
+def deal_blocks(sizes, order, workers: int) -> list[list[int]]:
+    "The blocks of `order` dealt out to `workers`: each in turn to the worker holding the fewest rows so far (the lowest index on a tie)."
+    hands, held = [[] for _ in range(workers)], [0] * workers
+    for k in order:
+        w = held.index(min(held))
+        hands[w].append(int(k)); held[w] += sizes[k]
+    return hands
+
+def _check_workers(manifest: dict, batch_size: int, worker: int, workers: int) -> None:
+    if not 0 <= worker < workers: raise ValueError(f"worker {worker} of {workers}")  # a caller's bug
+    if batch_size % workers:
+        raise FlexMLError(f"train.batch_size {batch_size} does not divide among {workers} workers",
+                          f"use a multiple of {workers}: each worker takes batch_size / workers rows a step")
+    if len(manifest["blocks"]) < workers:
+        raise FlexMLError(f"the split has {len(manifest['blocks'])} blocks of rows, fewer than the {workers} workers",
+                          "use fewer workers, or train.input: memory")
+
+def _share(manifest: dict, order, batch_size: int, worker: int, workers: int) -> dict:
+    hand = deal_blocks(manifest["blocks"], order, workers)[worker]
+    steps = -(-manifest["rows"] // batch_size)
+    return dict(blocks=hand, rows=sum(manifest["blocks"][k] for k in hand), batch=batch_size // workers, steps=steps,
+                quota=steps * (batch_size // workers))
+
+def epoch_share(manifest: dict, batch_size: int, seed: int | None = None, epoch: int = 0, worker: int = 0, workers: int = 1) -> dict:
+    """What worker `worker` of `workers` reads in an epoch: its `blocks` (in reading order) and the `rows` they hold;
+    its `steps` batches of `batch` rows, `quota` rows in all."""
+    _check_workers(manifest, batch_size, worker, workers)
+    n = len(manifest["blocks"])
+    order = np.arange(n) if seed is None else np.random.default_rng([seed, epoch]).permutation(n)
+    return _share(manifest, order, batch_size, worker, workers)
+
+def block_batches(cache_dir, manifest: dict, batch_size: int, seed: int | None = None, epoch: int = 0, window: int = 4,
+                  worker: int = 0, workers: int = 1, read: set | None = None):
+    """The batches of one epoch over the encoded blocks, as tuples of NumPy arrays: `(x, y)` or `(x, y, w)`. With several
+    `workers`, worker `worker`'s share (`epoch_share`): `steps` batches of `batch_size / workers` rows from its own blocks.
+    `read`, if given, gets the blocks read."""
+    cache, n = Path(cache_dir), len(manifest["blocks"])
+    rng = None if seed is None else np.random.default_rng([seed, epoch])
+    order = np.arange(n) if rng is None else rng.permutation(n)
+    if workers == 1:
+        yield from _cut(_windows(cache, order, window, manifest["weighted"], rng, read), batch_size)
+        return
+    _check_workers(manifest, batch_size, worker, workers)
+    share = _share(manifest, order, batch_size, worker, workers)
+    laps = (_windows(cache, share["blocks"], window, manifest["weighted"], rng, read) for _ in itertools.count())  # round and round
+    yield from itertools.islice(_cut(itertools.chain.from_iterable(laps), share["batch"]), share["steps"])
+
+def block_dataset(cache_dir, manifest: dict, batch_size: int, seed: int | None = None, epoch_of=lambda: 0, window: int = 4,
+                  worker: int = 0, workers: int = 1, reads: dict | None = None):
+    """A `tf.data.Dataset` of `block_batches` (worker `worker`'s share of the blocks, with several `workers`), not to be
+    sharded again by `tf.distribute`; each pass over it (an epoch) asks `epoch_of()` for its epoch number. `reads`, if
+    given, gets what each epoch's last pass read: `reads[epoch] = {"blocks": [...], "batches": n, "rows": n}`."""
     import tensorflow as tf
+    if workers > 1: _check_workers(manifest, batch_size, worker, workers)
     spec = [tf.TensorSpec((None, manifest["width"]), tf.float32), tf.TensorSpec((None, manifest["label_columns"]), tf.float32)]
     if manifest["weighted"]: spec.append(tf.TensorSpec((None,), tf.float32))
-    def batches(): yield from block_batches(cache_dir, manifest, batch_size, seed, epoch_of(), window)
-    return tf.data.Dataset.from_generator(batches, output_signature=tuple(spec)).prefetch(2)
+    def batches():
+        epoch, read, n, rows = epoch_of(), set(), 0, 0
+        for b in block_batches(cache_dir, manifest, batch_size, seed, epoch, window, worker, workers, read):
+            n, rows = n + 1, rows + len(b[0])
+            if reads is not None: reads[epoch] = dict(blocks=sorted(read), batches=n, rows=rows)
+            yield b
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF  # sharded by hand, above
+    return tf.data.Dataset.from_generator(batches, output_signature=tuple(spec)).prefetch(2).with_options(options)

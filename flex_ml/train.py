@@ -172,13 +172,51 @@ def _blocks(split_dir: Path, schema: Schema, enc, backup: Path, targets, key: st
                        lambda rows, start: labels(rows, schema), key, towers, log=log)
     return mt, mv
 
-def train_streamed(split_dir, schema: Schema, params: dict, backup_dir, strategy=None, live=None, verbose: int = 2):
+def _streamed_data(backup: Path, mt: dict, mv: dict, tp: dict, window: int, epoch: dict, cluster, strategy, verbose: int) -> tuple:
+    """The training and validation data of a streamed fit, and the callbacks they need. With several workers each reads
+    its own share of the training blocks (`flex_ml.stream.epoch_share`) and says so every epoch; every worker reads
+    all of valid, so that each computes the validation figures on every row."""
+    import keras, tensorflow as tf
+    from flex_ml.resume import EpochNumber
+    from flex_ml.stream import block_dataset
+    worker, workers = (0, 1) if cluster is None else (cluster["index"], len(cluster["workers"]))
+    seed, batch, reads = tp.get("seed", 42), tp.get("batch_size", 512), {}
+    def pipeline(ctx):  # tf.distribute's view of this worker must be the cluster's
+        if ctx is not None and (ctx.input_pipeline_id, ctx.num_input_pipelines) != (worker, workers):
+            raise FlexMLError(f"the strategy reads input {ctx.input_pipeline_id} of {ctx.num_input_pipelines}, but this is worker "
+                              f"{worker} of {workers}", "give every worker the same TF_CONFIG cluster and its own index")
+    def train(ctx=None):
+        pipeline(ctx)
+        data = block_dataset(backup / "blocks-train", mt, batch, seed, lambda: epoch["epoch"], window, worker, workers, reads)
+        return data.apply(tf.data.experimental.assert_cardinality(math.ceil(mt["rows"] / batch)))
+    def valid(ctx=None):  # its length known, so that no worker has to run out of it to find its end
+        pipeline(ctx)
+        n = math.ceil(mv["rows"] / 4096)
+        return block_dataset(backup / "blocks-valid", mv, 4096).apply(tf.data.experimental.assert_cardinality(n))
+    callbacks = [EpochNumber(epoch)]
+    if strategy is None: return train(), valid(), callbacks
+    if verbose:
+        say = lambda e, logs=None: _say_read(reads.get(e), mt, worker, workers, e)
+        callbacks.append(keras.callbacks.LambdaCallback(on_epoch_end=say))
+    # each worker's own dataset, as it is: tf.distribute neither shards it again nor splits its batches
+    return strategy.distribute_datasets_from_function(train), strategy.distribute_datasets_from_function(valid), callbacks
+
+def _say_read(r: dict | None, manifest: dict, worker: int, workers: int, epoch: int) -> None:
+    "The progress line of one worker's epoch: the blocks it read and the rows it trained on."
+    r = r or dict(blocks=[], batches=0, rows=0)
+    held = sum(manifest["blocks"][k] for k in r["blocks"])
+    extra = f"{r['rows'] - held:,} repeated" if r["rows"] >= held else f"{held - r['rows']:,} left out"
+    print(f"worker {worker} of {workers}, epoch {epoch + 1}: read {len(r['blocks'])} of {len(manifest['blocks'])} blocks "
+          f"{r['blocks']}, {r['rows']:,} rows in {r['batches']} batches ({held:,} rows in its blocks, {extra})", flush=True)
+
+def train_streamed(split_dir, schema: Schema, params: dict, backup_dir, strategy=None, live=None, verbose: int = 2, cluster=None):
     """`train_model` for a split read in pieces: `(model, stats, summary)` from the `train`, `model` and `baselines`
-    sections of params.yaml; `backup_dir` holds the encoded blocks and what a killed run resumes from."""
+    sections of params.yaml; `backup_dir` holds the encoded blocks and what a killed run resumes from. Under `strategy`,
+    `cluster` (`flex_ml.distribute.worker_cluster`) says which share of the blocks this worker reads."""
     import keras, tensorflow as tf
     from flex_ml.model import feature_encoder, tower_count, trains_from_features
-    from flex_ml.resume import EpochNumber, fingerprint
-    from flex_ml.stream import BLOCK_ROWS, block_dataset, sample_frame, stream_feature_stats
+    from flex_ml.resume import fingerprint
+    from flex_ml.stream import BLOCK_ROWS, sample_frame, stream_feature_stats
     from flex_ml.teacher import sampled_targets
     tp, mp = params.get("train", {}), dict(params.get("model", {}))
     seed, bins, n_stats = tp.get("seed", 42), int(mp.pop("numeric_bins", 0)), tp.get("stats_sample_rows", 1_000_000)
@@ -199,17 +237,15 @@ def train_streamed(split_dir, schema: Schema, params: dict, backup_dir, strategy
     towers = tower_count(model)
     mt, mv = _blocks(split_dir, schema, feature_encoder(model), backup, targets, fingerprint(stats, teacher, cw, towers), towers, cw, verbose)
     epoch, window = {"epoch": 0}, max(1, math.ceil(tp.get("shuffle_buffer", 262_144) / BLOCK_ROWS))
-    batch = tp.get("batch_size", 512)
-    data = block_dataset(backup / "blocks-train", mt, batch, seed, lambda: epoch["epoch"], window)
-    history = fit_resumable(trainer, data.apply(tf.data.experimental.assert_cardinality(math.ceil(mt["rows"] / batch))),
-                            block_dataset(backup / "blocks-valid", mv, 4096), tp.get("epochs", 30), tp.get("patience", 5),
-                            backup, verbose, callbacks=[EpochNumber(epoch)])
+    data, validation, callbacks = _streamed_data(backup, mt, mv, tp, window, epoch, cluster, strategy, verbose)
+    history = fit_resumable(trainer, data, validation, tp.get("epochs", 30), tp.get("patience", 5), backup, verbose, callbacks=callbacks)
     calibration_rows = sample_frame(split_dir / "valid.parquet", n_stats, seed)[0]
     fit, cal = _finished(model, twin, history, calibration_rows, schema, tp.get("calibration", "platt"), live, verbose, t0)
     summary = dict(fit, n_train=mt["rows"], n_valid=mv["rows"], targets="labels" if teacher["model"] == "none" else "soft",
                    n_parameters=int(model.count_params()), towers=towers, numeric_bins=bins, calibration=cal, teacher=teacher,
                    input=dict(kind="stream", stats_sample_rows=min(n_stats, mt["rows"]), teacher_sample_rows=len(positions),
                               shuffle_buffer_rows=window * BLOCK_ROWS, blocks=len(mt["blocks"])))
+    if cluster is not None: summary["input"]["worker_batch_size"] = tp.get("batch_size", 512) // len(cluster["workers"])
     return model, stats, summary
 
 # %% ../nbs/05_train.ipynb #25890f41
@@ -245,7 +281,7 @@ def run_train(split_dir, schema, out_dir, params: dict) -> dict:
     with Live(str(out / "live"), dvcyaml=False, save_dvc_exp=False) as live:
         live.log_params({"model": params.get("model", {}), "train": tp})
         if streams_training(tp, split_dir):
-            model, stats, summary = train_streamed(split_dir, schema, params, backup, strategy, live)
+            model, stats, summary = train_streamed(split_dir, schema, params, backup, strategy, live, cluster=cluster)
         else:
             train, valid = (pd.read_parquet(split_dir / f"{n}.parquet") for n in ("train", "valid"))
             targets, teacher = training_targets(train, valid, schema, params)
