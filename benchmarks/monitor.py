@@ -116,7 +116,8 @@ def main():
         log.close()
         res["sqlite_log"] = run_monitor(["--model", str(model), "--log", str(db), "--window", "day"])
     # false alarms: 200 windows of 1,000 rows resampled from the random hold-out (no drift at all)
-    from flex_ml.monitor import Chunk, MonitorThresholds, monitor
+    from flex_ml.monitor import MonitorThresholds, monitor
+    from flex_ml.monitor_input import Chunk
     params = __import__("yaml").safe_load((ROOT / "params.yaml").read_text())
     quiet = test.iloc[np.random.default_rng(2).integers(0, len(test), 200_000)].reset_index(drop=True)
     s = monitor([Chunk(quiet, scores=quiet["score"].to_numpy())], model, window="rows:1000",

@@ -31,7 +31,7 @@ def main():
     p = Path(a.project)
     if not (p / "artifacts/evaluate/test_scores.parquet").exists():
         sys.exit(f"{p} has no artifacts/evaluate/test_scores.parquet: run `make repro` first")
-    from flex_ml.retrain import RetrainGates, judge
+    from flex_ml.retrain_gate import RetrainGates, judge
     from flex_ml.schema import load_schema
     from flex_ml.split import labels
 

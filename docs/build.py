@@ -2,13 +2,21 @@
 
 1. Execute the notebooks in nbs/ (recursively: library notebooks, reports, tutorials) with the project's
    kernel, skipping the cells nbdev_test skips (`#| notest`, `#| slow`, `#| eval: false`) and the
-   notebooks whose front matter says `skip_exec: true` (unless it also says `docs_exec: true`).
-2. Process the executed notebooks with nbdev's processors (`nbdev_proc_nbs`' engine): show_doc cells with
-   every exported function's signature and docstring, hidden cells removed, links to the API -> `_proc/`.
-3. Turn `_proc/` into Markdown pages, add the latest pipeline results (metrics, DVC plots drawn by a
-   local copy of vega, evaluation.png, the evaluation report, the `dvc dag` graph, the model card),
-   and build the site with MkDocs Material (search, no CDN) -> `site/`.
+   notebooks whose front matter says `skip_exec: true` (unless it also says `docs_exec: true`). nbdev's
+   `add_show_docs` processor first adds a show_doc cell after each exported definition, so the run
+   renders every signature and docstring.
+2. Process each executed notebook with nbdev's processors (`NBProcessor`, the `FilterDefaults` list
+   less the two that run code): hidden and export cells removed, show_doc cells set `echo: false`,
+   links to the API.
+3. Turn them into Markdown pages with nbconvert's MarkdownExporter (its TagRemove, CoalesceStreams and
+   ExtractOutput preprocessors, a preprocessor for the Quarto cell options nbdev leaves, and
+   docs/templates/page.md.j2), add the latest pipeline results (metrics, DVC plots drawn by a local
+   copy of vega, evaluation.png, the evaluation report, the `dvc dag` graph, the model card), and
+   build the site with MkDocs Material (search, no CDN) -> `site/`.
 4. Check the result: every <script src>, <link href>, <img src> and <iframe src> is local.
+
+Public, documented APIs only (nbdev, execnb, nbclient, nbconvert, MkDocs): nothing of nbdev's is
+patched or imported by a private name.
 
 Tutorials: any .ipynb, .md or .qmd in nbs/tutorials/ becomes a page under "Tutorials", ordered by file
 name (prefix them 01_, 02_, ...). Nothing else to register.
@@ -62,27 +70,15 @@ def sh(cmd, **kw) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- notebooks
-_re_dir = re.compile(r"^\s*#\|\s*([\w-]+):?\s*(.*?)\s*$")
-
-
-def directives(src: str) -> dict[str, str]:
-    "The `#| key: value` lines at the top of a code cell."
-    d = {}
-    for line in src.splitlines():
-        if not line.strip(): continue
-        m = _re_dir.match(line)
-        if not m: break
-        d[m.group(1)] = m.group(2)
-    return d
-
-
-def frontmatter(nb) -> dict:
-    "The YAML front matter of a notebook: a first raw cell between `---` lines."
-    if nb.cells and nb.cells[0].cell_type == "raw":
-        s = nb.cells[0].source.strip()
-        if s.startswith("---") and s.endswith("---"):
-            return yaml.safe_load(s.strip("-")) or {}
-    return {}
+# Only public, documented APIs: nbdev's notebook processor (`NBProcessor`, `extract_directives`,
+# `first_code_ln`, the processors in `nbdev.processors`, `FrontmatterProc`, `FilterDefaults`, the config),
+# execnb's notebook I/O, nbclient to run a notebook, and nbconvert's Markdown exporter, preprocessors and
+# templates. Nothing of nbdev's is replaced or patched.
+def frontmatter(path: Path) -> dict:
+    "A notebook's front matter as nbdev reads it (`FrontmatterProc`: a raw `---` cell, or a `# title` / `> description` cell)."
+    from nbdev.frontmatter import FrontmatterProc
+    from nbdev.process import NBProcessor
+    return NBProcessor(path, [FrontmatterProc], process=True).nb.frontmatter_
 
 
 def notebooks() -> list[Path]:
@@ -101,25 +97,44 @@ def kernel_name() -> str:
     return k if k in KernelSpecManager().find_kernel_specs() else "python3"
 
 
+def with_show_docs(src: Path):
+    """The notebook with nbdev's `add_show_docs` applied: a `show_doc(name)` cell after each exported
+    definition, which the notebook's own run then renders (nbdev renders them in a second run of the
+    exported cells, `exec_show_docs`). The import of show_doc goes in first, hidden (`#| hide`).
+    A cell nbdev_test skips (a flag of settings.ini's `tst_flags`, or `#| eval: false`) gets nbclient's
+    `skip-execution` tag."""
+    from execnb.nbio import mk_cell, nb2str
+    from nbdev.config import get_config
+    from nbdev.process import NBProcessor, extract_directives
+    from nbdev.processors import add_show_docs
+    import nbformat
+    proc = NBProcessor(src, [add_show_docs], rm_directives=False, process=True)
+    skip = set(get_config().tst_flags.split())
+    for c in proc.nb.cells:
+        if c.cell_type != "code": continue
+        d = extract_directives(c, remove=False)
+        if skip & d.keys() or d.get("eval:", [""])[0].lower() == "false":
+            c.metadata.setdefault("tags", []).append("skip-execution")
+    if any(c.cell_type == "code" and c.source.startswith("show_doc(") for c in proc.nb.cells):
+        proc.nb.cells.insert(0, mk_cell("#| hide\nfrom nbdev.showdoc import show_doc"))
+    return nbformat.reads(nb2str(proc.nb), as_version=4)
+
+
 def execute(src: Path, dst: Path, kernel: str) -> tuple[str, float]:
     "Execute `src` in its own folder (as nbdev_test and JupyterLab do) and write it with outputs to `dst`."
     import nbformat
     from nbclient import NotebookClient
     t = time.time()
-    nb = nbformat.read(src, as_version=4)
-    fm = frontmatter(nb)
+    fm = frontmatter(src)
     ran = ROOT / "artifacts" / "report" / src.name  # a report template as `flex-ml report` ran it
     if src.parent.name == "reports" and ran.exists():
         nb = nbformat.read(ran, as_version=4)
         status = f"the pipeline's run ({ran.relative_to(ROOT)})"
     elif fm.get("skip_exec") and not fm.get("docs_exec"):
+        nb = nbformat.read(src, as_version=4)
         status = "not executed (skip_exec)"
     else:
-        for c in nb.cells:
-            if c.cell_type != "code": continue
-            d = directives(c.source)
-            if any(f in d for f in SKIP_FLAGS) or d.get("eval", "").lower() == "false":
-                c.metadata.setdefault("tags", []).append("skip-execution")
+        nb = with_show_docs(src)
         env = dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}", DVC_NO_ANALYTICS="1", TF_CPP_MIN_LOG_LEVEL="2")
         client = NotebookClient(nb, kernel_name=kernel, timeout=900, resources={"metadata": {"path": str(src.parent)}},
                                 extra_arguments=["--IPKernelApp.log_level=ERROR"])  # not its TCP notice
@@ -154,34 +169,22 @@ def execute_all(stage: Path, workers: int) -> None:
             log(f"  {futs[f].relative_to(nbs)}: {status} in {dt:.0f} s")
 
 
-def _do_eval(cell):
-    """Which cells nbdev's `exec_show_docs` runs to render show_doc: exported cells, show_doc cells and
-    cells of imports only. nbdev also runs any cell that has an import in it, which fails when such a
-    cell uses a name from an earlier cell it does not run; the outputs of every cell are already there
-    from step 1, so only what show_doc needs is run here."""
-    import ast
-    from nbdev.processors import _show_docs, cell_lang
-    if cell_lang(cell) != "python" or cell.cell_type != "code" or not cell.source: return
-    if "nbdev_export" + "()" in cell.source: return
-    if cell.directives_.get("eval:", [""])[0].lower() == "false": return
-    if cell.directives_.keys() & {"export", "exports", "exporti", "exec_doc"}: return True
-    trees = cell.parsed_()
-    if not trees: return
-    if all(isinstance(t, (ast.Import, ast.ImportFrom)) for t in trees): return True
-    if _show_docs(trees): return True
-
-
-def process(stage: Path) -> Path:
-    """nbdev's processors on the executed notebooks -> _proc/: what `nbdev_proc_nbs` does, without its
-    Quarto install step (it needs sudo, then pip-installs the project into whatever `pip` is on PATH)."""
-    import nbdev.processors
-    from nbdev.serve import proc_nbs
-    log("nbdev processors (show_doc, links, hidden cells) -> _proc/")
-    nbdev.processors._do_eval = _do_eval  # in this process: n_workers=0 below
-    # They import the library and run exported cells; from nbs/, so the notebooks' relative paths hold.
-    os.chdir(ROOT / "nbs")
-    try: return Path(proc_nbs(path=str(stage), n_workers=0, force=True))
-    finally: os.chdir(ROOT)
+def process(path: Path):
+    """nbdev's processors on one executed notebook, as `nbdev_proc_nbs` runs them for Quarto (front matter,
+    hidden cells and export cells removed, show_doc cells set to `echo: false` / `output: asis`, links to
+    the API, ...), with settings.ini's `procs` and `skip_procs`; less the two that run code: step 1 added
+    the show_doc cells and the notebook's run rendered them. Returns (notebook for nbconvert, front matter)."""
+    from execnb.nbio import nb2str, read_nb
+    from nbdev.processors import FilterDefaults, add_show_docs, exec_show_docs
+    import nbformat
+    class DocsProcs(FilterDefaults):  # nbdev's documented way to choose the processors
+        def base_procs(self): return [p for p in super().base_procs() if p not in (add_show_docs, exec_show_docs)]
+    proc = DocsProcs().nb_proc(read_nb(path))
+    proc.process()
+    fm = getattr(proc.nb, "frontmatter_", {})
+    nb = nbformat.reads(nb2str(proc.nb), as_version=4)
+    for c in nb.cells: c.pop("has_sd", None)  # add_show_docs' mark for mv_exports, not nbformat's
+    return nb, fm
 
 
 # ---------------------------------------------------------------------------------------------- markdown
@@ -194,11 +197,11 @@ def page_name(rel: Path) -> Path:
 class Linker:
     "Rewrites nbdev's links to the doc host (doc_host/doc_baseurl + page.html#anchor) into site-relative ones."
     def __init__(self):
-        from configparser import ConfigParser
-        cfg = ConfigParser(); cfg.read(ROOT / "settings.ini")
-        base = cfg["DEFAULT"]["doc_host"].rstrip("/") + "/" + cfg["DEFAULT"]["doc_baseurl"].strip("/")
+        from nbdev.config import get_config
+        cfg = get_config()
+        base = cfg.doc_host.rstrip("/") + "/" + cfg.doc_baseurl.strip("/")
         self.re = re.compile(re.escape(base.rstrip("/")) + r"/([\w\-/.]*?)\.html(#[\w.\-]*)?")
-        self.git = re.escape(cfg["DEFAULT"]["git_url"].rstrip("/"))
+        self.git = re.escape(cfg.git_url.rstrip("/"))
         self.parents: dict[tuple[str, str], str] = {}
 
     def fix_anchors(self, src: Path) -> None:
@@ -236,9 +239,6 @@ class Linker:
 def _indent(s: str, n=4) -> str: return "\n".join((" " * n + l) if l.strip() else "" for l in s.splitlines())
 
 
-def _text(x) -> str: return "".join(x) if isinstance(x, list) else (x or "")
-
-
 def _quarto_md(src: str) -> str:
     "Quarto-only Markdown: callouts become admonitions, other fenced divs are dropped."
     out, in_callout = [], False
@@ -252,91 +252,113 @@ def _quarto_md(src: str) -> str:
     return "\n".join(out)
 
 
-def nb_to_md(nb, page: Path, out_dir: Path, link) -> str:
-    "One processed notebook as a Markdown page; images go beside it."
-    parts, n_img = [], 0
-    fm = frontmatter(nb)
-    cells = nb.cells[1:] if fm else nb.cells
-    if fm.get("title"):
-        parts.append(f"# {fm['title']}")
-        if fm.get("description"): parts.append(f"> {fm['description']}")
-    assets = out_dir / (page.stem + "_files")
-    for c in cells:
-        src = _text(c.get("source"))
-        if c.cell_type == "markdown":
-            if src.strip(): parts.append(link(_quarto_md(src), page))
-            continue
-        if c.cell_type != "code": continue
-        d = directives(src)
-        if d.get("include") == "false": continue
-        body = "\n".join(l for l in src.splitlines() if not _re_dir.match(l)).strip()
-        if body and d.get("echo") != "false":
-            block = f"```python\n{body}\n```"
-            if d.get("code-fold"):
-                summary = d.get("code-summary", "Source").strip('"')
-                block = f'??? note "{summary}"\n\n' + _indent(block)
-            parts.append(block)
-        if d.get("output") == "false": continue
-        stream = []
-        for o in c.get("outputs", []):
-            if o.output_type == "stream":
-                if o.name == "stdout": stream.append(_text(o.text))
-                continue
-            if stream: parts.append("```text\n" + "".join(stream).rstrip() + "\n```"); stream = []
-            if o.output_type == "error":
-                raise SystemExit(f"{page}: a cell raised {o.ename}: {o.evalue}")
-            data = o.get("data", {})
-            if "text/markdown" in data:
-                parts.append(link(_text(data["text/markdown"]), page))
-            elif "image/png" in data or "image/jpeg" in data:
-                kind = "png" if "image/png" in data else "jpeg"
-                assets.mkdir(parents=True, exist_ok=True); n_img += 1
-                f = assets / f"output_{n_img}.{kind}"
-                f.write_bytes(base64.b64decode(_text(data[f"image/{kind}"])))
-                parts.append(f"![output {n_img}]({assets.name}/{f.name})")
-            elif "image/svg+xml" in data:
-                assets.mkdir(parents=True, exist_ok=True); n_img += 1
-                f = assets / f"output_{n_img}.svg"
-                f.write_text(_text(data["image/svg+xml"]))
-                parts.append(f"![output {n_img}]({assets.name}/{f.name})")
-            elif "text/html" in data:
-                h = _text(data["text/html"])
-                if re.search(r"<script[^>]+src=", h): raise SystemExit(f"{page}: an output loads a script: {h[:200]}")
-                parts.append('<div class="nb-output" markdown="0">\n' + h.strip() + "\n</div>")
-            elif "text/plain" in data:
-                parts.append("```text\n" + _text(data["text/plain"]).rstrip() + "\n```")
-        if stream: parts.append("```text\n" + "".join(stream).rstrip() + "\n```")
-    return "\n\n".join(parts) + "\n"
+def _front_md(fm: dict) -> str:
+    return (f"# {fm['title']}\n\n" if fm.get("title") else "") + (f"> {fm['description']}\n\n" if fm.get("description") else "")
 
 
-def write_pages(proc: Path, src: Path) -> dict[str, list[tuple[str, str]]]:
-    "Markdown pages from _proc/ into the MkDocs source folder; returns the nav sections."
-    import nbformat
+def _quarto_cells(link):
+    """nbconvert preprocessor: the Quarto dialect nbdev's processors leave, as MkDocs and nbconvert's own
+    preprocessors read it. `link` (a Linker) is bound here, not passed in the resources, which nbconvert copies."""
+    from nbconvert.preprocessors import Preprocessor
+    from nbdev.process import extract_directives, first_code_ln
+
+    class QuartoCells(Preprocessor):
+        """Quarto cell options become nbconvert tags (`include: false` drops the cell, `echo: false` its code,
+        `output: false` its outputs: TagRemovePreprocessor acts on them) and `code-fold` a flag the page
+        template folds the code under; the option lines leave the code. Streams end their lines with a
+        plain newline. Markdown (cells and outputs) gets the site's links, and callouts as admonitions.
+        A cell that raised, or an HTML output that loads a script, stops the build.
+        `resources["page"]`: the page's path in the site."""
+        def preprocess(self, nb, resources):
+            page = resources["page"]
+            cells = []
+            for c in nb.cells:
+                if c.cell_type == "raw": continue  # the front matter (FrontmatterProc's), which the page's title shows
+                if c.cell_type == "markdown":
+                    if c.source.strip(): c.source = link(_quarto_md(c.source), page); cells.append(c)
+                    continue
+                d = extract_directives(c, remove=False)
+                opt = lambda k: " ".join(d.get(k + ":", [])).strip('"').lower()
+                if opt("include") == "false": continue
+                lines = c.source.splitlines(True)
+                i = first_code_ln(lines)
+                c.source = "".join(lines[i:]).strip() if i is not None else ""
+                tags = c.metadata.setdefault("tags", [])
+                if opt("echo") == "false" or not c.source: tags.append("remove_input")
+                if opt("output") == "false": tags.append("remove_output")
+                if d.get("code-fold:"): c.metadata["code_fold"] = " ".join(d.get("code-summary:", ["Source"])).strip('"')
+                for o in c.get("outputs", []):
+                    if o.output_type == "error": raise SystemExit(f"{page}: a cell raised {o.ename}: {o.evalue}")
+                    # a CRLF file through a terminal (`!head`) ends lines with \r\r\n: line ends, as a terminal
+                    # shows them, not the overwrites CoalesceStreams reads in a \r followed by text
+                    if o.output_type == "stream": o.text = re.sub(r"\r+\n", "\n", o.text)
+                    data = o.get("data", {})
+                    if "text/markdown" in data: data["text/markdown"] = link(data["text/markdown"], page)
+                    if re.search(r"<script[^>]+src=", data.get("text/html", "")):
+                        raise SystemExit(f"{page}: an output loads a script: {data['text/html'][:200]}")
+                cells.append(c)
+            nb.cells = cells
+            return nb, resources
+    return QuartoCells
+
+
+def markdown_exporter(link):
+    """nbconvert's MarkdownExporter with its own preprocessors (TagRemove, CoalesceStreams, ExtractOutput)
+    after QuartoCells, and docs/templates/page.md.j2 (nbconvert's markdown template with fenced outputs,
+    stdout only, code folds and HTML outputs kept apart from Markdown)."""
+    from nbconvert import MarkdownExporter
+    from nbconvert.preprocessors import CoalesceStreamsPreprocessor, ExtractOutputPreprocessor, TagRemovePreprocessor
+    from traitlets.config import Config
+    c = Config()
+    c.MarkdownExporter.default_preprocessors = []
+    c.MarkdownExporter.preprocessors = [_quarto_cells(link), TagRemovePreprocessor, CoalesceStreamsPreprocessor,
+                                        ExtractOutputPreprocessor]
+    for p in ("TagRemovePreprocessor", "CoalesceStreamsPreprocessor", "ExtractOutputPreprocessor"): c[p].enabled = True
+    c.TagRemovePreprocessor.remove_input_tags = {"remove_input"}
+    c.TagRemovePreprocessor.remove_all_outputs_tags = {"remove_output"}
+    # show_doc's Markdown first, as Quarto's `output: asis` shows it; then pictures, tables, text
+    c.NbConvertBase.display_data_priority = ["text/markdown", "image/png", "image/jpeg", "image/svg+xml", "text/html", "text/plain"]
+    return MarkdownExporter(config=c, template_file="page.md.j2", extra_template_paths=[str(DOCS / "templates")])
+
+
+def nb_to_md(exporter, nb, fm: dict, page: Path, out_dir: Path) -> str:
+    "One processed notebook as a Markdown page; its pictures go beside it, in <page>_files/."
+    res = {"page": page, "unique_key": "output", "output_files_dir": page.stem + "_files"}
+    body, res = exporter.from_notebook_node(nb, resources=res)
+    for name, data in res.get("outputs", {}).items():
+        (out_dir / name).parent.mkdir(parents=True, exist_ok=True)
+        (out_dir / name).write_bytes(data)
+    return _front_md(fm) + re.sub(r"\n{3,}", "\n\n", body).strip() + "\n"
+
+
+def write_pages(stage: Path, src: Path) -> dict[str, list[tuple[str, str]]]:
+    "Markdown pages from the executed notebooks (and any Markdown tutorials) into the MkDocs source folder; returns the nav sections."
+    log("nbdev processors (show_doc, links, hidden cells) and nbconvert -> Markdown")
     link = Linker()
+    exporter = markdown_exporter(link)
     nav = {"home": [], "tutorials": [], "api": [], "reports": []}
-    for p in sorted(proc.rglob("*")):
-        rel = p.relative_to(proc)
+    for p in sorted(stage.rglob("*")):
+        rel = p.relative_to(stage)
         if not p.is_file() or p.suffix not in (".ipynb", ".md", ".qmd"): continue
+        if any(part.startswith(("_", ".")) for part in rel.parts): continue
         if rel.parts[0] == "reports" and not (ROOT / "artifacts" / "report" / rel.name).exists():
             continue  # a report template the pipeline has not run: no results to show
         page = page_name(rel).with_suffix(".md")
         dest = src / page
         dest.parent.mkdir(parents=True, exist_ok=True)
         if p.suffix == ".ipynb":
-            nb = nbformat.read(p, as_version=4)
-            md = nb_to_md(nb, page, dest.parent, link)
-            title = frontmatter(nb).get("title") or page.stem
+            nb, fm = process(p)
+            md = nb_to_md(exporter, nb, fm, page, dest.parent)
         else:
             text = p.read_text()
             fm = {}
             m = re.match(r"^---\n(.*?)\n---\n", text, re.S)
             if m: fm, text = yaml.safe_load(m.group(1)) or {}, text[m.end():]
-            md = (f"# {fm['title']}\n\n" if fm.get("title") else "") + (f"> {fm['description']}\n\n" if fm.get("description") else "")
-            md += link(_quarto_md(text), page)
-            title = fm.get("title") or page.stem
+            md = _front_md(fm) + link(_quarto_md(text), page)
             # files a Markdown tutorial refers to (images) travel with it
             for f in p.parent.iterdir():
                 if f.is_file() and f.suffix not in (".ipynb", ".md", ".qmd"): shutil.copy2(f, dest.parent / f.name)
+        title = fm.get("title") or page.stem
         dest.write_text(md)
         key = ("home" if rel.parts == ("index.ipynb",) else "tutorials" if rel.parts[0] == "tutorials"
                else "reports" if len(rel.parts) > 1 else "api")
@@ -568,8 +590,7 @@ def main(argv=None):
     for d in (src, build / "nbs"):
         if d.exists(): shutil.rmtree(d)
     execute_all(build / "nbs", a.workers)
-    proc = process(build / "nbs")
-    nav = write_pages(proc, src)
+    nav = write_pages(build / "nbs", src)
     shutil.copytree(DOCS / "assets", src / "assets")
     res = results(src)
     cfg = write_config(build, src, site, nav, res)

@@ -16,15 +16,15 @@ import numpy as np
 import pandas as pd
 
 from .monitor_report import notify, write_report
-from .predlog import log_versions, read_predictions
+from .monitor_input import foreign_input, labels_of, read_labels, read_log, read_records
+from .predlog import log_versions
 from .reference import (Profile, auc_from_hist, auc_standard_error, calibration_from_hist, chi2_from_counts,
                                ks_from_counts, psi, upper_quantile)
 from .params import PARAMS_DEFAULTS
-from .schema import FlexMLError, Schema, canonical_str, load_schema
+from .schema import FlexMLError, Schema, load_schema
 
 # %% auto #0
-__all__ = ['MonitorThresholds', 'compare', 'calibration_change', 'window_keys', 'Chunk', 'read_log', 'read_records', 'labels_of',
-           'read_labels', 'load_reference', 'monitor', 'run_monitor']
+__all__ = ['MonitorThresholds', 'compare', 'calibration_change', 'window_keys', 'load_reference', 'monitor', 'run_monitor']
 
 # %% ../nbs/09_monitor.ipynb #05373133
 _MONITOR = PARAMS_DEFAULTS["monitor"]  # the defaults are the params contract's (00a_params)
@@ -210,100 +210,6 @@ def window_keys(window: str, timestamps=None, first_row: int = 0, n: int = 0) ->
     else: keys = ts.dt.strftime(fmt[window])
     return keys.fillna("no timestamp").to_numpy(object)
 
-# %% ../nbs/09_monitor.ipynb #b409ff98
-@dataclass
-class Chunk:
-    "A slice of traffic: raw fields, and when known their score, label and time."
-    frame: pd.DataFrame
-    scores: np.ndarray | None = None
-    labels: np.ndarray | None = None
-    timestamps: np.ndarray | None = None
-    versions: np.ndarray | None = None
-
-def read_log(target: str, since=None, until=None, model_version: str | None = None, chunk_rows: int = 100_000):
-    "Stream the prediction log at `target` (SQLite path or PostgreSQL URL) as `Chunk`s, oldest first."
-    for b in read_predictions(target, since, until, model_version, chunk_rows):
-        yield Chunk(b.frame, scores=b.scores, timestamps=b.timestamps, versions=b.versions)
-
-def _foreign_input(columns: list, schema: Schema) -> FlexMLError:
-    "The error for an input without any of the contract's features: a wrong delimiter or file type, not traffic that lost them all."
-    return FlexMLError(f"none of the contract's {len(schema.features)} feature columns is in the input "
-                       f"(it has: {', '.join(map(str, columns[:8]))}{' ...' if len(columns) > 8 else ''})",
-                       f"monitor reads CSV (delimiter {schema.delimiter!r}) or Parquet records with the "
-                       f"contract's columns ({', '.join(c.name for c in schema.features[:4])}, ...)")
-
-def read_records(path, schema: Schema, chunk_rows: int = 200_000, malformed: list | None = None):
-    """Stream a CSV (the contract's delimiter) or Parquet file of records as `Chunk`s. A CSV line that
-    cannot be split into the header's fields is left out and appended to `malformed` (a `RawIssue`,
-    with its line number), as `flex-ml score` quarantines it: one broken line does not stop a report."""
-    path = Path(path)
-    if not path.exists(): raise FlexMLError(f"{path} does not exist", "pass the file of records to monitor")
-    if path.stat().st_size == 0: raise FlexMLError(f"{path} is empty", "a window needs at least a header and rows")
-    ts_col = schema.timestamp.name if schema.timestamp else None
-    def chunk(frame):
-        sc = pd.to_numeric(frame["score"], errors="coerce").to_numpy(float) if "score" in frame else None
-        return Chunk(frame, scores=sc, timestamps=frame[ts_col].to_numpy() if ts_col and ts_col in frame else None)
-    if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=chunk_rows): yield chunk(batch.to_pandas())
-        return
-    from flex_ml.data import iter_raw
-    # any columns: traffic may lack some (reported per feature) or carry more (a score, a label); a
-    # `_line` column (a file some flex-ml verb wrote) gives way to this file's own line numbers
-    def vet(header):
-        if not any(c.name in header for c in schema.features): raise _foreign_input(header, schema)
-        return [h for h in header if h == "_line"]
-    for t in iter_raw(path, schema, chunk_rows=chunk_rows, check_header=vet):
-        if malformed is not None: malformed.extend(t.issues)
-        frame = t.frame.drop(columns="_line")
-        frame = frame.apply(lambda c: c.str.lstrip())  # as pandas' skipinitialspace read them before
-        if len(frame): yield chunk(frame)
-
-from .validate import _FALSE, _TRUE  # the texts validation reads as booleans, one list for both
-
-def labels_of(frame: pd.DataFrame, schema: Schema, source: str = "the traffic") -> np.ndarray | None:
-    """0/1 labels from the target column of `frame` (NaN where missing), or None without one. A value
-    that is not one of the target's categories is an error: read as a negative, "yes"/"no" labels
-    would make every outcome a non-default and fire a calibration alert about the model."""
-    t = schema.target
-    if t.name not in frame: return None
-    v = frame[t.name].map(canonical_str).astype(str).str.replace(r"^(-?\d+)\.0+$", r"\1", regex=True)  # "1.0" is 1
-    missing = (frame[t.name].isna() | v.isin(["", "None", "nan", "NaN", "<NA>", *schema.missing_values])).to_numpy()
-    if t.type == "bool":
-        low, pos = v.str.lower(), canonical_str(schema.target_positive).lower() in _TRUE
-        known = (low.isin(_TRUE) | low.isin(_FALSE)).to_numpy()
-        out = np.where(low.isin(_TRUE if pos else _FALSE), 1.0, 0.0)
-    else:
-        known = (v.isin(t.vocabulary) if t.vocabulary else pd.to_numeric(v, errors="coerce").notna()).to_numpy()
-        out = np.where(v == canonical_str(schema.target_positive), 1.0, 0.0)
-    wrong = ~known & ~missing
-    if wrong.any():
-        seen = pd.Series(v[wrong]).value_counts()
-        allowed = "true/false" if t.type == "bool" else ", ".join(t.vocabulary or ["numbers"])
-        raise FlexMLError(f"{source}: {int(wrong.sum()):,} value(s) of the target {t.name!r} are not among its categories "
-                          f"({allowed}): " + ", ".join(f"{k!r} ({n:,})" for k, n in seen.head(5).items()),
-                          f"write outcomes as the contract does (positive: {schema.target_positive!r})")
-    out[missing] = np.nan
-    return out
-
-def read_labels(path, schema: Schema) -> pd.Series:
-    "Outcomes that arrived later: a CSV or Parquet file with the id column and the target, as a Series by id."
-    path = Path(path)
-    if schema.id is None: raise FlexMLError("labels are joined on the id column, and this contract has none",
-                                            "give the schema a column with role: id")
-    if not path.exists(): raise FlexMLError(f"labels file {path} does not exist")
-    from flex_ml.schema_infer import _sniff_delimiter
-    frame = (pd.read_parquet(path) if path.suffix == ".parquet" else
-             pd.read_csv(path, sep=_sniff_delimiter(path), dtype=str, keep_default_na=False))
-    for need in (schema.id.name, schema.target.name):
-        if need not in frame: raise FlexMLError(f"labels file {path} has no column {need!r}",
-                                                f"it needs {schema.id.name} and {schema.target.name}; it has {list(frame.columns)}")
-    ids = frame[schema.id.name].astype(str).str.strip().str.replace(r"\.0+$", "", regex=True)
-    if ids.duplicated().any():
-        dup = ids[ids.duplicated()].iloc[0]
-        raise FlexMLError(f"labels file {path}: id {dup} appears twice", "keep one outcome per id")
-    return pd.Series(labels_of(frame, schema, f"labels file {path}"), index=ids.to_numpy())
-
 # %% ../nbs/09_monitor.ipynb #4e0f0a85
 def _scorer(model_dir):
     from flex_ml.bundle import ServingModel
@@ -396,7 +302,7 @@ def monitor(chunks, model_dir, window: str | None = None, labels: pd.Series | No
             n = len(ch.frame)
             if not any(c.name in ch.frame for c in schema.features):
                 # a wrong delimiter or file type: not traffic that lost every column (45 "missing" alerts)
-                raise _foreign_input(list(ch.frame.columns), schema)
+                raise foreign_input(list(ch.frame.columns), schema)
             if n == 0: continue
             missing_cols |= {c.name for c in schema.features if c.name not in ch.frame}
             if ch.versions is not None:

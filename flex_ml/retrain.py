@@ -10,182 +10,18 @@ import json
 import os
 import shutil
 import subprocess
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from .params import PARAMS_DEFAULTS, StagePaths, with_defaults
+from .params import StagePaths, with_defaults
+from .retrain_gate import RetrainGates, judge
 from .schema import FlexMLError, Schema, load_schema
 
 # %% auto #0
-__all__ = ['WORK_MARK', 'RetrainGates', 'error_rate_gaps', 'judge', 'split_new_data', 'training_file', 'train_candidate',
-           'champion_dir', 'record_decision', 'fresh_work_dir', 'run_retrain', 'simulate_month']
-
-# %% ../nbs/09a_retrain.ipynb #de53b67a
-_RETRAIN = PARAMS_DEFAULTS["retrain"]  # the defaults are the params contract's (00a_params)
-
-@dataclass
-class RetrainGates:
-    "When a candidate may replace the champion; `from_params` reads the `retrain` section."
-    holdout_fraction: float = _RETRAIN["holdout_fraction"]  # of the new rows, the most recent: the judge's test set
-    min_holdout_rows: int = _RETRAIN["min_holdout_rows"]
-    min_auc_gain: float = _RETRAIN["min_auc_gain"]  # candidate AUC - champion AUC on the hold-out
-    max_ece: float = _RETRAIN["max_ece"]  # calibration gate (or no worse than the champion)
-    max_fairness_gap: float = _RETRAIN["max_fairness_gap"]  # TPR and FPR gaps between groups of a protected attribute
-    fairness_tolerance: float = _RETRAIN["fairness_tolerance"]  # or no worse than the champion's gap by more than this
-    min_group_positives: int = _RETRAIN["min_group_positives"]  # groups with fewer positives (negatives, for FPR) are not judged
-    bootstrap_resamples: int = _RETRAIN["bootstrap_resamples"]
-    seed: int = _RETRAIN["seed"]
-
-    @classmethod
-    def from_params(cls, params: dict | None) -> "RetrainGates":
-        p = dict((params or {}).get("retrain") or {})
-        return cls(**{k: p[k] for k in cls.__dataclass_fields__ if k in p})
-
-# %% ../nbs/09a_retrain.ipynb #bb458a5b
-def _group_codes(frame: pd.DataFrame, schema: Schema) -> dict:
-    "`{attribute: (integer group code per row, group names)}` for the protected attributes in `frame`."
-    from flex_ml.metrics import slice_groups
-    out = {}
-    for col in schema.protected:
-        if col.name in frame:
-            codes, names = pd.factorize(slice_groups(frame, col))
-            out[col.name] = (codes.astype(np.int64), list(names))
-    return out
-
-def _eligible_groups(codes, y, min_count: int) -> dict:
-    "`{tpr, fpr}`: the group codes with at least `min_count` positives (TPR) or negatives (FPR) among `y`."
-    return {r: [i for i in range(int(codes.max()) + 1) if ((codes == i) & (y == c)).sum() >= min_count]
-            for r, c in (("tpr", 1), ("fpr", 0))}
-
-def _rate_gaps(codes, y, flagged, eligible: dict) -> dict:
-    "`{tpr, fpr}`: max - min rate over the `eligible` groups (per rate); NaN with fewer than two."
-    k = int(codes.max()) + 1
-    out = {}
-    for rate, cls in (("tpr", 1), ("fpr", 0)):
-        m = y == cls
-        n = np.bincount(codes[m], minlength=k)
-        hit = np.bincount(codes[m], weights=flagged[m], minlength=k)
-        g = [i for i in eligible[rate] if n[i] > 0]
-        r = hit[g] / n[g]
-        out[rate] = float(r.max() - r.min()) if len(g) >= 2 else float("nan")
-    return out
-
-def error_rate_gaps(frame: pd.DataFrame, y, scores, threshold: float, schema: Schema, min_count: int = 30) -> dict:
-    """`{attribute: {tpr, fpr}}`: the spread of true- and false-positive rates at `threshold` between
-    the groups of each protected attribute with at least `min_count` positives (for TPR) or negatives
-    (for FPR); None where fewer than two groups qualify."""
-    y, flagged = np.asarray(y), (np.asarray(scores) >= threshold).astype(float)
-    out = {}
-    for attr, (codes, _) in _group_codes(frame, schema).items():
-        elig = _eligible_groups(codes, y, min_count)
-        out[attr] = {r: (None if np.isnan(v) else v) for r, v in _rate_gaps(codes, y, flagged, elig).items()}
-    return out
-
-def _interval(draws) -> list:
-    d = np.asarray([x for x in draws if np.isfinite(x)], float)
-    return [float(np.quantile(d, 0.025)), float(np.quantile(d, 0.975))] if len(d) else [float("nan")] * 2
-
-# %% ../nbs/09a_retrain.ipynb #449cd9f0
-def _paired_draws(y, p: dict, flagged: dict, groups: dict, gates: RetrainGates) -> tuple[list, dict]:
-    """Paired bootstrap draws for the calibration and fairness gates: both models on the same resampled rows
-    each time. `(candidate minus champion ECE per draw, {(attribute, rate): the candidate's excess over its limit per draw})`."""
-    from flex_ml.metrics import expected_calibration_error
-    elig = {a: _eligible_groups(codes, y, gates.min_group_positives) for a, (codes, _) in groups.items()}
-    rng = np.random.default_rng(gates.seed + 1)
-    ece_diff, gap_draws = [], {(a, r): [] for a in groups for r in ("tpr", "fpr")}
-    for _ in range(gates.bootstrap_resamples):
-        i = rng.integers(0, len(y), len(y))
-        yi = y[i]
-        if yi.min() == yi.max(): continue
-        ece_diff.append(expected_calibration_error(yi, p["candidate"][i]) - expected_calibration_error(yi, p["champion"][i]))
-        for a, (codes, _) in groups.items():
-            gc = _rate_gaps(codes[i], yi, flagged["candidate"][i], elig[a])
-            gh = _rate_gaps(codes[i], yi, flagged["champion"][i], elig[a])
-            for r in ("tpr", "fpr"):
-                gap_draws[(a, r)].append(gc[r] - max(gates.max_fairness_gap, gh[r] + gates.fairness_tolerance))
-    return ece_diff, gap_draws
-
-def _fairness_checks(fig: dict, groups: dict, gap_draws: dict, gates: RetrainGates) -> list[dict]:
-    "One check per protected attribute and rate (TPR, FPR): the candidate's gap between groups against its limit."
-    checks = []
-    degenerate = fig["champion"]["declined_rate"] in (0.0, 1.0)  # a champion that flags everyone (or no one) has no gap, and no merit
-    for a in groups:
-        for r, what in (("tpr", "true-positive rate (risk events flagged)"), ("fpr", "false-positive rate (good customers flagged)")):
-            gap, old = fig["candidate"]["gaps"][a][r], fig["champion"]["gaps"][a][r]
-            name = f"fairness:{a}:{r}"
-            if gap is None:
-                checks.append(dict(gate=name, passed=True, value=None, threshold=None,
-                                   reason=f"{a} {r.upper()}: fewer than two groups with {gates.min_group_positives} "
-                                          f"{'positives' if r == 'tpr' else 'negatives'}; not judged"))
-                continue
-            limit = max(gates.max_fairness_gap, (old if old is not None else 0) + gates.fairness_tolerance)
-            x_lo, x_hi = _interval(gap_draws[(a, r)])
-            over = gap > limit and x_lo > 0
-            checks.append(dict(gate=name, passed=not over, value=round(gap, 6), threshold=round(limit, 6),
-                               ci=[x_lo, x_hi],
-                               reason=f"{a}: {what} gap between groups {gap:.3f} (champion "
-                                      f"{'n/a' if old is None else f'{old:.3f}'}"
-                                      f"{', which declines ' + ('everyone' if fig['champion']['declined_rate'] else 'no one') if degenerate else ''}"
-                                      f"; limit {limit:.3f}); excess over the limit, 95% interval {x_lo:+.3f} to {x_hi:+.3f}"
-                                      + (": over the limit beyond the noise" if over else "")))
-    return checks
-
-# %% ../nbs/09a_retrain.ipynb #89c6130f
-def judge(frame: pd.DataFrame, y, champion: dict, candidate: dict, schema: Schema, gates: RetrainGates) -> dict:
-    """Decide on the hold-out `frame` with labels `y`; `champion` and `candidate` are dicts with `scores`,
-    `threshold` and `version`. Returns the decision with every gate's figures, intervals and reasons."""
-    from flex_ml.metrics import bootstrap_auc, expected_calibration_error
-    from sklearn.metrics import roc_auc_score
-    y = np.asarray(y)
-    if len(y) < gates.min_holdout_rows:
-        raise FlexMLError(f"the hold-out has {len(y)} rows, fewer than retrain.min_holdout_rows={gates.min_holdout_rows}",
-                          "land more data, or lower retrain.holdout_fraction / min_holdout_rows in params.yaml")
-    if len(set(y.tolist())) < 2:
-        raise FlexMLError("the hold-out holds only one class, so AUC cannot be compared",
-                          "land data with both outcomes, or raise retrain.holdout_fraction")
-    models = {"champion": champion, "candidate": candidate}
-    p = {k: np.asarray(m["scores"], float) for k, m in models.items()}
-    flagged = {k: (p[k] >= float(m["threshold"])).astype(float) for k, m in models.items()}
-    fig = {}
-    for name, m in models.items():
-        fig[name] = dict(version=m["version"], auc=float(roc_auc_score(y, p[name])),
-                         ece=float(expected_calibration_error(y, p[name])), mean_score=float(p[name].mean()),
-                         threshold=float(m["threshold"]), declined_rate=float(flagged[name].mean()),
-                         gaps=error_rate_gaps(frame, y, p[name], m["threshold"], schema, gates.min_group_positives))
-    boot = bootstrap_auc(y, {"candidate": p["candidate"], "champion": p["champion"]}, reference="champion",
-                         n=gates.bootstrap_resamples, seed=gates.seed)
-
-    groups = _group_codes(frame, schema)
-    ece_diff, gap_draws = _paired_draws(y, p, flagged, groups, gates)
-
-    gain = fig["candidate"]["auc"] - fig["champion"]["auc"]
-    c = boot["candidate"]
-    lo, hi = c.get("delta_ci_low", float("nan")), c.get("delta_ci_high", float("nan"))
-    resolvable = (hi - lo) / 2
-    auc_ok = gain >= gates.min_auc_gain and lo > 0
-    checks = [dict(gate="auc", passed=bool(auc_ok), value=round(gain, 6), threshold=gates.min_auc_gain, ci=[lo, hi],
-                   reason=f"AUC {fig['candidate']['auc']:.4f} against the champion's {fig['champion']['auc']:.4f}: gain "
-                          f"{gain:+.4f} (95% interval {lo:+.4f} to {hi:+.4f}); needed {gates.min_auc_gain:+.4f} and an "
-                          f"interval above zero. This hold-out of {len(y):,} rows resolves gains of about "
-                          f"{resolvable:.4f}" + ("" if auc_ok or lo > 0 else
-                                                  ": the difference is within the noise, land more rows to judge it"))]
-    ce, he = fig["candidate"]["ece"], fig["champion"]["ece"]
-    d_lo, d_hi = _interval(ece_diff)
-    worse = ce > max(gates.max_ece, he) and d_lo > 0
-    checks.append(dict(gate="calibration", passed=not worse, value=round(ce, 6), threshold=gates.max_ece,
-                       ci=[d_lo, d_hi],
-                       reason=f"expected calibration error {ce:.4f} (champion {he:.4f}; limit retrain.max_ece "
-                              f"{gates.max_ece}); candidate minus champion {ce - he:+.4f}, 95% interval "
-                              f"{d_lo:+.4f} to {d_hi:+.4f}" + (": worse beyond the noise" if worse else "")))
-    checks += _fairness_checks(fig, groups, gap_draws, gates)
-    promote = all(c["passed"] for c in checks)
-    failed = [c["reason"] for c in checks if not c["passed"]]
-    return dict(promote=promote, holdout_rows=int(len(y)), holdout_positive_rate=float(y.mean()),
-                champion=fig["champion"], candidate=fig["candidate"], checks=checks, bootstrap=boot,
-                summary=("promote: every gate passed" if promote else "keep the champion: " + "; ".join(failed)))
+__all__ = ['WORK_MARK', 'split_new_data', 'training_file', 'train_candidate', 'champion_dir', 'record_decision', 'fresh_work_dir',
+           'run_retrain', 'simulate_month']
 
 # %% ../nbs/09a_retrain.ipynb #14db73ff
 def split_new_data(new_file, schema: Schema, work, gates: RetrainGates, validate_params: dict | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -166,3 +166,10 @@ def build_tiny_project(dest: Path, raw: Path) -> Path:
 def tiny_project(tmp_path_factory, credit_raw) -> Path:
     "A folder whose `artifacts/` holds every stage output of a small real model (see `build_tiny_project`)."
     return build_tiny_project(tmp_path_factory.mktemp("tiny"), credit_raw)
+
+
+def pytest_collection_modifyitems(config, items):
+    "A `heavy` test is in the slow tier too: `make test-fast` (-m 'not slow') never runs one."
+    for item in items:
+        if item.get_closest_marker("heavy") and not item.get_closest_marker("slow"):
+            item.add_marker(pytest.mark.slow)

@@ -254,7 +254,7 @@ def test_bad_option_values_are_refused_before_anything_starts(tmp_path):
 
 
 def test_a_csv_given_as_the_prediction_log_is_a_message(tmp_path):
-    from flex_ml.monitor import read_log
+    from flex_ml.monitor_input import read_log
     (tmp_path / "c.csv").write_text("a,b\n1,2\n")
     with pytest.raises(FlexMLError, match="is not a prediction log database"): list(read_log(str(tmp_path / "c.csv")))
 

@@ -11,6 +11,9 @@ import yaml
 
 from conftest import BIN, ROOT, TINY, _free_port, run
 
+# real TensorFlow training runs (minutes on two cores): the slow tier
+pytestmark = pytest.mark.slow
+
 # a small real model: the fast tier's settings (few epochs, no teacher), and a narrow network
 SMALL = {**TINY, "model": {"hidden": [16]}}
 

@@ -131,6 +131,7 @@ async def _run_notebook(url: str, token: str, rel: Path) -> tuple[list[str], int
     return errors, ran
 
 
+@pytest.mark.slow
 def test_notebooks_run_in_jupyterlab_and_server_shuts_down(lab):
     url, token, proc = lab
     nbs = library_notebooks()

@@ -50,6 +50,7 @@ def test_missing_and_unknown_values_score(trained, credit_schema):
     assert np.isfinite(p).all() and 0 < p[0] < 1
 
 
+@pytest.mark.slow
 def test_training_is_reproducible(trained, credit_schema):
     from flex_ml.model import predict_scores
     model, _, _, s = trained
@@ -59,6 +60,7 @@ def test_training_is_reproducible(trained, credit_schema):
     assert np.abs(a - b).max() < 1e-6
 
 
+@pytest.mark.slow
 def test_same_training_saves_the_same_bytes(trained, credit_schema, tmp_path):
     "A re-run of the train stage must not change model.keras's hash, or DVC re-runs everything after it."
     import hashlib
@@ -91,6 +93,7 @@ def test_savedmodel_takes_raw_records_and_matches(trained, credit_schema, tmp_pa
     assert "unknown EDUCATION" in names  # credit has no nullable feature: no "missing" golden record
 
 
+@pytest.mark.slow
 def test_binned_ensemble_exports_and_numpy_runtime_matches(trained, credit_schema, tmp_path):
     """Piecewise-linear bins and an ensemble of towers survive the whole path: trained side by side,
     the SavedModel and both NumPy evaluators (fused and layer by layer) give the same scores."""
@@ -162,6 +165,7 @@ def test_scores_are_recalibrated_on_valid_inside_the_network(trained, credit_sch
     assert abs(p.mean() - labels(s["valid"], credit_schema).mean()) < abs(cal["valid_mean_score_before"] - cal["valid_positive_rate"]) + 1e-3
 
 
+@pytest.mark.slow
 def test_derived_operations_agree_in_numpy_keras_savedmodel_and_runtime(trained, credit_schema, tmp_path):
     """Every derived operation of the contract (chained ones too) gives the same values in NumPy (the
     baselines' design matrix) and in the Keras layers, and a model using them exports with parity: the
@@ -211,6 +215,7 @@ def test_derived_operations_agree_in_numpy_keras_savedmodel_and_runtime(trained,
         assert np.abs(m(to_model_inputs(rows, schema)) - scores).max() < 1e-6
 
 
+@pytest.mark.slow
 def test_tensorflow_numerics_do_not_depend_on_the_cpu():
     """flex_ml turns TensorFlow's oneDNN kernels off before TensorFlow loads: they are picked by CPU type
     and sum in another order, so the same seed would train another model on another machine. TensorFlow
@@ -228,6 +233,7 @@ def test_tensorflow_numerics_do_not_depend_on_the_cpu():
     assert late.returncode == 0 and "TensorFlow was loaded before flex_ml" in late.stderr
 
 
+@pytest.mark.slow
 def test_teacher_targets_hold_no_memory_of_their_rows_and_train_a_model(credit_schema, credit_raw):
     """The teacher's score for a train row comes from a GBDT that never saw the row (out of fold): it ranks
     train about as well as valid, far below a GBDT scoring its own training rows. A network trained on the

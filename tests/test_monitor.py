@@ -73,7 +73,8 @@ def test_quiet_windows_stay_under_one_percent_false_alarms(project, scored_test)
     """Issue 23: 200 windows of 1,000 rows resampled from the random hold-out (no drift, labels included)
     alerted in 6 (3%): the calibration check tested against perfect calibration, and the two label tests
     at 1% each added up. As `benchmarks/monitor.py` counts them, at most one may alert now."""
-    from flex_ml.monitor import Chunk, MonitorThresholds, monitor as run
+    from flex_ml.monitor import MonitorThresholds, monitor as run
+    from flex_ml.monitor_input import Chunk
     params = yaml.safe_load((project / "params.yaml").read_text())
     quiet = scored_test.drop(columns="_line").iloc[np.random.default_rng(2).integers(0, len(scored_test), 200_000)].reset_index(drop=True)
     s = run([Chunk(quiet, scores=quiet["score"].to_numpy())], project / "artifacts" / "model", window="rows:1000",
@@ -373,6 +374,7 @@ def test_retrain_refuses_a_holdout_a_model_was_trained_on(project, tmp_path):
     assert not (tmp_path / "registry" / "decisions").exists()  # nothing judged, nothing recorded
 
 
+@pytest.mark.slow
 def test_retrain_can_be_tried_on_a_simulated_month(project, tmp_path):
     """Issue 23: a new user had no rows to retrain on (a small file's hold-out is below min_holdout_rows,
     the credit file's rows are refused as seen). `flex-ml simulate-month` draws rows the champion never

@@ -80,6 +80,7 @@ def small_repo(path: Path) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_remote_errors_are_one_clear_message(s3, tmp_path):
     "Good key: it answers; none, a wrong key, a wrong secret, a dead endpoint: one message each, with the remedy."
     repo = small_repo(tmp_path / "r")
@@ -111,6 +112,7 @@ def test_fetch_says_why_the_remote_failed_then_falls_back(s3, tmp_path):
     assert "fetched from mirror" in r.stdout and "verified" in r.stdout
 
 
+@pytest.mark.slow
 def test_promoted_version_is_pushed_and_served_from_another_clone(s3, tmp_path, tiny_project, credit_raw, monkeypatch):
     """The retrain promotion (`record_decision`) records the export in registry/models/VERSION.dvc and
     pushes it; a second clone pulls it with `flex-ml registry pull`, every file verified, and a batch

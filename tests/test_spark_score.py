@@ -9,6 +9,7 @@ import yaml
 from conftest import BIN, ROOT, run
 
 
+@pytest.mark.slow
 @pytest.mark.spark
 def test_spark_scores_match_the_one_process_scorer(tiny_project, credit_raw, tmp_path):
     lines = credit_raw.read_text(encoding="utf-8-sig").splitlines()

@@ -151,4 +151,11 @@ def test_consumers_of_an_export_do_not_import_each_other():
     consumers = {"serve", "score", "monitor", "retrain"}
     for m in consumers:
         assert not (_flex_ml_imports(m) & (consumers - {m})), f"{m} imports {_flex_ml_imports(m) & consumers}"
+    # the parts split out of a consumer stay its own: no other consumer reaches in through them
+    parts = {"monitor": {"monitor_input", "monitor_report"}, "retrain": {"retrain_gate"}}
+    for m in consumers:
+        for other, owned in parts.items():
+            if other == m: continue
+            assert not (_flex_ml_imports(m) & owned), f"{m} imports {_flex_ml_imports(m) & owned}, parts of {other}"
+            for part in owned: assert not (_flex_ml_imports(part) & (consumers - {other})), (part, _flex_ml_imports(part))
     assert not (_flex_ml_imports("export") & (consumers | {"cli"})), _flex_ml_imports("export")

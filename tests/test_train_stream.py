@@ -13,6 +13,9 @@ import yaml
 
 from conftest import ROOT
 
+# real TensorFlow training runs (minutes on two cores): the slow tier
+pytestmark = pytest.mark.slow
+
 GENERATED = ROOT / "schemas" / "credit_default_generated.yaml"
 CLI = [sys.executable, "-m", "flex_ml.cli"]
 EPOCHS = 4
