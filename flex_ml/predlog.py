@@ -20,7 +20,7 @@ from .schema import FlexMLError
 log = logging.getLogger("flex_ml.predlog")
 
 # %% auto #0
-__all__ = ['log', 'connect_log', 'log_rows', 'PredictionLog', 'LoggedBatch', 'read_predictions', 'log_versions']
+__all__ = ['log', 'connect_log', 'log_rows', 'json_text', 'PredictionLog', 'LoggedBatch', 'read_predictions', 'log_versions']
 
 # %% ../nbs/03c_predlog.ipynb #b1aa0c7a
 _LOG_DDL = """CREATE TABLE IF NOT EXISTS predictions (ts DOUBLE PRECISION, model_version TEXT, record TEXT,
@@ -60,11 +60,20 @@ def _migrate(db) -> None:
 def log_rows(version: str, records: list[dict], scores, decisions, request_id: str | None = None,
              reasons: list | None = None) -> list[tuple]:
     "The rows of one scored request, as `PredictionLog.submit` takes them."
-    try: from orjson import dumps
-    except ImportError: dumps = lambda v: json.dumps(v, separators=(",", ":")).encode()
     now, why = time.time(), reasons or [None] * len(records)
-    return [(now, version, dumps(r).decode(), float(s), int(d), request_id, i, None if w is None else dumps(w).decode())
+    return [(now, version, json_text(r), float(s), int(d), request_id, i, None if w is None else json_text(w))
             for i, (r, s, d, w) in enumerate(zip(records, scores, decisions, why))]
+
+try: from orjson import dumps as _fast_dumps  # the service's JSON library, several times faster
+except ImportError: _fast_dumps = None
+
+def json_text(value) -> str:
+    """`value` as compact JSON: orjson's, or the standard library's for what orjson refuses, an integer beyond
+    64 bits (a category field sent as 10**30 is an unknown category to the model, and must be logged as sent)."""
+    if _fast_dumps is not None:
+        try: return _fast_dumps(value).decode()
+        except TypeError: pass
+    return json.dumps(value, separators=(",", ":"))
 
 # %% ../nbs/03c_predlog.ipynb #8a56f0d8
 def _settle(f, result=None, error=None) -> None:

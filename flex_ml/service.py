@@ -19,7 +19,7 @@ import numpy as np
 from pydantic import ValidationError
 
 from .bundle import ServingModel
-from .predlog import PredictionLog, log_rows
+from .predlog import PredictionLog, json_text, log_rows
 from .request import invalid_body, invalid_text, problems_of, repeated_keys, request_adapter, timestamp_problems
 from .schema import FlexMLError
 
@@ -227,9 +227,8 @@ class PredictionService:
         reasons = model.explain(records, scores, req.get("top_reasons", 3)) if req.get("explain") else None
         body = {"request_id": request_id, "model_version": model.version, "threshold": model.threshold,
                 "predictions": self._predictions(model, records, scores, decisions, reasons)}
-        import orjson
         rows = log_rows(model.version, records, scores, decisions, request_id, reasons) if self.log else None
-        return Reply(200, orjson.dumps(body)), rows
+        return Reply(200, json_text(body).encode()), rows
 
     def _predictions(self, model, records, scores, decisions, reasons) -> list[dict]:
         idname = self.schema.id.name if self.schema.id else None

@@ -174,3 +174,20 @@ def test_the_openapi_document_describes_every_answer(models):
     finally:
         app.service.close()
     assert not failures, "\n\n".join(failures)
+
+
+def test_an_integer_beyond_64_bits_in_a_category_is_answered_and_logged_not_a_500(models, golden, tmp_path):
+    "A category field sent as 10**30 (found by the OpenAPI fuzz test): an unknown category to the model, logged as sent."
+    svc = PredictionService(models / "model", ServeSettings(log_db=str(tmp_path / "log.db")))
+    svc.start()
+    try:
+        record = golden[0]["record"] | {"EDUCATION": 10**30}
+        reply = asyncio.run(svc.answer(json.dumps({"records": [record]}).encode()))
+        assert reply.status in (200, 422), reply.json()
+        if reply.status == 200:
+            logged = sqlite3.connect(tmp_path / "log.db").execute("select record from predictions").fetchone()[0]
+            assert json.loads(logged)["EDUCATION"] == 10**30
+        else:
+            assert reply.json()["problems"][0]["field"] == "EDUCATION"
+    finally:
+        svc.close()
