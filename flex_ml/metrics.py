@@ -129,17 +129,30 @@ def choose_threshold(y, p, objective: str = "f1", cost_false_positive: float = 1
     raise FlexMLError(f"unknown evaluate.threshold_objective {objective!r}", "use f1, youden or cost")
 
 # %% ../nbs/02b_metrics.ipynb #d4b8e6f0
+def _f1_threshold(ps, positive, runs, w) -> float:
+    """`choose_threshold(y, p, "f1", sample_weight=w)` for scores `ps` sorted ascending, whose runs of equal
+    scores start at `runs`: the same sums, so the same figure, without scikit-learn's checks of the labels
+    (a sort of all rows per call: most of the interval's time on two million rows)."""
+    pos, neg = np.add.reduceat(w * positive, runs), np.add.reduceat(w * ~positive, runs)
+    tp, fp = np.cumsum(pos[::-1])[::-1], np.cumsum(neg[::-1])[::-1]  # flagged: every score >= the run's
+    present = pos + neg > 0  # a score no row of the resample holds is no threshold of it
+    prec, rec = tp / np.where(present, tp + fp, 1), tp / tp[0]
+    f1 = np.where(present, 2 * prec * rec / np.maximum(prec + rec, 1e-12), -np.inf)
+    return float(ps[runs[np.flatnonzero(f1 == f1.max())[-1]]])  # ties: the higher threshold
+
 def threshold_interval(y, scores: dict, objective: str = "f1", n: int = 300, seed: int = 0,
                        max_cells: int = RESAMPLE_CELLS, **costs) -> dict:
     "`{name: (low, high)}`: the 95 % interval of each model's threshold over `n` paired resamples of the rows."
     y = np.asarray(y); rng = np.random.default_rng(seed)
     order = {k: np.argsort(np.asarray(p, float), kind="stable") for k, p in scores.items()}
     ranked = {k: (y[o], np.asarray(scores[k], float)[o]) for k, o in order.items()}
+    runs = {k: np.flatnonzero(np.r_[True, ps[1:] != ps[:-1]]) for k, (_, ps) in ranked.items()}  # where equal scores start
     found = {k: [] for k in scores}
     for counts in resample_counts(y, n, rng, max_cells):
         for w in counts:
             for k, (ys, ps) in ranked.items():
-                found[k].append(choose_threshold(ys, ps, objective, sample_weight=w[order[k]], **costs))
+                found[k].append(_f1_threshold(ps, ys == 1, runs[k], w[order[k]]) if objective == "f1" else
+                                choose_threshold(ys, ps, objective, sample_weight=w[order[k]], **costs))
     return {k: tuple(float(q) for q in np.quantile(t, [0.025, 0.975])) for k, t in found.items()}
 
 # %% ../nbs/02b_metrics.ipynb #852eab29
