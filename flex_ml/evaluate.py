@@ -61,7 +61,7 @@ def _score_histogram(y, p, bins: int = 20) -> list[dict]:
     return [{"score": round(float(lo + (edges[1] - edges[0]) / 2), 4), "negative": int(a), "positive": int(b)}
             for lo, a, b in zip(edges[:-1], neg, pos)]
 
-def score_split(path, scorers: dict, schema: Schema, keep: list[str], label: str = "") -> tuple[pd.DataFrame, dict]:
+def score_split(path, scorers: dict, keep: list[str], label: str = "") -> tuple[pd.DataFrame, dict]:
     """`(rows, {name: scores})`: the `keep` columns of every row of the split at `path` and each scorer's
     scores (`{name: frame -> scores}`), read shard by shard: memory grows with the kept columns only."""
     rows, scores, t0, total = [], {k: [] for k in scorers}, time.monotonic(), parquet_rows(path)
@@ -124,9 +124,10 @@ def run_evaluate(split_dir, train_dir, schema, out_dir, params: dict | None = No
     scorers = {"model": lambda df: predict_scores(model, df, schema)}
     scorers |= {name: (lambda df, e=est: e.predict_proba(df)[:, 1]) for name, est in fit_baselines(*fit_on, schema, stats, bp).items()}
     del fit_on
-    keep = list(dict.fromkeys(["_line"] + ([schema.id.name] if schema.id else []) + [schema.target.name] + [c.name for c in schema.protected]))
-    valid, sv = score_split(split_dir / "valid.parquet", scorers, schema, keep, "valid")
-    test, st = score_split(split_dir / "test.parquet", scorers, schema, keep, "test")
+    scored = ["_line"] + ([schema.id.name] if schema.id else []) + [schema.target.name]  # what test_scores.parquet keeps
+    keep = list(dict.fromkeys(scored + [c.name for c in schema.protected]))  # and the slices need
+    valid, sv = score_split(split_dir / "valid.parquet", scorers, keep, "valid")
+    test, st = score_split(split_dir / "test.parquet", scorers, keep, "test")
     yv, yt = labels(valid, schema), labels(test, schema)
     with Live(str(out / "live"), dvcyaml=False, save_dvc_exp=False) as live:
         metrics = _judge(live, yv, yt, sv, st, ep)
@@ -136,7 +137,7 @@ def run_evaluate(split_dir, train_dir, schema, out_dir, params: dict | None = No
     (out / "slices.json").write_text(json.dumps(slices, indent=1) + "\n")
     (out / "calibration.json").write_text(json.dumps(
         {name: calibration_table(yt, pt).to_dict(orient="records") for name, pt in st.items()}, indent=1) + "\n")
-    ts = test[[c for c in ["_line"] + ([schema.id.name] if schema.id else []) + [schema.target.name]]].copy()
+    ts = test[scored].copy()
     for name, pt in st.items(): ts[f"score_{name}"] = pt
     ts.to_parquet(out / "test_scores.parquet", index=False)
     i = _plot_rows(len(yt), ep.get("seed", 0))
