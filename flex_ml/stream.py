@@ -18,8 +18,8 @@ from .features import derive_all, fit_feature_stats, is_numeric_feature, piecewi
 from .schema import FlexMLError, Schema
 
 # %% auto #0
-__all__ = ['BLOCK_ROWS', 'parquet_files', 'parquet_rows', 'iter_frames', 'sample_frame', 'stream_feature_stats', 'encode_blocks',
-           'deal_blocks', 'epoch_share', 'block_batches', 'block_dataset']
+__all__ = ['BLOCK_ROWS', 'parquet_files', 'parquet_rows', 'iter_frames', 'sample_frame', 'stream_feature_stats',
+           'cached_manifest', 'encode_blocks', 'deal_blocks', 'epoch_share', 'block_batches', 'block_dataset']
 
 # %% ../nbs/04d_stream.ipynb #s006
 BLOCK_ROWS = 65_536  # rows per read and per cached block: the unit of the shuffle's reading order
@@ -121,9 +121,9 @@ def stream_feature_stats(schema: Schema, path, bins: int = 0, sample_rows: int =
     return stats
 
 # %% ../nbs/04d_stream.ipynb #s019
-def _load_manifest(cache: Path, key: str) -> dict | None:
-    "The cache's manifest, when it is complete and made from the same inputs (`key`)."
-    m = cache / "manifest.json"
+def cached_manifest(cache_dir, key: str) -> dict | None:
+    "The manifest of the blocks in `cache_dir`, when they are complete and made from the same inputs (`key`); else None."
+    m = Path(cache_dir) / "manifest.json"
     if not m.exists(): return None
     manifest = json.loads(m.read_text())
     return manifest if manifest.get("key") == key else None
@@ -135,7 +135,7 @@ def encode_blocks(path, schema: Schema, encoder, cache_dir, targets, key: str, l
     from flex_ml.split import labels
     log = log or (lambda m: print(m, flush=True))
     cache = Path(cache_dir)
-    if (manifest := _load_manifest(cache, key)) is not None: return manifest
+    if (manifest := cached_manifest(cache, key)) is not None: return manifest
     if cache.exists(): shutil.rmtree(cache)
     cache.mkdir(parents=True)
     blocks, start, total = [], 0, parquet_rows(path)

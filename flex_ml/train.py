@@ -163,6 +163,22 @@ def train_model(train: pd.DataFrame, valid: pd.DataFrame, schema: Schema, model_
     return model, stats, summary
 
 # %% ../nbs/05_train.ipynb #a1f0c003
+def _teacher_targets(backup: Path, key_of, fit, verbose: int) -> tuple:
+    """The teacher's `(targets, summary)` from `fit()`, the summary kept in the run's backup folder. A resumed run whose
+    encoded blocks already hold the targets (both manifests made under `key_of(summary)`) fits no teacher: the GBDT's
+    folds are most of a resumed run's time otherwise. It gets `(None, the saved summary)`: nothing is left to encode."""
+    from flex_ml.stream import cached_manifest
+    saved = backup / "teacher.json"
+    if saved.exists():
+        teacher = json.loads(saved.read_text())
+        if all(cached_manifest(backup / f"blocks-{n}", key_of(teacher)) for n in ("train", "valid")):
+            if verbose: print(f"resuming: the teacher's targets are in the encoded blocks in {backup}, no teacher fit", flush=True)
+            return None, teacher
+    targets, teacher = fit()
+    backup.mkdir(parents=True, exist_ok=True)
+    saved.write_text(json.dumps(teacher))
+    return targets, json.loads(saved.read_text())  # as a resumed run reads it, so that both compute the same key
+
 def _blocks(split_dir: Path, schema: Schema, enc, backup: Path, targets, key: str, towers: int, cw, verbose: int) -> tuple[dict, dict]:
     "The encoded blocks of train (with its targets and weights) and of valid (with its labels)."
     from flex_ml.stream import encode_blocks
@@ -231,11 +247,13 @@ def train_streamed(split_dir, schema: Schema, params: dict, backup_dir, strategy
     model, twin, trainer = _trainer_for(schema, stats, float(y.mean()), mp, strategy)
     if not trains_from_features(trainer):
         raise FlexMLError("streamed training needs the model's preprocessing fixed during the fit", "set train.input: memory")
-    targets, teacher = sampled_targets(tsample, positions, sample_frame(split_dir / "valid.parquet", max_rows, seed)[0],
-                                       schema, params, verbose=bool(verbose))
-    del tsample
     towers = tower_count(model)
-    mt, mv = _blocks(split_dir, schema, feature_encoder(model), backup, targets, fingerprint(stats, teacher, cw, towers), towers, cw, verbose)
+    fit_teacher = lambda: sampled_targets(tsample, positions, sample_frame(split_dir / "valid.parquet", max_rows, seed)[0],
+                                          schema, params, verbose=bool(verbose))
+    key_of = lambda teacher: fingerprint(stats, teacher, cw, towers)
+    targets, teacher = _teacher_targets(backup, key_of, fit_teacher, verbose)
+    del tsample, fit_teacher
+    mt, mv = _blocks(split_dir, schema, feature_encoder(model), backup, targets, key_of(teacher), towers, cw, verbose)
     epoch, window = {"epoch": 0}, max(1, math.ceil(tp.get("shuffle_buffer", 262_144) / BLOCK_ROWS))
     data, validation, callbacks = _streamed_data(backup, mt, mv, tp, window, epoch, cluster, strategy, verbose)
     history = fit_resumable(trainer, data, validation, tp.get("epochs", 30), tp.get("patience", 5), backup, verbose, callbacks=callbacks)
