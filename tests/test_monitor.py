@@ -21,12 +21,28 @@ from test_serve import Server
 
 
 
-def monitor(cwd, *args, check_rc=None, env=None):
-    r = subprocess.run([str(BIN / "flex-ml"), "monitor", "--no-progress", *map(str, args)], cwd=cwd,
-                       capture_output=True, text=True, timeout=600, env=env)
+def monitor(cwd, *args, check_rc=None):
+    """`flex-ml monitor ARGS` run in `cwd`: the CLI's own entry point (`flex_ml.cli.main`, what the console script
+    calls) in this process, its exit status and output as a finished subprocess's (a fresh interpreter costs 1.5 s a
+    call; the console script itself runs in test_bad_input and test_serve, and in the slow tier's pipeline)."""
+    r = _in_process(cwd, ["monitor", "--no-progress", *map(str, args)])
     assert "Traceback" not in r.stderr, r.stderr
     if check_rc is not None: assert r.returncode == check_rc, r.stdout + r.stderr
     return r
+
+
+def _in_process(cwd, argv) -> subprocess.CompletedProcess:
+    "`flex_ml.cli.main(argv)` with `cwd` as the working folder: its exit status, stdout and stderr."
+    import contextlib, io, os
+    from flex_ml.cli import main
+    out, err, here = io.StringIO(), io.StringIO(), os.getcwd()
+    try:
+        os.chdir(cwd)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try: main(argv); rc = 0
+            except SystemExit as e: rc = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    finally: os.chdir(here)
+    return subprocess.CompletedProcess(argv, rc, out.getvalue(), err.getvalue())
 
 
 @pytest.fixture(scope="module")

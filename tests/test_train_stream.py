@@ -80,7 +80,7 @@ def test_streamed_training_matches_the_in_memory_path(shards):
     n_train = sum(len(pd.read_parquet(f)) for f in (shards / "s" / "train.parquet").glob("*.parquet"))
     assert summary["input"]["kind"] == "stream" and summary["n_train"] == n_train and summary["epochs_run"] == EPOCHS
     assert summary["input"]["blocks"] >= 2 and summary["teacher"]["sample_rows"] == 20_000, summary
-    assert "encoded" in r.stdout and "on a sample of 20,000 rows" in r.stdout
+    assert "rows into" in r.stdout and "on a sample of 20,000 rows" in r.stdout
     assert not (shards / "t_stream" / ".backup" / "worker-0").exists()  # finished: no backup left
     write_params(shards / "memory.yaml", shards / "g" / "data.csv", input="memory")
     cli(["train", "--split-dir", "s", "--out", "t_memory", "--params", "memory.yaml"], shards)
@@ -110,7 +110,8 @@ def test_a_killed_run_resumes_after_its_last_epoch(shards):
     r = cli(args, shards)
     log = r.stdout + r.stderr
     assert f"resuming training after epoch {done}" in log and f"Epoch 1/{EPOCHS}" not in log and f"Epoch {done + 1}/{EPOCHS}" in log, log[-3000:]
-    assert "encoded" not in r.stdout  # the blocks the killed run wrote were read again, not rebuilt
+    # the blocks the killed run wrote are read again, not rebuilt, and their teacher's targets are not fitted again
+    assert "rows into" not in r.stdout and "no teacher fit" in r.stdout, r.stdout[-3000:]
     summary = json.loads((shards / "t_kill" / "summary.json").read_text())
     assert summary["epochs_run"] == EPOCHS and not backup.exists()
     curve = (shards / "t_kill" / "live" / "plots" / "metrics" / "eval" / "auc.tsv").read_text().splitlines()
