@@ -6,7 +6,9 @@ Makes each dataset with `flex-ml generate` (the real credit rows, jittered; seed
 stage in a child process of a fresh parent that reports the child's peak RSS
 (`getrusage(RUSAGE_CHILDREN)`). Engines: `embedded` (streaming) at every size, Spark `local[2]`
 (`--spark-rows`), and today's in-memory pandas path (`--pandas-rows`: it holds the whole table, about
-2 GB per million rows, so 10M would not fit) as the same-run baseline. `growth` is
+2 GB per million rows, so 10M would not fit) as the same-run baseline. `--baseline-rev REV` runs that
+in-memory path as the code was at git revision REV too (from a `git worktree`), so a change that speeds
+up both paths is still measured against what it replaced. `growth` is
 time(largest)/time(smallest) of the embedded engine per stage (rows grow by their ratio).
 Progress goes to stderr; each run's JSON too, so a cut-short run still leaves its numbers.
 """
@@ -41,10 +43,12 @@ print("SUMMARY", json.dumps({k: v for k, v in s.items() if k in ("rows_in", "acc
 """
 
 
-def run_stage(stage: str, engine: str, raw: Path, out: Path, rows: int) -> dict:
+def run_stage(stage: str, engine: str, raw: Path, out: Path, rows: int, code: Path = ROOT) -> dict:
+    "One stage in a fresh process that imports flex_ml from `code` (a checkout)."
     t0 = time.perf_counter()
-    r = subprocess.run([sys.executable, "-c", PEAK, sys.executable, "-c", STAGE, stage, engine, str(raw), str(out), str(SCHEMA)],
-                       cwd=ROOT, capture_output=True, text=True)
+    env = {**__import__("os").environ, "PYTHONPATH": str(code)}
+    r = subprocess.run([sys.executable, "-c", PEAK, sys.executable, "-c", STAGE, stage, engine.split("@")[0], str(raw), str(out), str(SCHEMA)],
+                       cwd=code, capture_output=True, text=True, env=env)
     seconds = time.perf_counter() - t0
     peak = [l for l in r.stdout.splitlines() if l.startswith("PEAK")]
     if not peak or peak[0].split()[1] != "0": raise SystemExit(f"{stage} on {engine} failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
@@ -56,8 +60,15 @@ def main():
     ap.add_argument("--rows", type=int, nargs="+", default=[1_000_000, 10_000_000])
     ap.add_argument("--spark-rows", type=int, nargs="*", default=[1_000_000])
     ap.add_argument("--pandas-rows", type=int, nargs="*", default=[1_000_000])
+    ap.add_argument("--baseline-rev", help="also run the in-memory path as the code was at this git revision")
     ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "flex-ml-scale")
     a = ap.parse_args()
+    codes = {"pandas": ROOT, "embedded": ROOT, "spark": ROOT}
+    if a.baseline_rev:
+        rev = subprocess.run(["git", "rev-parse", "--short", a.baseline_rev], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+        tree = a.work / f"code-{rev}"
+        if not tree.exists(): subprocess.run(["git", "worktree", "add", "--detach", str(tree), rev], cwd=ROOT, check=True, capture_output=True)
+        codes[f"pandas@{rev}"] = tree
     from flex_ml.generate import generate
     runs = []
     for n in sorted(set(a.rows) | set(a.spark_rows) | set(a.pandas_rows)):
@@ -66,20 +77,23 @@ def main():
             t0 = time.perf_counter()
             generate(n, data, SCHEMA, SOURCE, seed=0, chunk_rows=1_000_000, log=lambda m: print(m, file=sys.stderr))
             print(f"generated {n:,} rows in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
-        engines = [e for e, sizes in (("pandas", a.pandas_rows), ("embedded", a.rows), ("spark", a.spark_rows)) if n in sizes]
+        sizes = {"pandas": a.pandas_rows, "embedded": a.rows, "spark": a.spark_rows}
+        engines = [e for e in codes if n in sizes[e.split("@")[0]]]
         for engine in engines:
             out = a.work / f"out-{engine}-{n}"
-            stages = {s: run_stage(s, engine, data / "data.csv", out, n) for s in ("validate", "split")}
+            stages = {s: run_stage(s, engine, data / "data.csv", out, n, codes[engine]) for s in ("validate", "split")}
             runs.append(dict(rows=n, engine=engine, stages=stages))
             print(json.dumps(runs[-1]), file=sys.stderr, flush=True)
     emb = sorted((r for r in runs if r["engine"] == "embedded"), key=lambda r: r["rows"])
     small, large = emb[0], emb[-1]
-    base = {r["rows"]: r for r in runs if r["engine"] == "pandas"}
+    def speedup(baseline: str) -> dict:
+        base = {r["rows"]: r for r in runs if r["engine"] == baseline}
+        return {f"{s}@{n}": round(r["stages"][s]["rows_per_s"] / base[n]["stages"][s]["rows_per_s"], 2)
+                for r in emb if r["rows"] in base for n in [r["rows"]] for s in r["stages"]}
     result = dict(rows=large["rows"], engine="embedded", stages=large["stages"],
                   growth={s: round(large["stages"][s]["seconds"] / small["stages"][s]["seconds"], 2) for s in large["stages"]},
-                  growth_rows=large["rows"] / small["rows"],
-                  speedup_vs_pandas={f"{s}@{n}": round(r["stages"][s]["rows_per_s"] / base[n]["stages"][s]["rows_per_s"], 2)
-                                     for r in emb if r["rows"] in base for n in [r["rows"]] for s in r["stages"]},
+                  growth_rows=large["rows"] / small["rows"], speedup_vs_pandas=speedup("pandas"),
+                  **{f"speedup_vs_{e}": speedup(e) for e in codes if "@" in e},
                   runs=runs, machine=dict(cpus=__import__("os").cpu_count()))
     print(json.dumps(result, indent=2))
 

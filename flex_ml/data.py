@@ -9,6 +9,7 @@ import csv
 import hashlib
 import io
 import os
+import re
 import tempfile
 import zipfile
 from dataclasses import dataclass, field
@@ -139,89 +140,208 @@ def _check_header(header: list[str], schema: Schema, path) -> list[str]:
                           "or set `extra_columns: ignore`")
     return extra
 
+_EOL = re.compile(rb"\r\n|\r|\n")
+_LONE_CR = re.compile(rb"\r(?!\n)")
+
+def _first_not_plain(buf: bytes, start: int, end: int) -> int:
+    "Where in `buf[start:end]` the first byte that only the CSV module reads right is (a quote, a NUL, a lone CR); -1 if none."
+    found = [i for i in (buf.find(b'"', start, end), buf.find(b"\x00", start, end)) if i >= 0]
+    if buf.find(b"\r", start, end) >= 0:  # memchr first: the regex walks every byte
+        m = _LONE_CR.search(buf, start, end)
+        if m: found.append(m.start())
+    return min(found, default=-1)
+
 class _Lines:
-    """The physical lines of a file, for `csv.reader`: counts them, keeps those the reader took for
-    the record it is reading, and takes lines back to be read again."""
-    def __init__(self, f): self.f, self.back, self.taken, self.no = f, [], [], 0
+    """The physical lines of a file opened in binary, read through a buffer. `csv.reader` takes them one at a
+    time, decoded (lines end at LF, CRLF or a lone CR, as Python's universal newlines have it); it may take
+    several for a quoted field, and give back all but the first: the buffer keeps the current record's bytes,
+    so giving back is moving back to the end of its first line. `take_plain` takes a run of whole lines that
+    hold no quote, NUL or lone CR as bytes, for a bulk reader: such a line is one record, split at the
+    delimiter, so the CSV module would read it the same way."""
+    BLOCK = 1 << 22
+    def __init__(self, f, path):
+        self.f, self.path, self.buf, self.pos, self.eof = f, path, b"", 0, False
+        self.rec = self.first_end = 0  # where the current record starts in the buffer, and where its first line ends
+        self.taken, self.no = [], 0
+    def _fill(self) -> bool:
+        "Read the next block into the buffer (dropping what is before the current record); False at the end of the file."
+        if self.eof: return False
+        block = self.f.read(self.BLOCK)
+        if not self.buf and not self.no and block.startswith(b"\xef\xbb\xbf"): block = block[3:]  # a UTF-8 BOM
+        self.buf, self.pos, self.first_end = self.buf[self.rec:] + block, self.pos - self.rec, self.first_end - self.rec
+        self.rec, self.eof = 0, not block
+        return bool(block)
+    def _not_utf8(self, line: int):
+        return FlexMLError(f"{self.path} is not UTF-8 text (a bad byte on line {line})", "export the file as UTF-8 CSV")
     def __iter__(self): return self
-    def __next__(self):
-        line = self.back.pop() if self.back else next(self.f)
-        self.no += 1; self.taken.append(line)
+    def __next__(self) -> str:
+        while True:
+            m = _EOL.search(self.buf, self.pos)
+            # a CR at the buffer's end may be the first half of a CRLF: read on before deciding
+            if m and (m.end() < len(self.buf) or self.eof): end = m.end(); break
+            if not self._fill():
+                if self.pos >= len(self.buf): raise StopIteration
+                end = len(self.buf); break  # the last line has no line break
+        try: line = self.buf[self.pos:end].decode("utf-8")
+        except UnicodeDecodeError: raise self._not_utf8(self.no + 1) from None
+        self.pos = end; self.no += 1; self.taken.append(line)
+        if len(self.taken) == 1: self.first_end = end
         return line
     def start_record(self) -> int:
         "Forget the lines taken so far; the number of the line the next record starts on."
-        self.taken = []; return self.no + 1
+        self.taken, self.rec = [], self.pos; return self.no + 1
+    def rewind_record(self, start: int):
+        "Go back to the start of the current record (on line `start`), to read it again."
+        self.pos, self.no, self.taken = self.rec, start - 1, []
+    def more(self) -> bool:
+        "Whether a line follows."
+        return self.pos < len(self.buf) or self._fill()
     def reread_after_first(self, start: int):
         "Give back every line the current record took but its first (on line `start`)."
-        self.back.extend(reversed(self.taken[1:])); self.no = start
+        self.pos, self.no, self.taken = self.first_end, start, self.taken[:1]
+    def take_plain(self, max_lines: int) -> tuple[bytes, int]:
+        """Whole plain lines from here (at most `max_lines`) and the number of the first: `(b"", 0)` when the
+        next line is not plain or the file has ended. Ends with a line break."""
+        self.rec = self.pos
+        end = self.buf.rfind(b"\n", self.pos) + 1
+        while not end and self._fill(): end = self.buf.rfind(b"\n", self.pos) + 1
+        if not end: return b"", 0  # the file's last line, without a line break: the CSV module reads it
+        stop = _first_not_plain(self.buf, self.pos, end)
+        if stop >= 0: end = self.buf.rfind(b"\n", self.pos, stop) + 1
+        if end <= self.pos: return b"", 0
+        seg = self.buf[self.pos:end]
+        if max_lines < seg.count(b"\n"):
+            import numpy as np
+            end = self.pos + int(np.flatnonzero(np.frombuffer(seg, np.uint8) == 10)[max_lines - 1]) + 1
+            seg = self.buf[self.pos:end]
+        try: seg.decode("utf-8")
+        except UnicodeDecodeError as e: raise self._not_utf8(self.no + 1 + seg.count(b"\n", 0, e.start)) from None
+        first, self.pos = self.no + 1, end
+        self.no += seg.count(b"\n")
+        return seg, first
 
-def iter_raw(path, schema: Schema, chunk_rows: int | None = None, check_header=None):
+def _runaway(fields: list[str], header: list[str], typed: set, delimiter: str) -> bool:
+    """Whether a record read over several lines is a stray quote's runaway field: a field may hold a line break
+    only in a text column, and never a whole line's worth of delimiters (two stray quotes in the same column
+    close it again, with the right number of fields)."""
+    return any(("\n" in v or "\r" in v) and (h in typed or v.count(delimiter) >= len(header) - 1)
+               for h, v in zip(header, fields))
+
+def _next_record(lines: _Lines, start: int, header: list[str], typed: set, delimiter: str):
+    """The next record, read by the CSV module from line `start`: `(fields, None)`, `(None, csv.Error)` or
+    `(None, "runaway")` for a stray quote (its line is `lines.taken[0]`). Raises StopIteration at the end.
+    A line that leaves a quote open in a typed column is a runaway whatever follows (that field would hold a
+    line break), so only a quote open in a text column makes the CSV module read on."""
+    first = next(lines)
+    try: fields = next(csv.reader([first], delimiter=delimiter), [])
+    except csv.Error as e: return None, e
+    k = len(fields) - 1
+    if not (fields and first.endswith(("\n", "\r")) and fields[-1].endswith(("\n", "\r"))) or not lines.more():
+        return fields, None  # a record on one line
+    if k >= len(header) or header[k] in typed or fields[k].count(delimiter) >= len(header) - 1: return None, "runaway"
+    lines.rewind_record(start)
+    try: fields, error = next(csv.reader(lines, delimiter=delimiter)), None
+    except csv.Error as e: fields, error = None, e  # e.g. a field over the CSV module's size limit
+    if len(lines.taken) > 1 and (error is not None or len(fields) != len(header) or _runaway(fields, header, typed, delimiter)):
+        return None, "runaway"
+    return fields, error
+
+def _plain_rows(seg: bytes, first: int, width: int, delimiter: str):
+    """The rows of plain lines `seg` (first on line `first`) as text columns, their line numbers, the lines with
+    the wrong number of fields as `RawIssue`s and the count of blank lines. Arrow splits the fields."""
+    import numpy as np, pyarrow as pa, pyarrow.csv as pcsv
+    a = np.frombuffer(seg, np.uint8)
+    ends = np.flatnonzero(a == 10)
+    starts = np.concatenate([[0], ends[:-1] + 1])
+    ends = ends - ((ends > starts) & (a[np.maximum(ends - 1, 0)] == 13))  # a CRLF's CR is no part of the line
+    seps = np.concatenate([[0], np.cumsum(a == ord(delimiter))])
+    fields, blank = seps[ends] - seps[starts] + 1, ends == starts
+    bad = ~blank & (fields != width)
+    issues = [RawIssue(first + int(i), f"{'too few' if fields[i] < width else 'too many'} fields: expected {width}, "
+                       f"found {fields[i]} (truncated or malformed line)", seg[starts[i]:ends[i]].decode("utf-8"))
+              for i in np.flatnonzero(bad)]
+    names = [f"f{i}" for i in range(width)]
+    table = pcsv.read_csv(pa.py_buffer(seg), pcsv.ReadOptions(column_names=names, use_threads=False, block_size=len(seg) + 1),
+                          pcsv.ParseOptions(delimiter=delimiter, quote_char=False, escape_char=False, ignore_empty_lines=True,
+                                            invalid_row_handler=lambda row: "skip"),
+                          pcsv.ConvertOptions(column_types={n: pa.string() for n in names}, null_values=[],
+                                              strings_can_be_null=False, check_utf8=False))
+    lines = first + np.flatnonzero(~blank & ~bad)
+    if table.num_rows != len(lines):  # a bug in flex_ml: the two readers disagree on what a row is
+        raise RuntimeError(f"lines {first}-{first + len(ends) - 1}: Arrow read {table.num_rows} rows, expected {len(lines)}")
+    return [c.to_numpy(zero_copy_only=False) for c in table.columns], lines, issues, int(blank.sum())
+
+def _read_header(lines: _Lines, next_fields, path: Path, schema: Schema, check_header) -> tuple[list[str], list[str]]:
+    "The header's column names, and the columns to drop (vetted by `check_header`, or by the schema's file-level rules)."
+    lines.start_record()
+    try: header = [h.strip() for h in next_fields()]
+    except StopIteration: raise FlexMLError(f"{path} has no header line") from None
+    except csv.Error as e: raise FlexMLError(f"{path}: the header line cannot be read: {e}") from None
+    if len(header) == 1 and len(schema.columns) > 1:
+        found = [d for d in (",", ";", "\t", "|") if d != schema.delimiter and d in header[0]]
+        hint = (f"it looks {found[0]!r}-separated: set `delimiter: {found[0]!r}` in the schema or fix the file"
+                if found else "check the delimiter and that this is the right file")
+        raise FlexMLError(f"{path}: the header has one field but schema {schema.name!r} expects "
+                          f"{len(schema.columns)} columns separated by {schema.delimiter!r}", hint)
+    return header, check_header(header) if check_header else _check_header(header, schema, path)
+
+def iter_raw(path, schema: Schema, chunk_rows: int | None = None, check_header=None, bulk: bool = True):
     """Stream the delimited file at `path` as `RawTable`s of at most `chunk_rows` well-formed rows
     (one table when None). `check_header(header) -> columns to drop` vets the header; the default
-    applies the schema's file-level rules. Every line ends up in a table's frame or its issues."""
+    applies the schema's file-level rules. Every line ends up in a table's frame or its issues.
+    Runs of plain lines (no quote, NUL or lone CR) are split by Arrow in bulk (`bulk=False`: every
+    line through the CSV module, the reference the bulk reader is tested against)."""
     import numpy as np, pandas as pd
     path = Path(path)
     if not path.exists(): raise FlexMLError(f"{path} does not exist", "run `flex-ml fetch` or check the path")
     if path.is_dir(): raise FlexMLError(f"{path} is a folder, not a delimited file", "pass the file inside it")
     if path.stat().st_size == 0: raise FlexMLError(f"{path} is empty (0 bytes)", "re-fetch or re-export the file")
-    with open(path, encoding="utf-8-sig", newline="") as f:
-        lines = _Lines(f)
-        reader = csv.reader(lines, delimiter=schema.delimiter)
-        def next_fields():
-            try: return next(reader)
-            except UnicodeDecodeError as e:
-                raise FlexMLError(f"{path} is not UTF-8 text (bad byte after line {lines.no})",
-                                  "export the file as UTF-8 CSV") from None
-        lines.start_record()
-        try: header = [h.strip() for h in next_fields()]
-        except StopIteration: raise FlexMLError(f"{path} has no header line") from None
-        except csv.Error as e: raise FlexMLError(f"{path}: the header line cannot be read: {e}") from None
-        if len(header) == 1 and len(schema.columns) > 1:
-            found = [d for d in (",", ";", "\t", "|") if d != schema.delimiter and d in header[0]]
-            hint = (f"it looks {found[0]!r}-separated: set `delimiter: {found[0]!r}` in the schema or fix the file"
-                    if found else "check the delimiter and that this is the right file")
-            raise FlexMLError(f"{path}: the header has one field but schema {schema.name!r} expects "
-                              f"{len(schema.columns)} columns separated by {schema.delimiter!r}", hint)
-        extra = check_header(header) if check_header else _check_header(header, schema, path)
-        width = len(header)
-        # a field may hold a line break only in a text column, and never a whole line's worth of
-        # delimiters: a record that breaks this is a stray quote's runaway field, even with the right
-        # number of fields (two stray quotes in the same column close it again)
-        typed = {c.name for c in schema.columns if c.type != "string"}
-        def runaway(fields) -> bool:
-            return any(("\n" in v or "\r" in v) and (h in typed or v.count(schema.delimiter) >= width - 1)
-                       for h, v in zip(header, fields))
-        def table(rows, nos, issues, blank):
-            frame = pd.DataFrame(dict(zip(header, zip(*rows))) if rows else {h: [] for h in header}, dtype=object)
+    bulk = bulk and len(schema.delimiter) == 1 and schema.delimiter not in '"\r\n' and schema.delimiter.isascii()
+    with open(path, "rb") as f:
+        lines = _Lines(f, path)
+        def next_fields(): return next(csv.reader(lines, delimiter=schema.delimiter))
+        header, extra = _read_header(lines, next_fields, path, schema, check_header)
+        width, typed = len(header), {c.name for c in schema.columns if c.type != "string"}
+        pieces, rows, nos, issues, blank, n = [], [], [], [], 0, 0  # pieces: (columns, line numbers), in line order
+        def flush_rows():
+            if rows: pieces.append(([np.array(c, dtype=object) for c in zip(*rows)], np.asarray(nos, dtype="int64")))
+            rows.clear(); nos.clear()
+        def table():
+            flush_rows()
+            cols = [np.concatenate([p[0][i] for p in pieces]) if pieces else np.array([], dtype=object) for i in range(width)]
+            frame = pd.DataFrame(dict(zip(header, cols)), dtype=object)
             if extra: frame = frame.drop(columns=extra)  # first: an extra column may be called `_line` too
-            frame.insert(0, "_line", np.asarray(nos, dtype="int64"))
-            return RawTable(path, header, frame, issues, extra, blank)
-        rows, nos, issues, blank = [], [], [], 0
+            frame.insert(0, "_line", np.concatenate([p[1] for p in pieces]) if pieces else np.array([], dtype="int64"))
+            return RawTable(path, header, frame, list(issues), extra, blank)
         while True:
-            line = lines.start_record()
-            try: fields, error = next_fields(), None
-            except StopIteration: break
-            except csv.Error as e: fields, error = None, e  # e.g. a NUL byte, or a runaway quoted field
-            if len(lines.taken) > 1 and (error is not None or len(fields) != width or runaway(fields)):
-                # a stray quote opened a field that ran over the lines after it: only its own line is
-                # broken; the lines it swallowed are read again, on their own
-                issues.append(RawIssue(line, 'malformed line: a quote (") that is not closed on this line', lines.taken[0].rstrip("\r\n")))
-                lines.reread_after_first(line)
-                reader = csv.reader(lines, delimiter=schema.delimiter)
-                continue
-            if error is not None:
-                issues.append(RawIssue(line, f"unreadable line: {error}", lines.taken[0].rstrip("\r\n") if lines.taken else "")); continue
-            if not fields: blank += 1; continue
-            if len(fields) != width:
-                kind = "too few" if len(fields) < width else "too many"
-                issues.append(RawIssue(line, f"{kind} fields: expected {width}, found {len(fields)} "
-                                             "(truncated or malformed line)", schema.delimiter.join(fields)))
-                continue
-            rows.append(fields); nos.append(line)
-            if chunk_rows and len(rows) >= chunk_rows:
-                yield table(rows, nos, issues, blank)
-                rows, nos, issues, blank = [], [], [], 0
-        if rows or issues or blank or not chunk_rows: yield table(rows, nos, issues, blank)
+            seg, first = lines.take_plain(chunk_rows - n if chunk_rows else 1 << 62) if bulk else (b"", 0)
+            if seg:
+                flush_rows()
+                cols, lns, bad, blanks = _plain_rows(seg, first, width, schema.delimiter)
+                pieces.append((cols, lns)); issues += bad; blank += blanks; n += len(lns)
+            else:
+                line = lines.start_record()
+                try: fields, error = _next_record(lines, line, header, typed, schema.delimiter)
+                except StopIteration: break
+                if error == "runaway":
+                    # a stray quote opened a field that would run over the lines after it: only its own line
+                    # is broken; the lines after it are read on their own
+                    issues.append(RawIssue(line, 'malformed line: a quote (") that is not closed on this line', lines.taken[0].rstrip("\r\n")))
+                    lines.reread_after_first(line)
+                    continue
+                if error is not None:
+                    issues.append(RawIssue(line, f"unreadable line: {error}", lines.taken[0].rstrip("\r\n") if lines.taken else "")); continue
+                if not fields: blank += 1; continue
+                if len(fields) != width:
+                    kind = "too few" if len(fields) < width else "too many"
+                    issues.append(RawIssue(line, f"{kind} fields: expected {width}, found {len(fields)} "
+                                                 "(truncated or malformed line)", schema.delimiter.join(fields)))
+                    continue
+                rows.append(fields); nos.append(line); n += 1
+            if chunk_rows and n >= chunk_rows:
+                yield table()
+                pieces, issues, blank, n = [], [], 0, 0
+        if n or issues or blank or not chunk_rows: yield table()
 
 def read_raw(path, schema: Schema) -> RawTable:
     "Read the delimited file at `path` as text, checked against `schema`'s file-level rules."
