@@ -128,7 +128,7 @@ def calibration_change(pos, neg, ref_pos, ref_neg, bins: int = 10) -> tuple[floa
     """`(statistic, p_value)`: do the window's outcome rates in its deciles of risk differ from the rates
     of the reference's labelled rows (the test split) over the same score ranges? A 2x2 chi-square per
     decile (window against reference), summed: a degree of freedom each."""
-    from scipy.stats import chi2
+    from scipy.special import chdtrc  # chi2.sf
     pos, neg, rp, rn = (np.asarray(a, float) for a in (pos, neg, ref_pos, ref_neg))
     n = pos + neg
     if n.sum() == 0 or (rp + rn).sum() == 0: return float("nan"), float("nan")
@@ -140,7 +140,7 @@ def calibration_change(pos, neg, ref_pos, ref_neg, bins: int = 10) -> tuple[floa
         if b == 0 or d == 0: continue
         rate = (a + c) / (b + d)
         if 0 < rate < 1: stat += (a / b - c / d) ** 2 / (rate * (1 - rate) * (1 / b + 1 / d)); dof += 1
-    return float(stat), float(chi2.sf(stat, dof)) if dof else float("nan")
+    return float(stat), float(chdtrc(dof, stat)) if dof else float("nan")
 
 def _label_checks(profile, reference, metrics, th, judged, out) -> dict:
     if profile.labelled == 0:

@@ -74,7 +74,9 @@ def labels_of(frame: pd.DataFrame, schema: Schema, source: str = "the traffic") 
     would make every outcome a non-default and fire a calibration alert about the model."""
     t = schema.target
     if t.name not in frame: return None
-    v = frame[t.name].map(canonical_str).astype(str).str.replace(r"^(-?\d+)\.0+$", r"\1", regex=True)  # "1.0" is 1
+    codes, values = pd.factorize(frame[t.name], use_na_sentinel=False)  # a label column has a few distinct values: canonical_str once each
+    v = pd.Series(np.array([canonical_str(x) for x in values], dtype=object)[codes], index=frame.index)
+    v = v.astype(str).str.replace(r"^(-?\d+)\.0+$", r"\1", regex=True)  # "1.0" is 1
     missing = (frame[t.name].isna() | v.isin(["", "None", "nan", "NaN", "<NA>", *schema.missing_values])).to_numpy()
     if t.type == "bool":
         low, pos = v.str.lower(), canonical_str(schema.target_positive).lower() in _TRUE

@@ -5,6 +5,7 @@
 # %% ../nbs/03b_reference.ipynb #b0aaae9f
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 
@@ -69,6 +70,21 @@ def _bin(x: np.ndarray, edges) -> np.ndarray:
     "Bin index of each finite value: bin i holds edges[i-1] < x <= edges[i]."
     return np.searchsorted(np.asarray(edges, dtype=float), x, side="left")
 
+@functools.lru_cache(maxsize=1024)
+def _two_binnings(coarse: tuple, fine: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Both edge lists merged, and each merged bin's bin in `coarse` and in `fine`: no edge of either lies
+    inside a merged bin, so one binary search per value gives both bins (the search is most of a
+    monitor's time)."""
+    merged = np.union1d(coarse, fine)
+    below = np.concatenate([[-np.inf], merged])  # bin j holds below[j] < x <= merged[j] (the last: x > merged[-1])
+    return merged, np.searchsorted(np.asarray(coarse, float), below, side="right"), np.searchsorted(np.asarray(fine, float), below, side="right")
+
+def _bin_both(x: np.ndarray, coarse, fine) -> tuple[np.ndarray, np.ndarray]:
+    "`(_bin(x, coarse), _bin(x, fine))`, with one search."
+    merged, to_coarse, to_fine = _two_binnings(tuple(coarse), tuple(fine))
+    j = np.searchsorted(merged, x, side="left")
+    return to_coarse[j], to_fine[j]
+
 @dataclass
 class Profile:
     "Counts of one window of records in the reference's bins; `update` adds a chunk."
@@ -97,8 +113,9 @@ class Profile:
     @staticmethod
     def _add_numeric(acc: dict, sp: dict, x: np.ndarray, missing, bad, undefined=None):
         ok = np.isfinite(x) & ~missing
-        acc["coarse"] += np.bincount(_bin(x[ok], sp["edges"]), minlength=len(acc["coarse"]))
-        acc["fine"] += np.bincount(_bin(x[ok], sp["fine_edges"]), minlength=len(acc["fine"]))
+        coarse, fine = _bin_both(x[ok], sp["edges"], sp["fine_edges"])
+        acc["coarse"] += np.bincount(coarse, minlength=len(acc["coarse"]))
+        acc["fine"] += np.bincount(fine, minlength=len(acc["fine"]))
         if undefined is not None and "undefined" in acc:  # counted in the last bin: a shift in their share is drift, not missing data
             k = int(undefined.sum()); acc["undefined"] += k; acc["coarse"][-1] += k; acc["fine"][-1] += k
             missing = missing & ~undefined
@@ -239,22 +256,23 @@ def psi(expected, actual, smoothing: float = 0.5) -> float:
 
 def ks_from_counts(ref, cur) -> tuple[float, float]:
     "Two-sample KS statistic on binned counts and its asymptotic p-value."
-    from scipy.stats import kstwobign
+    from scipy.special import kolmogorov  # kstwobign's survival function; scipy.special imports in a fifth of scipy.stats' 0.5 s
     r, c = np.asarray(ref, float), np.asarray(cur, float)
     n, m = r.sum(), c.sum()
     if n == 0 or m == 0: return float("nan"), float("nan")
     d = float(np.max(np.abs(np.cumsum(r) / n - np.cumsum(c) / m)))
     en = math.sqrt(n * m / (n + m))
-    return d, float(kstwobign.sf((en + 0.12 + 0.11 / en) * d))
+    return d, float(kolmogorov((en + 0.12 + 0.11 / en) * d))
 
 def chi2_from_counts(ref, cur) -> tuple[float, float]:
     "Chi-square test of homogeneity of two count vectors over the same categories."
-    from scipy.stats import chi2_contingency
+    from scipy.special import chdtrc  # chi2.sf
     t = np.array([ref, cur], float)
     t = t[:, t.sum(0) > 0]
     if t.shape[1] < 2 or (t.sum(1) == 0).any(): return float("nan"), float("nan")
-    stat, p, _, _ = chi2_contingency(t, correction=False)
-    return float(stat), float(p)
+    expected = np.outer(t.sum(1), t.sum(0)) / t.sum()  # Pearson's statistic, as chi2_contingency(correction=False)
+    stat = float(((t - expected) ** 2 / expected).sum())
+    return stat, float(chdtrc(t.shape[1] - 1, stat))
 
 # %% ../nbs/03b_reference.ipynb #931652e2
 def auc_from_hist(pos, neg) -> float:
@@ -271,7 +289,7 @@ def calibration_from_hist(pos, neg, bins: int = 10) -> dict:
     centers = (np.arange(len(pos)) + 0.5) / len(pos)
     n = pos + neg
     if n.sum() == 0: return dict(ece=float("nan"), mean_score=float("nan"), positive_rate=float("nan"), curve=[])
-    from scipy.stats import chi2
+    from scipy.special import chdtrc  # chi2.sf
     # groups of about equal count (deciles of risk), as the model card's ECE and Hosmer-Lemeshow use:
     # the window's figure and the card's beside it then measure the same thing
     group = np.minimum(((np.cumsum(n) - n / 2) / n.sum() * bins).astype(int), bins - 1)
@@ -285,7 +303,7 @@ def calibration_from_hist(pos, neg, bins: int = 10) -> dict:
     # Hosmer-Lemeshow on fixed score bins (external validation: one degree of freedom per bin):
     # is the miscalibration more than the noise of a window this size?
     return dict(ece=float(ece), mean_score=float((centers * n).sum() / n.sum()), positive_rate=float(pos.sum() / n.sum()),
-                hosmer_lemeshow=float(hl), p_value=float(chi2.sf(hl, dof)) if dof else float("nan"), curve=curve)
+                hosmer_lemeshow=float(hl), p_value=float(chdtrc(dof, hl)) if dof else float("nan"), curve=curve)
 
 # %% ../nbs/03b_reference.ipynb #7d17b5a2
 def auc_standard_error(auc: float, n_pos: int, n_neg: int) -> float:
@@ -295,5 +313,5 @@ def auc_standard_error(auc: float, n_pos: int, n_neg: int) -> float:
     return math.sqrt((auc * (1 - auc) + (n_pos - 1) * (q1 - auc ** 2) + (n_neg - 1) * (q2 - auc ** 2)) / (n_pos * n_neg))
 
 def upper_quantile(p: float) -> float:
-    from scipy.stats import norm
-    return float(norm.isf(p))
+    from scipy.special import ndtri
+    return float(-ndtri(p))  # norm.isf
