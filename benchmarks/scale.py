@@ -43,16 +43,37 @@ print("SUMMARY", json.dumps({k: v for k, v in s.items() if k in ("rows_in", "acc
 """
 
 
+def _tree_rss(proc) -> int:
+    "Bytes resident in `proc` and all its descendants now (worker processes included)."
+    import psutil
+    total = 0
+    for q in [proc, *proc.children(recursive=True)]:
+        try: total += q.memory_info().rss
+        except psutil.Error: pass  # ended between the listing and the reading
+    return total
+
+
 def run_stage(stage: str, engine: str, raw: Path, out: Path, rows: int, code: Path = ROOT) -> dict:
-    "One stage in a fresh process that imports flex_ml from `code` (a checkout)."
+    """One stage in a fresh process that imports flex_ml from `code` (a checkout). `peak_rss_mb`: the largest
+    single process (getrusage); `peak_tree_rss_mb`: the most the process tree held at once, sampled every 0.1 s."""
+    import psutil
     t0 = time.perf_counter()
     env = {**__import__("os").environ, "PYTHONPATH": str(code)}
-    r = subprocess.run([sys.executable, "-c", PEAK, sys.executable, "-c", STAGE, stage, engine.split("@")[0], str(raw), str(out), str(SCHEMA)],
-                       cwd=code, capture_output=True, text=True, env=env)
+    p = subprocess.Popen([sys.executable, "-c", PEAK, sys.executable, "-c", STAGE, stage, engine.split("@")[0], str(raw), str(out), str(SCHEMA)],
+                         cwd=code, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    import threading
+    streams = {}
+    readers = [threading.Thread(target=lambda k, f: streams.__setitem__(k, f.read()), args=(k, f)) for k, f in (("out", p.stdout), ("err", p.stderr))]
+    for t in readers: t.start()
+    tree, proc = 0, psutil.Process(p.pid)
+    while p.poll() is None:
+        tree = max(tree, _tree_rss(proc)); time.sleep(0.1)
+    for t in readers: t.join()
     seconds = time.perf_counter() - t0
-    peak = [l for l in r.stdout.splitlines() if l.startswith("PEAK")]
-    if not peak or peak[0].split()[1] != "0": raise SystemExit(f"{stage} on {engine} failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
-    return dict(seconds=round(seconds, 1), rows_per_s=round(rows / seconds), peak_rss_mb=round(int(peak[0].split()[2]) / 1024))
+    peak = [l for l in streams["out"].splitlines() if l.startswith("PEAK")]
+    if not peak or peak[0].split()[1] != "0": raise SystemExit(f"{stage} on {engine} failed:\n{streams['out'][-3000:]}\n{streams['err'][-3000:]}")
+    return dict(seconds=round(seconds, 1), rows_per_s=round(rows / seconds), peak_rss_mb=round(int(peak[0].split()[2]) / 1024),
+                peak_tree_rss_mb=round(tree / 2**20))
 
 
 def main():

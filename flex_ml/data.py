@@ -247,7 +247,7 @@ def _next_record(lines: _Lines, start: int, header: list[str], typed: set, delim
     return fields, error
 
 def _plain_rows(seg: bytes, first: int, width: int, delimiter: str):
-    """The rows of plain lines `seg` (first on line `first`) as text columns, their line numbers, the lines with
+    """The rows of plain lines `seg` (first on line `first`) as Arrow text columns (lists of arrays), their line numbers, the lines with
     the wrong number of fields as `RawIssue`s and the count of blank lines. Arrow splits the fields."""
     import numpy as np, pyarrow as pa, pyarrow.csv as pcsv
     a = np.frombuffer(seg, np.uint8)
@@ -269,7 +269,7 @@ def _plain_rows(seg: bytes, first: int, width: int, delimiter: str):
     lines = first + np.flatnonzero(~blank & ~bad)
     if table.num_rows != len(lines):  # a bug in flex_ml: the two readers disagree on what a row is
         raise RuntimeError(f"lines {first}-{first + len(ends) - 1}: Arrow read {table.num_rows} rows, expected {len(lines)}")
-    return [c.to_numpy(zero_copy_only=False) for c in table.columns], lines, issues, int(blank.sum())
+    return [c.chunks for c in table.columns], lines, issues, int(blank.sum())
 
 def _read_header(lines: _Lines, next_fields, path: Path, schema: Schema, check_header) -> tuple[list[str], list[str]]:
     "The header's column names, and the columns to drop (vetted by `check_header`, or by the schema's file-level rules)."
@@ -291,7 +291,7 @@ def iter_raw(path, schema: Schema, chunk_rows: int | None = None, check_header=N
     applies the schema's file-level rules. Every line ends up in a table's frame or its issues.
     Runs of plain lines (no quote, NUL or lone CR) are split by Arrow in bulk (`bulk=False`: every
     line through the CSV module, the reference the bulk reader is tested against)."""
-    import numpy as np, pandas as pd
+    import numpy as np, pyarrow as pa
     path = Path(path)
     if not path.exists(): raise FlexMLError(f"{path} does not exist", "run `flex-ml fetch` or check the path")
     if path.is_dir(): raise FlexMLError(f"{path} is a folder, not a delimited file", "pass the file inside it")
@@ -304,12 +304,14 @@ def iter_raw(path, schema: Schema, chunk_rows: int | None = None, check_header=N
         width, typed = len(header), {c.name for c in schema.columns if c.type != "string"}
         pieces, rows, nos, issues, blank, n = [], [], [], [], 0, 0  # pieces: (columns, line numbers), in line order
         def flush_rows():
-            if rows: pieces.append(([np.array(c, dtype=object) for c in zip(*rows)], np.asarray(nos, dtype="int64")))
+            if rows: pieces.append(([[pa.array(c, type=pa.string())] for c in zip(*rows)], np.asarray(nos, dtype="int64")))
             rows.clear(); nos.clear()
         def table():
+            # Arrow-backed text columns (pandas' `str`): no Python object per field, and a chunk pickles
+            # to a worker process as buffers
             flush_rows()
-            cols = [np.concatenate([p[0][i] for p in pieces]) if pieces else np.array([], dtype=object) for i in range(width)]
-            frame = pd.DataFrame(dict(zip(header, cols)), dtype=object)
+            cols = dict(zip(header, (pa.chunked_array([a for p in pieces for a in p[0][i]], type=pa.string()) for i in range(width))))
+            frame = pa.Table.from_arrays(list(cols.values()), names=list(cols)).to_pandas()
             if extra: frame = frame.drop(columns=extra)  # first: an extra column may be called `_line` too
             frame.insert(0, "_line", np.concatenate([p[1] for p in pieces]) if pieces else np.array([], dtype="int64"))
             return RawTable(path, header, frame, list(issues), extra, blank)

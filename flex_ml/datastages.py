@@ -5,6 +5,7 @@
 # %% ../nbs/02f_datastages.ipynb #3ac5a235
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from .engines import engine_settings, _fresh, check_thresholds, run_split, run_validate, stream_split, stream_validate, streams
@@ -22,7 +23,9 @@ def validate_with(engine: dict, input, schema, out_dir, max_quarantine_fraction:
     if engine["name"] == "spark":
         from flex_ml.spark import spark_validate
         summary = spark_validate(input, schema, out, engine, log=log)
-    elif streams(input, engine): summary = stream_validate(input, schema, out, engine["chunk_rows"], log)
+    elif streams(input, engine):
+        workers = engine["workers"] or os.cpu_count() or 1  # 0: one per core
+        summary = stream_validate(input, schema, out, engine["chunk_rows"], log, workers)
     else:
         _fresh(out / "accepted.parquet")
         return run_validate(input, schema, out, max_quarantine_fraction, min_rows)

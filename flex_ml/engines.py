@@ -155,24 +155,45 @@ def _write_shard(df: pd.DataFrame, schema, path: Path):
     import pyarrow as pa, pyarrow.parquet as pq
     pq.write_table(pa.Table.from_pandas(df, schema=schema, preserve_index=False), path)
 
-def _stream_chunks(input, schema: Schema, acc_dir: Path, tmp: Path, chunk_rows: int, log) -> dict:
-    "Pass one: every chunk checked and written; the running counts."
+def _check_and_write(raw, schema: Schema, acc_dir: Path, tmp: Path, k: int) -> dict:
+    "Chunk `k` checked and its shards written (in a worker process when there are several); its counts."
     acc_t, q_t = arrow_schema(schema), arrow_schema(schema, quarantine=True)
+    accepted, quarantine, ids, rules, columns = check_chunk(raw, schema)
+    _write_shard(accepted, acc_t, acc_dir / f"part-{k:05d}.parquet")
+    if len(quarantine):
+        q = quarantine.reindex(columns=q_t.names)
+        for c in q_t.names[2:]: q[c] = q[c].astype(object).where(q[c].notna(), None)
+        _write_shard(q, q_t, tmp / "q" / f"part-{k:05d}.parquet")
+    if len(ids): ids.to_parquet(tmp / "ids" / f"part-{k:05d}.parquet", index=False)
+    return dict(rows_in=raw.n_rows, blank=raw.blank_lines, ignored=raw.ignored_columns, rules=rules, columns=columns,
+                stats=_accepted_stats(accepted, schema))
+
+def _stream_chunks(input, schema: Schema, acc_dir: Path, tmp: Path, chunk_rows: int, log, workers: int = 1) -> dict:
+    """Pass one: every chunk checked and written; the running counts. With `workers` > 1, this process reads
+    the file and that many processes check the chunks, at most `workers` chunks in flight (memory stays
+    flat); shards are named by chunk, and the counts are sums, so the order they finish in does not matter."""
     st = dict(rows_in=0, blank=0, ignored=[], rules=Counter(), columns=Counter(), stats=Counter())
     t0 = time.perf_counter()
-    for k, raw in enumerate(iter_raw(input, schema, chunk_rows)):
-        accepted, quarantine, ids, rules, columns = check_chunk(raw, schema)
-        _write_shard(accepted, acc_t, acc_dir / f"part-{k:05d}.parquet")
-        if len(quarantine):
-            q = quarantine.reindex(columns=q_t.names)
-            for c in q_t.names[2:]: q[c] = q[c].astype(object).where(q[c].notna(), None)
-            _write_shard(q, q_t, tmp / "q" / f"part-{k:05d}.parquet")
-        if len(ids): ids.to_parquet(tmp / "ids" / f"part-{k:05d}.parquet", index=False)
-        st["rows_in"] += raw.n_rows; st["blank"] += raw.blank_lines; st["ignored"] = raw.ignored_columns
-        st["rules"] += rules; st["columns"] += columns; st["stats"] += _accepted_stats(accepted, schema)
-        s = time.perf_counter() - t0
+    def fold(c: dict):
+        for key in ("rows_in", "blank", "rules", "columns", "stats"): st[key] += c[key]
+        st["ignored"] = c["ignored"]; s = time.perf_counter() - t0
         log(f"validate: {st['rows_in']:,} rows read, {st['rows_in'] - st['stats']['rows']:,} quarantined so far, "
             f"{s:.0f} s, {st['rows_in'] / s:,.0f} rows/s")
+    chunks = enumerate(iter_raw(input, schema, chunk_rows))
+    if workers <= 1:
+        for k, raw in chunks: fold(_check_and_write(raw, schema, acc_dir, tmp, k))
+        return st
+    import multiprocessing
+    from collections import deque
+    from concurrent.futures import ProcessPoolExecutor
+    from flex_ml.engines import _check_and_write as work  # by its module's name: a spawned child imports it from there
+    # spawn: a forked child would inherit Arrow's and DuckDB's threads mid-flight
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        pending = deque()
+        for k, raw in chunks:
+            pending.append(pool.submit(work, raw, schema, acc_dir, tmp, k))
+            if len(pending) >= workers: fold(pending.popleft().result())
+        while pending: fold(pending.popleft().result())
     return st
 
 # %% ../nbs/02d_engines.ipynb #39ebc4a9
@@ -218,14 +239,15 @@ def _fresh(*paths: Path):
         if p.is_dir(): shutil.rmtree(p)
         elif p.exists(): p.unlink()
 
-def stream_validate(input, schema, out_dir, chunk_rows: int = 200_000, log=print) -> dict:
-    "The `validate` stage, streaming: outputs like `run_validate`'s, accepted rows as Parquet shards."
+def stream_validate(input, schema, out_dir, chunk_rows: int = 200_000, log=print, workers: int = 1) -> dict:
+    """The `validate` stage, streaming: outputs like `run_validate`'s, accepted rows as Parquet shards.
+    `workers` processes check the chunks (the same outputs for any number)."""
     schema = load_schema(schema) if not isinstance(schema, Schema) else schema
     out = Path(out_dir); acc_dir, tmp = out / "accepted.parquet", out / ".validate-tmp"
     _fresh(acc_dir, tmp, out / "quarantine.csv")
     for d in (acc_dir, tmp / "q", tmp / "ids"): d.mkdir(parents=True)
     t0 = time.perf_counter()
-    st = _stream_chunks(input, schema, acc_dir, tmp, chunk_rows, log)
+    st = _stream_chunks(input, schema, acc_dir, tmp, chunk_rows, log, workers)
     extra = _resolve_duplicates(input, schema, acc_dir, tmp, st)
     quarantined = _write_quarantine(tmp, extra, schema, out / "quarantine.csv")
     shutil.rmtree(tmp)

@@ -78,7 +78,7 @@ FRACTION = dict(low=0, high=1, low_open=True, high_open=True)
 
 PARAMS_CONTRACT = {
     "dataset": {"schema": Text(r".+\.ya?ml", "the path of a schema .yaml file"), "raw": Text(r".+", "a file path")},
-    "engine": {"name": OneOf("embedded", "spark"), "in_memory_max_mb": Number(0), "chunk_rows": Int(1000),
+    "engine": {"name": OneOf("embedded", "spark"), "in_memory_max_mb": Number(0), "chunk_rows": Int(1000), "workers": Int(0),
                "master": Text(r"local(\[([1-9][0-9]*|\*)\])?|(spark|k8s|mesos)://\S+|yarn",
                               "local, local[N], local[*], spark://..., k8s://... or yarn"),
                "conf": Rule("settings")},
@@ -212,7 +212,7 @@ def load_params(path="params.yaml") -> dict:
 
 # %% ../nbs/00a_params.ipynb #d3fa0002
 PARAMS_DEFAULTS = {
-    "engine": {"name": "embedded", "in_memory_max_mb": 256, "chunk_rows": 200_000, "master": "local[2]", "conf": {}},
+    "engine": {"name": "embedded", "in_memory_max_mb": 256, "chunk_rows": 200_000, "workers": 0, "master": "local[2]", "conf": {}},
     "validate": {"max_quarantine_fraction": 0.01, "min_rows": 1},
     "split": {"strategy": "auto", "valid_fraction": 0.2, "test_fraction": 0.2, "seed": 42},
     "model": {"hidden": [128, 64], "dropout": 0.2, "l2": 1e-4, "learning_rate": 1e-3, "numeric_bins": 0, "towers": 1},
