@@ -47,8 +47,10 @@ def _components(service: PredictionService) -> dict:
                            "properties": error["properties"] | {"problems": {"type": "array", "items": {"$ref": "#/components/schemas/Problem"}}}},
         "Problem": _PROBLEM,
         "ReloadRequest": {"type": "object", "additionalProperties": False, "properties": {
-            "path": {"type": ["string", "null"], "description": "an export folder under the models root, absolute or relative to it; "
-                                                                 "absent or null: the served export again"}}},
+            # the service's own rule for a folder name, stated so that clients (and the schema fuzz test) know it
+            "path": {"type": ["string", "null"], "maxLength": 4096, "pattern": "^[^\\x00]*$",
+                     "description": "an export folder under the models root, absolute or relative to it (no NUL, at most "
+                                    "4096 characters); absent or null: the served export again"}}},
         "ReloadResponse": {"type": "object", "required": ["model_version", "previous_version"], "properties": {
             "model_version": {"type": "string"}, "previous_version": {"type": ["string", "null"]}}},
         "ModelInfo": {"type": "object", "required": ["version", "threshold", "runtime", "metadata", "model_card"], "properties": {
