@@ -246,6 +246,11 @@ def _next_record(lines: _Lines, start: int, header: list[str], typed: set, delim
         return None, "runaway"
     return fields, error
 
+def _wrong_width(line: int, found: int, width: int, text: str) -> RawIssue:
+    "A line with too few or too many fields, as both readers report it."
+    return RawIssue(line, f"{'too few' if found < width else 'too many'} fields: expected {width}, found {found} "
+                          "(truncated or malformed line)", text)
+
 def _plain_rows(seg: bytes, first: int, width: int, delimiter: str):
     """The rows of plain lines `seg` (first on line `first`) as Arrow text columns (lists of arrays), their line numbers, the lines with
     the wrong number of fields as `RawIssue`s and the count of blank lines. Arrow splits the fields."""
@@ -257,9 +262,7 @@ def _plain_rows(seg: bytes, first: int, width: int, delimiter: str):
     seps = np.concatenate([[0], np.cumsum(a == ord(delimiter))])
     fields, blank = seps[ends] - seps[starts] + 1, ends == starts
     bad = ~blank & (fields != width)
-    issues = [RawIssue(first + int(i), f"{'too few' if fields[i] < width else 'too many'} fields: expected {width}, "
-                       f"found {fields[i]} (truncated or malformed line)", seg[starts[i]:ends[i]].decode("utf-8"))
-              for i in np.flatnonzero(bad)]
+    issues = [_wrong_width(first + int(i), int(fields[i]), width, seg[starts[i]:ends[i]].decode("utf-8")) for i in np.flatnonzero(bad)]
     names = [f"f{i}" for i in range(width)]
     table = pcsv.read_csv(pa.py_buffer(seg), pcsv.ReadOptions(column_names=names, use_threads=False, block_size=len(seg) + 1),
                           pcsv.ParseOptions(delimiter=delimiter, quote_char=False, escape_char=False, ignore_empty_lines=True,
@@ -335,10 +338,7 @@ def iter_raw(path, schema: Schema, chunk_rows: int | None = None, check_header=N
                     issues.append(RawIssue(line, f"unreadable line: {error}", lines.taken[0].rstrip("\r\n") if lines.taken else "")); continue
                 if not fields: blank += 1; continue
                 if len(fields) != width:
-                    kind = "too few" if len(fields) < width else "too many"
-                    issues.append(RawIssue(line, f"{kind} fields: expected {width}, found {len(fields)} "
-                                                 "(truncated or malformed line)", schema.delimiter.join(fields)))
-                    continue
+                    issues.append(_wrong_width(line, len(fields), width, schema.delimiter.join(fields))); continue
                 rows.append(fields); nos.append(line); n += 1
             if chunk_rows and n >= chunk_rows:
                 yield table()
