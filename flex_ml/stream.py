@@ -19,7 +19,8 @@ from .schema import FlexMLError, Schema
 
 # %% auto #0
 __all__ = ['BLOCK_ROWS', 'parquet_files', 'parquet_rows', 'iter_frames', 'sample_frame', 'stream_feature_stats',
-           'cached_manifest', 'encode_blocks', 'deal_blocks', 'epoch_share', 'block_batches', 'block_dataset']
+           'cached_manifest', 'block_sizes', 'encode_blocks', 'deal_blocks', 'worker_blocks', 'epoch_share',
+           'block_batches', 'block_dataset']
 
 # %% ../nbs/04d_stream.ipynb #s006
 BLOCK_ROWS = 65_536  # rows per read and per cached block: the unit of the shuffle's reading order
@@ -128,9 +129,33 @@ def cached_manifest(cache_dir, key: str) -> dict | None:
     manifest = json.loads(m.read_text())
     return manifest if manifest.get("key") == key else None
 
+def block_sizes(path, batch_rows: int = BLOCK_ROWS) -> list[int]:
+    "The rows of each block `iter_frames` yields, from the footers: each file's rows in full blocks, then the rest."
+    import pyarrow.parquet as pq
+    sizes = []
+    for f in parquet_files(path):
+        n = pq.ParquetFile(f).metadata.num_rows
+        sizes += [batch_rows] * (n // batch_rows) + ([n % batch_rows] if n % batch_rows else [])
+    return sizes
+
+def _own_frames(path, sizes: list[int], want: set):
+    "`(block, first row, frame)` for the blocks in `want`, in file order; a file holding none of them is not read."
+    import pyarrow.parquet as pq
+    first, k = np.concatenate([[0], np.cumsum(sizes)]).astype(int), 0
+    for f in parquet_files(path):
+        pf = pq.ParquetFile(f)
+        ks = range(k, k + -(-pf.metadata.num_rows // BLOCK_ROWS))
+        if want.intersection(ks):
+            for j, b in zip(ks, pf.iter_batches(batch_size=BLOCK_ROWS)):
+                if len(b) != sizes[j]:  # the blocks' rows would be misplaced: pyarrow cut the file differently
+                    raise FlexMLError(f"{f}: block {j} has {len(b):,} rows, the footers said {sizes[j]:,}", "report this with pyarrow's version")
+                if j in want: yield j, int(first[j]), b.to_pandas()
+        k = ks.stop
+
 def encode_blocks(path, schema: Schema, encoder, cache_dir, targets, key: str, label_columns: int = 1,
-                  class_weight: dict | None = None, log=None) -> dict:
-    "Every row of the split at `path`, encoded once into float32 blocks in `cache_dir`; returns the manifest."
+                  class_weight: dict | None = None, log=None, only=None) -> dict:
+    """Every row of the split at `path` (or only blocks `only`: a worker's own), encoded once into float32 blocks in
+    `cache_dir`; returns the manifest: every block's rows (`blocks`) and the blocks encoded here (`held`)."""
     from flex_ml.model import as_tensors
     from flex_ml.split import labels
     log = log or (lambda m: print(m, flush=True))
@@ -138,17 +163,19 @@ def encode_blocks(path, schema: Schema, encoder, cache_dir, targets, key: str, l
     if (manifest := cached_manifest(cache, key)) is not None: return manifest
     if cache.exists(): shutil.rmtree(cache)
     cache.mkdir(parents=True)
-    blocks, start, total = [], 0, parquet_rows(path)
-    for k, df in enumerate(iter_frames(path)):
+    sizes = block_sizes(path)
+    held = list(range(len(sizes))) if only is None else sorted(int(k) for k in only)
+    mine, done, whose = sum(sizes[k] for k in held), 0, "" if only is None else f" (this worker's {len(held)} of {len(sizes)} blocks)"
+    for n, (k, start, df) in enumerate(_own_frames(path, sizes, set(held)), 1):
         x = np.asarray(encoder.predict(as_tensors(to_model_inputs(df, schema)), batch_size=8192, verbose=0), np.float32)
         y = np.asarray(targets(df, start), np.float32).reshape(len(df), -1)
         np.save(cache / f"x-{k:05d}.npy", x)
         np.save(cache / f"y-{k:05d}.npy", np.repeat(y, label_columns, axis=1) if y.shape[1] == 1 else y)
         if class_weight is not None:
             np.save(cache / f"w-{k:05d}.npy", np.where(labels(df, schema) == 1, class_weight[1], class_weight[0]).astype(np.float32))
-        blocks.append(len(df)); start += len(df)
-        if k % 16 == 15 or start == total: log(f"encoded {start:,} of {total:,} rows into {len(blocks)} blocks")
-    manifest = dict(key=key, blocks=blocks, rows=start, width=int(x.shape[1]), label_columns=int(label_columns),
+        done += len(df)
+        if n % 16 == 0 or done == mine: log(f"encoded {done:,} of {mine:,} rows into {n} blocks{whose}")
+    manifest = dict(key=key, blocks=sizes, held=held, rows=int(sum(sizes)), width=int(x.shape[1]), label_columns=int(label_columns),
                     weighted=class_weight is not None)
     (cache / "manifest.json").write_text(json.dumps(manifest))
     return manifest
@@ -195,8 +222,17 @@ def _check_workers(manifest: dict, batch_size: int, worker: int, workers: int) -
         raise FlexMLError(f"the split has {len(manifest['blocks'])} blocks of rows, fewer than the {workers} workers",
                           "use fewer workers, or train.input: memory")
 
-def _share(manifest: dict, order, batch_size: int, worker: int, workers: int) -> dict:
-    hand = deal_blocks(manifest["blocks"], order, workers)[worker]
+def worker_blocks(sizes, seed: int | None, worker: int, workers: int) -> list[int]:
+    "Worker `worker`'s blocks for the whole run, in block order: a seeded order of every block dealt out (`deal_blocks`)."
+    order = np.arange(len(sizes)) if seed is None else np.random.default_rng([seed, workers]).permutation(len(sizes))
+    return sorted(deal_blocks(sizes, order, workers)[worker])
+
+def _share(manifest: dict, seed: int | None, rng, batch_size: int, worker: int, workers: int) -> dict:
+    hand = worker_blocks(manifest["blocks"], seed, worker, workers)
+    if not set(hand) <= set(manifest.get("held", hand)):
+        raise FlexMLError(f"worker {worker} of {workers} owns blocks {hand}, but its cache holds {manifest['held']}",
+                          "the blocks were encoded for another worker or worker count: delete the run's .backup folder")
+    hand = hand if rng is None else [int(k) for k in rng.permutation(hand)]  # this epoch's reading order
     steps = -(-manifest["rows"] // batch_size)
     return dict(blocks=hand, rows=sum(manifest["blocks"][k] for k in hand), batch=batch_size // workers, steps=steps,
                 quota=steps * (batch_size // workers))
@@ -205,9 +241,7 @@ def epoch_share(manifest: dict, batch_size: int, seed: int | None = None, epoch:
     """What worker `worker` of `workers` reads in an epoch: its `blocks` (in reading order) and the `rows` they hold;
     its `steps` batches of `batch` rows, `quota` rows in all."""
     _check_workers(manifest, batch_size, worker, workers)
-    n = len(manifest["blocks"])
-    order = np.arange(n) if seed is None else np.random.default_rng([seed, epoch]).permutation(n)
-    return _share(manifest, order, batch_size, worker, workers)
+    return _share(manifest, seed, None if seed is None else np.random.default_rng([seed, epoch, worker]), batch_size, worker, workers)
 
 def block_batches(cache_dir, manifest: dict, batch_size: int, seed: int | None = None, epoch: int = 0, window: int = 4,
                   worker: int = 0, workers: int = 1, read: set | None = None):
@@ -215,13 +249,14 @@ def block_batches(cache_dir, manifest: dict, batch_size: int, seed: int | None =
     `workers`, worker `worker`'s share (`epoch_share`): `steps` batches of `batch_size / workers` rows from its own blocks.
     `read`, if given, gets the blocks read."""
     cache, n = Path(cache_dir), len(manifest["blocks"])
-    rng = None if seed is None else np.random.default_rng([seed, epoch])
-    order = np.arange(n) if rng is None else rng.permutation(n)
     if workers == 1:
+        rng = None if seed is None else np.random.default_rng([seed, epoch])
+        order = np.arange(n) if rng is None else rng.permutation(n)
         yield from _cut(_windows(cache, order, window, manifest["weighted"], rng, read), batch_size)
         return
     _check_workers(manifest, batch_size, worker, workers)
-    share = _share(manifest, order, batch_size, worker, workers)
+    rng = None if seed is None else np.random.default_rng([seed, epoch, worker])  # this worker's own draws
+    share = _share(manifest, seed, rng, batch_size, worker, workers)
     laps = (_windows(cache, share["blocks"], window, manifest["weighted"], rng, read) for _ in itertools.count())  # round and round
     yield from itertools.islice(_cut(itertools.chain.from_iterable(laps), share["batch"]), share["steps"])
 

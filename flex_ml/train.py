@@ -179,11 +179,12 @@ def _teacher_targets(backup: Path, key_of, fit, verbose: int) -> tuple:
     saved.write_text(json.dumps(teacher))
     return targets, json.loads(saved.read_text())  # as a resumed run reads it, so that both compute the same key
 
-def _blocks(split_dir: Path, schema: Schema, enc, backup: Path, targets, key: str, towers: int, cw, verbose: int) -> tuple[dict, dict]:
-    "The encoded blocks of train (with its targets and weights) and of valid (with its labels)."
+def _blocks(split_dir: Path, schema: Schema, enc, backup: Path, targets, key: str, towers: int, cw, verbose: int,
+            hand=None) -> tuple[dict, dict]:
+    "The encoded blocks of train (with its targets and weights; only blocks `hand`, a worker's own, if given) and of valid (with its labels)."
     from flex_ml.stream import encode_blocks
     log = (lambda m: print(m, flush=True)) if verbose else (lambda m: None)
-    mt = encode_blocks(split_dir / "train.parquet", schema, enc, backup / "blocks-train", targets, key, towers, cw, log)
+    mt = encode_blocks(split_dir / "train.parquet", schema, enc, backup / "blocks-train", targets, key, towers, cw, log, only=hand)
     mv = encode_blocks(split_dir / "valid.parquet", schema, enc, backup / "blocks-valid",
                        lambda rows, start: labels(rows, schema), key, towers, log=log)
     return mt, mv
@@ -232,7 +233,7 @@ def train_streamed(split_dir, schema: Schema, params: dict, backup_dir, strategy
     import keras, tensorflow as tf
     from flex_ml.model import feature_encoder, tower_count, trains_from_features
     from flex_ml.resume import fingerprint
-    from flex_ml.stream import BLOCK_ROWS, sample_frame, stream_feature_stats
+    from flex_ml.stream import BLOCK_ROWS, block_sizes, sample_frame, stream_feature_stats, worker_blocks
     from flex_ml.teacher import sampled_targets
     tp, mp = params.get("train", {}), dict(params.get("model", {}))
     seed, bins, n_stats = tp.get("seed", 42), int(mp.pop("numeric_bins", 0)), tp.get("stats_sample_rows", 1_000_000)
@@ -250,10 +251,11 @@ def train_streamed(split_dir, schema: Schema, params: dict, backup_dir, strategy
     towers = tower_count(model)
     fit_teacher = lambda: sampled_targets(tsample, positions, sample_frame(split_dir / "valid.parquet", max_rows, seed)[0],
                                           schema, params, verbose=bool(verbose))
-    key_of = lambda teacher: fingerprint(stats, teacher, cw, towers)
+    hand = None if cluster is None else worker_blocks(block_sizes(split_dir / "train.parquet"), seed, cluster["index"], len(cluster["workers"]))
+    key_of = lambda teacher: fingerprint(stats, teacher, cw, towers, hand)
     targets, teacher = _teacher_targets(backup, key_of, fit_teacher, verbose)
     del tsample, fit_teacher
-    mt, mv = _blocks(split_dir, schema, feature_encoder(model), backup, targets, key_of(teacher), towers, cw, verbose)
+    mt, mv = _blocks(split_dir, schema, feature_encoder(model), backup, targets, key_of(teacher), towers, cw, verbose, hand)
     epoch, window = {"epoch": 0}, max(1, math.ceil(tp.get("shuffle_buffer", 262_144) / BLOCK_ROWS))
     data, validation, callbacks = _streamed_data(backup, mt, mv, tp, window, epoch, cluster, strategy, verbose)
     history = fit_resumable(trainer, data, validation, tp.get("epochs", 30), tp.get("patience", 5), backup, verbose, callbacks=callbacks)

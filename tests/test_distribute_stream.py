@@ -1,5 +1,5 @@
-"""Streamed input on several workers: two TensorFlow workers on loopback train on generated credit rows, each
-reading only its own share of the encoded blocks every epoch, and end where one streamed process ends."""
+"""Streamed input on several workers: two TensorFlow workers on loopback train on generated credit rows,
+each encoding and reading only its own share of the blocks, and end where one streamed process ends."""
 import json
 import math
 import re
@@ -14,6 +14,8 @@ EPOCHS, BATCH = 4, 1024
 # worker i's progress line each epoch (flex_ml.train._say_read), as the launcher relays it
 READ = re.compile(r"^\[worker (\d+)\] worker (\d+) of 2, epoch (\d+): read (\d+) of (\d+) blocks \[([\d, ]*)\], "
                   r"([\d,]+) rows in (\d+) batches")
+# worker i's last encoding line for the training split (flex_ml.stream.encode_blocks)
+ENCODED = re.compile(r"^\[worker (\d+)\] encoded ([\d,]+) of ([\d,]+) rows into (\d+) blocks \(this worker's (\d+) of (\d+) blocks\)")
 
 
 @pytest.fixture(scope="module")
@@ -44,9 +46,9 @@ def reads_by_epoch(stdout: str) -> dict:
 
 @pytest.mark.slow
 def test_two_workers_each_read_their_own_blocks(small_shards):
-    """`flex-ml train --workers 2` on streamed input: every epoch the workers read disjoint blocks that together are
-    every block once, take the same steps of half the batch, report the same validation figures; the chief's model
-    scores within 0.01 test AUC of one streamed process, and its export passes the parity check (about 3 minutes)."""
+    """`flex-ml train --workers 2` on streamed input: each worker encodes only its own blocks, and every epoch the
+    workers read those, disjoint and together every block once, take the same steps of half the batch, report the
+    same validation figures; the chief's model scores within 0.01 test AUC of one streamed process, and its export passes the parity check (about 3 minutes)."""
     d = small_shards
     r = subprocess.run(CLI + ["train", "--workers", "2", "--timeout", "500", "--split-dir", "s", "--out", "t_workers",
                               "--params", "params.yaml"], cwd=d, capture_output=True, text=True, timeout=600)
@@ -64,7 +66,15 @@ def test_two_workers_each_read_their_own_blocks(small_shards):
         assert not set(b0) & set(b1) and sorted(b0 + b1) == list(range(n_blocks)), (epoch, b0, b1)  # each block once
         assert 0 < len(b0) < n_blocks and 0 < len(b1) < n_blocks  # neither read them all
         assert n0 == n1 == steps and rows0 == rows1 == steps * BATCH // 2, (epoch, by_worker)
-    assert len({tuple(reads[e][0][0]) for e in reads}) > 1  # a new deal each epoch
+    for i in (0, 1):  # each worker owns its blocks for the run: the same ones every epoch (04d: in a new order)
+        assert len({tuple(reads[e][i][0]) for e in reads}) == 1, reads
+    encoded = {}
+    for line in r.stdout.splitlines():
+        if (m := ENCODED.match(line)): encoded[int(m[1])] = (int(m[2].replace(",", "")), int(m[5]), int(m[6]))
+    # each encoded only its own blocks, the ones it reads: together the split once
+    assert sorted(encoded) == [0, 1] and encoded[0][0] + encoded[1][0] == n_train, encoded
+    assert encoded[0][1] + encoded[1][1] == n_blocks and {encoded[i][2] for i in (0, 1)} == {n_blocks}, encoded
+    assert encoded[0][1] == len(reads[1][0][0]) and encoded[1][1] == len(reads[1][1][0]), (encoded, reads[1])
     for i in (0, 1):  # Keras took the same steps on each worker: its own batches, neither re-sharded nor split
         epochs = [l for l in r.stdout.splitlines() if l.startswith(f"[worker {i}] ") and " - val_auc: " in l]
         assert len(epochs) == EPOCHS and all(l.split("] ", 1)[1].startswith(f"{steps}/{steps} ") for l in epochs), epochs
