@@ -1,6 +1,7 @@
-"""Data stages at scale: seconds, rows/s and peak memory of validate and split per engine; prints one JSON object.
+"""Data stages at scale: seconds, rows/s and peak memory of validate, split and score per engine; prints one JSON object.
 
     python benchmarks/scale.py [--rows 1000000 10000000] [--spark-rows 1000000] [--pandas-rows 1000000] [--work /tmp/flex-ml-scale]
+                               [--baseline-rev REV] [--model artifacts/model]
 
 Makes each dataset with `flex-ml generate` (the real credit rows, jittered; seed 0), then runs every
 stage in a child process of a fresh parent that reports the child's peak RSS
@@ -11,6 +12,10 @@ in-memory path as the code was at git revision REV too (from a `git worktree`), 
 up both paths is still measured against what it replaced. `growth` is
 time(largest)/time(smallest) of the embedded engine per stage (rows grow by their ratio).
 Progress goes to stderr; each run's JSON too, so a cut-short run still leaves its numbers.
+
+`score` is batch scoring of the raw file with an export (`--model`, default artifacts/model: run `make repro`
+first): `embedded` is `flex-ml score` with its chunk workers (one per core), `pandas` the same code in one
+process, `pandas@REV` the scoring as it was at REV, and `spark` `mapInPandas` with the NumPy runtime.
 """
 import argparse
 import json
@@ -36,10 +41,18 @@ eng = {**ENGINE_DEFAULTS, "name": "spark" if engine == "spark" else "embedded",
        "in_memory_max_mb": 1e9 if engine == "pandas" else 0, "conf": {"spark.driver.memory": "4g"}}
 log = lambda m: print(m, file=sys.stderr, flush=True)
 if stage == "validate": s = validate_with(eng, raw, sys.argv[5], out + "/validate", 1.0, 1, log=log)
+elif stage == "score" and engine == "spark":
+    from flex_ml.spark_score import spark_score
+    s = spark_score(sys.argv[6], raw, out + "/score", eng, log=log)
+    s["rows_in"] = s["rows"]
+elif stage == "score":
+    from flex_ml.score import score_file
+    s = score_file(sys.argv[6], raw, out + "/scores.parquet", progress=False, **({"workers": 0} if engine == "embedded" else {}))
+    s["rows_in"] = s["rows"]
 else:
     acc = out + "/validate/accepted.parquet"
     s = split_with(eng, acc, sys.argv[5], out + "/split", log=log)
-print("SUMMARY", json.dumps({k: v for k, v in s.items() if k in ("rows_in", "accepted", "train", "engine")}))
+print("SUMMARY", json.dumps({k: v for k, v in s.items() if k in ("rows_in", "accepted", "train", "engine", "scored", "workers")}))
 """
 
 
@@ -53,13 +66,13 @@ def _tree_rss(proc) -> int:
     return total
 
 
-def run_stage(stage: str, engine: str, raw: Path, out: Path, rows: int, code: Path = ROOT) -> dict:
+def run_stage(stage: str, engine: str, raw: Path, out: Path, rows: int, code: Path = ROOT, model: Path = ROOT / "artifacts" / "model") -> dict:
     """One stage in a fresh process that imports flex_ml from `code` (a checkout). `peak_rss_mb`: the largest
     single process (getrusage); `peak_tree_rss_mb`: the most the process tree held at once, sampled every 0.1 s."""
     import psutil
     t0 = time.perf_counter()
     env = {**__import__("os").environ, "PYTHONPATH": str(code)}
-    p = subprocess.Popen([sys.executable, "-c", PEAK, sys.executable, "-c", STAGE, stage, engine.split("@")[0], str(raw), str(out), str(SCHEMA)],
+    p = subprocess.Popen([sys.executable, "-c", PEAK, sys.executable, "-c", STAGE, stage, engine.split("@")[0], str(raw), str(out), str(SCHEMA), str(model)],
                          cwd=code, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     import threading
     streams = {}
@@ -83,7 +96,11 @@ def main():
     ap.add_argument("--pandas-rows", type=int, nargs="*", default=[1_000_000])
     ap.add_argument("--baseline-rev", help="also run the in-memory path as the code was at this git revision")
     ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "flex-ml-scale")
+    ap.add_argument("--model", type=Path, default=ROOT / "artifacts" / "model", help="the export `score` uses")
+    ap.add_argument("--stages", nargs="+", default=["validate", "split", "score"])
     a = ap.parse_args()
+    if "score" in a.stages and not (a.model / "manifest.json").exists():
+        raise SystemExit(f"{a.model} holds no export for the score stage: run `make repro` first, or pass --model")
     codes = {"pandas": ROOT, "embedded": ROOT, "spark": ROOT}
     if a.baseline_rev:
         rev = subprocess.run(["git", "rev-parse", "--short", a.baseline_rev], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
@@ -102,7 +119,7 @@ def main():
         engines = [e for e in codes if n in sizes[e.split("@")[0]]]
         for engine in engines:
             out = a.work / f"out-{engine}-{n}"
-            stages = {s: run_stage(s, engine, data / "data.csv", out, n, codes[engine]) for s in ("validate", "split")}
+            stages = {s: run_stage(s, engine, data / "data.csv", out, n, codes[engine], a.model.resolve()) for s in a.stages}
             runs.append(dict(rows=n, engine=engine, stages=stages))
             print(json.dumps(runs[-1]), file=sys.stderr, flush=True)
     emb = sorted((r for r in runs if r["engine"] == "embedded"), key=lambda r: r["rows"])

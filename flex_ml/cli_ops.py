@@ -114,6 +114,8 @@ def score(input: Path = typer.Argument(..., help="Raw delimited file to score.")
           model: Path = typer.Option("artifacts/model", help="Export folder, or registry:VERSION (pulled and verified)."),
           chunk_rows: int = typer.Option(50_000, min=1, help="Rows per chunk (memory stays flat)."),
           progress: bool = typer.Option(True, help="Show a progress bar."),
+          workers: Optional[int] = typer.Option(None, min=0, help="Processes that score chunks at once (0: one per core); "
+                                                "default: params.yaml's engine.workers, or 1 without a params file."),
           engine: str = typer.Option("embedded", help="spark: score on Spark at params.yaml's engine.master; OUT is then a folder "
                                                        "(scores.parquet, quarantine.csv)."), params: Path = PARAMS):
     "Batch-score a large raw file in chunks: the service's scores and decisions, as Parquet (or CSV)."
@@ -124,7 +126,9 @@ def score(input: Path = typer.Argument(..., help="Raw delimited file to score.")
         return _echo_json(spark_score(resolve_model(model, log=lambda m: typer.echo(m, err=True)), input, output,
                                       load_params(params)["engine"], log=lambda m: typer.echo(m, err=True)))
     if engine != "embedded": raise FlexMLError(f"--engine {engine!r}", "use embedded or spark")
-    _echo_json(score_file(resolve_model(model, log=lambda m: typer.echo(m, err=True)), input, output, chunk_rows=chunk_rows, progress=progress))
+    if workers is None: workers = load_params(params)["engine"]["workers"] if params.exists() else 1
+    _echo_json(score_file(resolve_model(model, log=lambda m: typer.echo(m, err=True)), input, output, chunk_rows=chunk_rows,
+                          progress=progress, workers=workers))
 
 # %% ../nbs/09b_cli_ops.ipynb #c84afa18
 @ops_app.command()

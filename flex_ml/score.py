@@ -5,6 +5,7 @@
 # %% ../nbs/08a_score.ipynb #d0c40119
 from __future__ import annotations
 
+import os
 import resource
 import time
 from pathlib import Path
@@ -36,6 +37,48 @@ def _scored_rows(model, good: pd.DataFrame, lines, raw: pd.DataFrame, ids: list,
     if schema.target.name in kept: out[schema.target.name] = raw[schema.target.name].to_numpy()
     return out
 
+_MODELS: dict = {}  # a chunk worker's export, by folder: loaded once per worker process (each run starts its own)
+
+def _score_chunk(model, chunk: pd.DataFrame, kept: list) -> tuple[dict | None, pd.DataFrame | None]:
+    """One chunk of raw rows (with `_line`) checked and scored by `model` (a `ServingModel`, or a chunk worker's export
+    folder): the output columns of the rows that passed (None if none did) and the quarantine rows with their reasons
+    (None if none). `kept` is the file's columns that are read: the id's among them when the file has it."""
+    if isinstance(model, str):
+        from flex_ml.bundle import ServingModel
+        model = _MODELS.get(model) or _MODELS.setdefault(model, ServingModel(model))
+    ids = [model.schema.id] if model.schema.id is not None and model.schema.id.name in kept else []
+    chunk = chunk.reset_index(drop=True)
+    typed, reasons, bad = _check_chunk(chunk, model.schema, ids)
+    out = _scored_rows(model, typed[~bad], chunk["_line"].to_numpy()[~bad], chunk[~bad], ids, kept) if (~bad).any() else None
+    if not bad.any(): return out, None
+    q = chunk[bad].copy()
+    q.insert(1, "_reasons", ["; ".join(reasons[i]) for i in np.flatnonzero(bad)])
+    return out, q
+
+def _one_blas_thread():
+    "A chunk worker's BLAS on one thread: with a thread per core in each worker, they fight over the cores (1.6x slower here)."
+    from threadpoolctl import threadpool_limits
+    threadpool_limits(1, user_api="blas")
+
+def _scored_chunks(model, model_dir, raws, kept: list, workers: int):
+    """`(raw chunk, scored, quarantined)` for each chunk of `raws`, in file order: scored by `model` here, or with
+    `workers` > 1 by that many processes, at most two chunks per worker in flight (memory stays flat), each loading the
+    export in `model_dir` once."""
+    if workers <= 1:
+        for raw in raws: yield (raw, *_score_chunk(model, raw.frame, kept))
+        return
+    import multiprocessing
+    from collections import deque
+    from concurrent.futures import ProcessPoolExecutor
+    from flex_ml.score import _one_blas_thread, _score_chunk as work  # by their module's name: a spawned child imports them
+    # spawn, not fork: a forked child would inherit Arrow's threads mid-flight
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_one_blas_thread) as pool:
+        pending = deque()
+        for raw in raws:  # two chunks per worker in flight: this process reads the next while they score
+            pending.append((raw, pool.submit(work, str(model_dir), raw.frame, list(kept))))
+            if len(pending) >= 2 * workers: r, f = pending.popleft(); yield (r, *f.result())
+        while pending: r, f = pending.popleft(); yield (r, *f.result())
+
 def _write_empty(path, schema, ids: list, kept: list, as_csv: bool) -> None:
     "No row could be scored: an empty table with the output's columns, not a missing (or stale) file."
     import pyarrow as pa, pyarrow.parquet as pq
@@ -45,8 +88,9 @@ def _write_empty(path, schema, ids: list, kept: list, as_csv: bool) -> None:
     if as_csv: pd.DataFrame({n: [] for n, _ in cols}).to_csv(path, index=False)
     else: pq.write_table(pa.schema(cols).empty_table(), path)
 
-def score_file(model_dir, input, output, quarantine=None, chunk_rows: int = 50_000, progress: bool = True) -> dict:
-    "Score the raw file `input` with the export in `model_dir` into `output` (Parquet, or CSV when it ends in `.csv`)."
+def score_file(model_dir, input, output, quarantine=None, chunk_rows: int = 50_000, progress: bool = True, workers: int = 1) -> dict:
+    """Score the raw file `input` with the export in `model_dir` into `output` (Parquet, or CSV when it ends in `.csv`);
+    `workers` processes score the chunks (0: one per core; a file of one chunk is scored here)."""
     import pyarrow as pa, pyarrow.parquet as pq
     from tqdm.auto import tqdm
     from flex_ml.data import iter_raw
@@ -72,6 +116,7 @@ def score_file(model_dir, input, output, quarantine=None, chunk_rows: int = 50_0
         kept[:] = [h for h in header if h in needed or h == schema.target.name or (ids and h == schema.id.name)]
         return [h for h in header if h not in kept]
     with open(input, "rb") as f: total = max(sum(1 for _ in f) - 1, 0)  # lines after the header, for the progress bar
+    workers = min(workers if workers > 0 else os.cpu_count() or 1, -(-total // chunk_rows) or 1)
     writer, n_in, n_ok, n_bad, n_broken, t0 = None, 0, 0, 0, 0, time.perf_counter()
     # both files are written beside their final names and renamed at the end: an old output or
     # quarantine is never left looking like this run's, and a failed run leaves the last run's pair
@@ -83,27 +128,22 @@ def score_file(model_dir, input, output, quarantine=None, chunk_rows: int = 50_0
             q_partial, mode="a", header=not q_partial.exists(), index=False)
     try:
         with tqdm(total=total, unit="lines", disable=not progress, desc=f"scoring {input.name}") as bar:
-            for raw in iter_raw(input, schema, chunk_rows=chunk_rows, check_header=check_header):
-                chunk, lines = raw.frame.reset_index(drop=True), raw.frame["_line"].to_numpy()
-                typed, reasons, bad = _check_chunk(chunk, schema, ids)
-                good = typed[~bad]
-                if len(good):
-                    out = _scored_rows(model, good, lines[~bad], chunk[~bad], ids, kept)
+            raws = iter_raw(input, schema, chunk_rows=chunk_rows, check_header=check_header)
+            for raw, out, q in _scored_chunks(model, model_dir, raws, kept, workers):
+                if out is not None:
                     if as_csv: pd.DataFrame(out).to_csv(partial, mode="a", header=not partial.exists(), index=False)
                     else:
                         table = pa.table(out)
                         if writer is None: writer = pq.ParquetWriter(partial, table.schema)
                         writer.write_table(table)
-                if bad.any():
-                    q = chunk[bad].copy()
-                    q.insert(1, "_reasons", ["; ".join(reasons[i]) for i in np.flatnonzero(bad)])
-                    to_quarantine(q)
+                if q is not None: to_quarantine(q)
                 if raw.issues:
                     to_quarantine(pd.DataFrame({"_line": [x.line for x in raw.issues], "_reasons": [x.reason for x in raw.issues],
                                                 "_raw": [x.text for x in raw.issues]}))
-                n_in += len(chunk) + len(raw.issues); n_ok += int((~bad).sum())
-                n_bad += int(bad.sum()) + len(raw.issues); n_broken += len(raw.issues)
-                bar.update(len(chunk) + len(raw.issues) + raw.blank_lines)
+                n_q = 0 if q is None else len(q)
+                n_in += len(raw.frame) + len(raw.issues); n_ok += len(raw.frame) - n_q
+                n_bad += n_q + len(raw.issues); n_broken += len(raw.issues)
+                bar.update(len(raw.frame) + len(raw.issues) + raw.blank_lines)
     except BaseException:  # an interrupted run leaves no partial file behind
         if writer is not None: writer.close()
         partial.unlink(missing_ok=True); q_partial.unlink(missing_ok=True); raise
@@ -116,4 +156,5 @@ def score_file(model_dir, input, output, quarantine=None, chunk_rows: int = 50_0
     return dict(input=str(input), output=str(output), quarantine=str(quarantine) if n_bad else None,
                 model_version=model.version, rows=n_in, scored=n_ok, quarantined=n_bad, malformed_lines=n_broken,
                 seconds=round(seconds, 2), rows_per_s=round(n_in / max(seconds, 1e-9)),
-                peak_rss_mib=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1))
+                peak_rss_mib=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1), workers=workers,
+                worker_peak_rss_mib=round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1) if workers > 1 else None)

@@ -498,6 +498,15 @@ def test_batch_scoring_matches_golden_and_quarantines(export, golden, tmp_path, 
     assert as_csv["_line"].tolist() == out["_line"].tolist() and abs(as_csv["score"] - out["score"]).max() == 0
     r = run("out.xlsx")
     assert r.returncode == 2 and "Parquet (.parquet) or CSV (.csv)" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    # chunk workers (the default here: params.yaml's engine.workers 0, one per core) write what one process writes
+    by = {}
+    for n in (1, 3):
+        r = subprocess.run([str(BIN / "flex-ml"), "score", str(tmp_path / "in.csv"), "-o", str(tmp_path / f"w{n}.parquet"),
+                            "--model", str(export), "--chunk-rows", "7", "--no-progress", "--workers", str(n)], capture_output=True, text=True)
+        assert r.returncode == 0 and json.loads(r.stdout)["workers"] == n, r.stderr
+        by[n] = (pd.read_parquet(tmp_path / f"w{n}.parquet"), (tmp_path / f"w{n}.quarantine.csv").read_text())
+    pd.testing.assert_frame_equal(by[1][0], by[3][0]); pd.testing.assert_frame_equal(by[1][0], out)
+    assert by[1][1] == by[3][1] == (tmp_path / "out.quarantine.csv").read_text()
 
 
 def test_batch_scoring_without_id_and_with_no_good_row(export, golden, tmp_path):
