@@ -19,7 +19,7 @@ from .monitor_report import notify, write_report
 from .monitor_input import foreign_input, labels_of, read_labels, read_log, read_records
 from .predlog import log_versions
 from .reference import (Profile, auc_from_hist, auc_standard_error, calibration_from_hist, chi2_from_counts,
-                               ks_from_counts, psi, upper_quantile)
+                               ks_from_counts, profiled, psi, upper_quantile)
 from .params import PARAMS_DEFAULTS
 from .schema import FlexMLError, Schema, load_schema
 
@@ -287,52 +287,56 @@ def _window_table(windows: dict, reference: dict, meta: dict, th) -> list[dict]:
                          alerts=len(w["alerts"]), first_alert=w["alerts"][0]["message"] if w["alerts"] else None))
     return rows
 
+def _chunk_job(ch, st: dict, schema: Schema, model_dir, labels, score_missing: bool, window_required: bool):
+    """What one chunk of traffic is profiled from: `(frame, scores, labels, window keys)`, or None for an empty chunk;
+    `st` keeps the running state (rows seen, versions, the labels matched, notes, the window, the scorer)."""
+    n = len(ch.frame)
+    if not any(c.name in ch.frame for c in schema.features):
+        # a wrong delimiter or file type: not traffic that lost every column (45 "missing" alerts)
+        raise foreign_input(list(ch.frame.columns), schema)
+    if n == 0: return None
+    st["missing_cols"] |= {c.name for c in schema.features if c.name not in ch.frame}
+    if ch.versions is not None:
+        for v, k in zip(*np.unique(ch.versions.astype(str), return_counts=True)): st["versions"][v] = st["versions"].get(v, 0) + int(k)
+    scores = ch.scores
+    if (scores is None or np.isnan(scores).all()) and score_missing:
+        st["scorer"] = st["scorer"] or _scorer(model_dir); scores = st["scorer"](ch.frame, schema)
+    # a labels file, when given, is the outcomes: the traffic's own target column is not read
+    y = ch.labels if ch.labels is not None else labels_of(ch.frame, schema) if labels is None else None
+    if labels is not None and schema.id and schema.id.name in ch.frame:
+        ids = ch.frame[schema.id.name].astype(str).str.strip().str.replace(r"\.0+$", "", regex=True)
+        y = labels.reindex(ids.to_numpy()).to_numpy(float)
+        st["matched"] += int(ids.isin(labels.index).sum())
+    elif labels is not None: st["no_id"] = True
+    st["seen"] += n
+    window = st["window"]
+    if window and not window.startswith("rows:") and ch.timestamps is None and not window_required:
+        st["notes"].append(f"windows over time: the input has no timestamps for the default window {window!r} "
+                           "(pass --window rows:N for data in time order)")
+        window = st["window"] = None
+    keys = window_keys(window, ch.timestamps, first_row=st["seen"] - n, n=n) if window else None
+    return ch.frame, scores, y, keys
+
 def monitor(chunks, model_dir, window: str | None = None, labels: pd.Series | None = None,
             thresholds: MonitorThresholds | None = None, score_missing: bool = True, progress: bool = True,
-            window_required: bool = True) -> dict:
+            window_required: bool = True, workers: int = 1) -> dict:
     """Profile the traffic in `chunks` against the export in `model_dir`; the summary as a dict.
-    With `window_required=False` (a default window from params), input without timestamps skips the time series."""
+    With `window_required=False` (a default window from params), input without timestamps skips the time series.
+    `workers` processes profile the chunks (`flex_ml.reference.profiled`) while this one reads and scores them."""
     from tqdm.auto import tqdm
     reference, meta, schema = load_reference(model_dir)
     th = thresholds or MonitorThresholds()
-    overall, windows, t0, scorer, missing_cols = Profile(reference["spec"]), {}, time.perf_counter(), None, set()
-    notes, seen, versions, matched, no_id = [], 0, {}, 0, False
+    overall, windows, t0 = Profile(reference["spec"]), {}, time.perf_counter()
+    st = dict(missing_cols=set(), versions={}, scorer=None, matched=0, no_id=False, seen=0, notes=[], window=window)
     with tqdm(unit="rows", disable=not progress, desc="monitoring") as bar:
-        for ch in chunks:
-            n = len(ch.frame)
-            if not any(c.name in ch.frame for c in schema.features):
-                # a wrong delimiter or file type: not traffic that lost every column (45 "missing" alerts)
-                raise foreign_input(list(ch.frame.columns), schema)
-            if n == 0: continue
-            missing_cols |= {c.name for c in schema.features if c.name not in ch.frame}
-            if ch.versions is not None:
-                for v, k in zip(*np.unique(ch.versions.astype(str), return_counts=True)): versions[v] = versions.get(v, 0) + int(k)
-            scores = ch.scores
-            if (scores is None or np.isnan(scores).all()) and score_missing:
-                scorer = scorer or _scorer(model_dir); scores = scorer(ch.frame, schema)
-            # a labels file, when given, is the outcomes: the traffic's own target column is not read
-            y = ch.labels if ch.labels is not None else labels_of(ch.frame, schema) if labels is None else None
-            if labels is not None and schema.id and schema.id.name in ch.frame:
-                ids = ch.frame[schema.id.name].astype(str).str.strip().str.replace(r"\.0+$", "", regex=True)
-                y = labels.reindex(ids.to_numpy()).to_numpy(float)
-                matched += int(ids.isin(labels.index).sum())
-            elif labels is not None: no_id = True
-            seen += n
-            if window and not window.startswith("rows:") and ch.timestamps is None and not window_required:
-                notes.append(f"windows over time: the input has no timestamps for the default window {window!r} "
-                             "(pass --window rows:N for data in time order)")
-                window = None
-            if window:
-                keys = window_keys(window, ch.timestamps, first_row=seen - n, n=n)
-                codes, uniques = pd.factorize(keys)
-                for i, k in enumerate(uniques):
-                    m = codes == i
-                    windows.setdefault(k, Profile(reference["spec"])).update(
-                        ch.frame[m].reset_index(drop=True), schema, None if scores is None else scores[m],
-                        None if y is None else y[m])
-            else: overall.update(ch.frame, schema, scores, y)
-            bar.update(n)
+        jobs = (j for ch in chunks if (j := _chunk_job(ch, st, schema, model_dir, labels, score_missing, window_required)) is not None)
+        for got in profiled(jobs, reference["spec"], schema, workers):
+            for k, p in got.items():
+                if k is None: overall.add(p)
+                else: windows.setdefault(k, Profile(reference["spec"])).add(p)
+            bar.update(sum(p.rows for p in got.values()))
     for w in windows.values(): overall.add(w)  # counts add up exactly: each row is profiled once
+    window, notes, seen, matched, no_id, versions, missing_cols = (st[k] for k in ("window", "notes", "seen", "matched", "no_id", "versions", "missing_cols"))
     summary = compare(overall, reference, meta.get("metrics"), th)
     summary["not_computed"] += notes
     if labels is not None:
@@ -367,9 +371,13 @@ def run_monitor(model_dir, out_dir, input=None, log=None, labels=None, window=No
     th = MonitorThresholds.from_params(params)
     explicit, window = window is not None, window or mp.get("window")
     malformed = []
-    chunks = read_log(str(log), since, until, model_version) if log is not None else read_records(input, schema, malformed=malformed)
+    workers = (params.get("engine") or {}).get("workers", 1)
+    # with chunk workers, smaller chunks: they share the rows out more evenly (1M rows: 3.4 s, against 3.9 s in 200,000-row chunks)
+    chunks = (read_log(str(log), since, until, model_version) if log is not None else
+              read_records(input, schema, malformed=malformed, chunk_rows=200_000 if workers == 1 else 50_000))
     lab = read_labels(labels, schema) if labels else None
-    summary = monitor(chunks, model_dir, window=window, labels=lab, thresholds=th, progress=progress, window_required=explicit)
+    summary = monitor(chunks, model_dir, window=window, labels=lab, thresholds=th, progress=progress, window_required=explicit,
+                      workers=workers)
     if log is not None and model_version is not None and summary["rows"] == 0:
         have = log_versions(str(log))
         raise FlexMLError(f"the prediction log has no rows of model version {model_version!r}"

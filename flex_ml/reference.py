@@ -6,7 +6,9 @@
 from __future__ import annotations
 
 import functools
+import itertools
 import math
+import os
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -15,8 +17,9 @@ import pandas as pd
 from .schema import Column, Schema, parse_timestamps
 
 # %% auto #0
-__all__ = ['SCORE_BINS', 'column_values', 'Profile', 'derived_frame_values', 'build_reference', 'psi', 'ks_from_counts',
-           'chi2_from_counts', 'auc_from_hist', 'calibration_from_hist', 'auc_standard_error', 'upper_quantile']
+__all__ = ['SCORE_BINS', 'column_values', 'Profile', 'derived_frame_values', 'build_reference', 'chunk_profiles', 'profiled',
+           'psi', 'ks_from_counts', 'chi2_from_counts', 'auc_from_hist', 'calibration_from_hist', 'auc_standard_error',
+           'upper_quantile']
 
 # %% ../nbs/03b_reference.ipynb #c21abca2
 def column_values(values, col: Column, missing_values=("",)) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -113,14 +116,17 @@ class Profile:
     @staticmethod
     def _add_numeric(acc: dict, sp: dict, x: np.ndarray, missing, bad, undefined=None):
         ok = np.isfinite(x) & ~missing
-        coarse, fine = _bin_both(x[ok], sp["edges"], sp["fine_edges"])
-        acc["coarse"] += np.bincount(coarse, minlength=len(acc["coarse"]))
-        acc["fine"] += np.bincount(fine, minlength=len(acc["fine"]))
+        xo = x[ok]
+        # one search into the merged bins, counted once; the few merged bins' counts then add up into each binning
+        merged, to_coarse, to_fine = _two_binnings(tuple(sp["edges"]), tuple(sp["fine_edges"]))
+        per = np.bincount(np.searchsorted(merged, xo, side="left"), minlength=len(merged) + 1)
+        acc["coarse"] += np.bincount(to_coarse, weights=per, minlength=len(acc["coarse"])).astype(np.int64)
+        acc["fine"] += np.bincount(to_fine, weights=per, minlength=len(acc["fine"])).astype(np.int64)
         if undefined is not None and "undefined" in acc:  # counted in the last bin: a shift in their share is drift, not missing data
             k = int(undefined.sum()); acc["undefined"] += k; acc["coarse"][-1] += k; acc["fine"][-1] += k
             missing = missing & ~undefined
         acc["missing"] += int(missing.sum()); acc["out_of_contract"] += int(bad.sum()); acc["n"] += len(x)
-        acc["total"] += float(x[ok].sum()); acc["total_sq"] += float(np.square(x[ok]).sum())
+        acc["total"] += float(xo.sum()); acc["total_sq"] += float(np.square(xo).sum())
 
     def update(self, frame: pd.DataFrame, schema: Schema, scores=None, labels=None):
         "Fold the records in `frame` (raw fields), their `scores` and their 0/1 `labels` (NaN: unknown) in."
@@ -246,6 +252,37 @@ def build_reference(train: pd.DataFrame, schema: Schema, test_scores=None, test_
         scored = Profile(spec).update(pd.DataFrame(index=range(len(s))), schema, scores=s, labels=test_labels)
         ref["test"] = scored.to_dict()
     return ref
+
+# %% ../nbs/03b_reference.ipynb #786b15c8
+def chunk_profiles(spec: dict, schema: Schema, frame: pd.DataFrame, scores=None, labels=None, keys=None) -> dict:
+    "One chunk's profiles: `{key: profile}` of its rows by window key (`keys`, one per row), or `{None: profile}` of them all."
+    if keys is None: return {None: Profile(spec).update(frame, schema, scores, labels)}
+    codes, uniques = pd.factorize(keys)
+    out = {}
+    for i, k in enumerate(uniques):
+        m = codes == i
+        out[k] = Profile(spec).update(frame[m].reset_index(drop=True), schema, None if scores is None else scores[m],
+                                      None if labels is None else labels[m])
+    return out
+
+def profiled(jobs, spec: dict, schema: Schema, workers: int = 1):
+    """`chunk_profiles` of each job `(frame, scores, labels, keys)` of `jobs`, in order. With `workers` > 1 and more
+    than one job, that many processes profile them (0: one per core), at most two jobs per worker in flight (memory stays flat)."""
+    jobs, workers = iter(jobs), workers if workers > 0 else os.cpu_count() or 1
+    head = list(itertools.islice(jobs, 2))
+    if workers <= 1 or len(head) < 2:
+        for job in itertools.chain(head, jobs): yield chunk_profiles(spec, schema, *job)
+        return
+    import multiprocessing
+    from collections import deque
+    from concurrent.futures import ProcessPoolExecutor
+    from flex_ml.reference import chunk_profiles as work  # by its module's name: a spawned child imports it from there
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:  # spawn: no inherited threads
+        pending = deque()
+        for job in itertools.chain(head, jobs):
+            pending.append(pool.submit(work, spec, schema, *job))
+            if len(pending) >= 2 * workers: yield pending.popleft().result()
+        while pending: yield pending.popleft().result()
 
 # %% ../nbs/03b_reference.ipynb #f923ce4d
 def psi(expected, actual, smoothing: float = 0.5) -> float:
