@@ -8,9 +8,12 @@ wall time and the process's peak RSS. The in-memory path runs only up to `--memo
 need about 36 GB). `resume_s`: a streamed run killed (SIGKILL) after its first epoch and started again: seconds from
 the new start until it trains again (its first resumed epoch's end, less one epoch). `workers`:
 benchmarks/train_workers.py on the credit split (one process against two workers on loopback: on 2 cores that is
-the overhead of synchronous all-reduce, not a speed-up).
+the overhead of synchronous all-reduce, not a speed-up). `--streamed-workers N` also trains the streamed split with
+`flex-ml train --workers N` on loopback (`streamed_workers`): its wall time, when each worker finished encoding its own
+blocks and how many rows it encoded, and its second epoch's seconds, beside the one-process streamed run.
 
     .venv/bin/python benchmarks/train_scale.py [--rows 1000000 10000000] [--memory-max-rows 2000000] [--out F.json]
+                                               [--paths stream memory] [--no-resume] [--streamed-workers 2]
 """
 import argparse
 import json
@@ -69,12 +72,33 @@ def timed_train(d: Path, params: str, out: str, kill_after_epochs: int | None = 
     return dict(epoch_ends_s=ends, wall_s=time.perf_counter() - t0, peak_rss_mb=peak)
 
 
-def one_size(rows: int, work: Path, memory_max_rows: int) -> dict:
+WORKER_LINE = re.compile(r"^\[worker (\d+)\] (.*)$")  # the launcher's prefix on each worker's lines
+ENCODED = re.compile(r"^encoded ([\d,]+) of ([\d,]+) rows into \d+ blocks \(this worker's")
+
+
+def timed_workers(d: Path, params: str, out: str, workers: int) -> dict:
+    "`flex-ml train --workers N`: wall time; per worker, when it finished encoding its training blocks, their rows, its epochs' ends."
+    cmd = [sys.executable, "-m", "flex_ml.cli", "train", "--workers", str(workers), "--timeout", "7200", "--split-dir", "s",
+           "--out", out, "--params", params]
+    t0, encoded, ends = time.perf_counter(), {}, {}
+    proc = subprocess.Popen(cmd, cwd=d, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    for line in proc.stdout:
+        if (m := WORKER_LINE.match(line)) is None: continue
+        i, text, now = int(m[1]), m[2], time.perf_counter() - t0
+        if (e := ENCODED.match(text)) and e[1] == e[2]: encoded[i] = dict(rows=int(e[1].replace(",", "")), done_at_s=round(now, 1))
+        if EPOCH_END.match(text): ends.setdefault(i, []).append(now)
+    if proc.wait() != 0: raise SystemExit(f"train --workers {workers} exited {proc.returncode}")
+    return dict(wall_s=round(time.perf_counter() - t0, 1), encoded=encoded,
+                epoch_s={i: round(e[1] - e[0], 1) for i, e in ends.items() if len(e) > 1})
+
+
+def one_size(rows: int, work: Path, memory_max_rows: int, paths_wanted=("stream", "memory"), resume: bool = True,
+             streamed_workers: int = 0) -> dict:
     d = work / f"rows-{rows}"
     d.mkdir(parents=True, exist_ok=True)
     prepare(d, rows)
     paths = {}
-    for name in ("stream", "memory"):
+    for name in paths_wanted:
         if name == "memory" and rows > memory_max_rows: continue
         write_params(d / f"{name}.yaml", d / "g" / "data.csv", input=name)
         t = timed_train(d, f"{name}.yaml", f"t_{name}")
@@ -83,11 +107,17 @@ def one_size(rows: int, work: Path, memory_max_rows: int) -> dict:
         paths[name] = dict(rows_per_s=round(n_train / epoch_s), epoch_s=round(epoch_s, 1), wall_s=round(t["wall_s"], 1),
                            peak_rss_mb=round(t["peak_rss_mb"]), n_train=n_train)
         print(f"{rows:,} rows, {name}: {paths[name]}", file=sys.stderr, flush=True)
+    out = dict(rows=rows, paths=paths)
+    if streamed_workers:
+        write_params(d / "stream.yaml", d / "g" / "data.csv", input="stream")
+        out["streamed_workers"] = dict(workers=streamed_workers, **timed_workers(d, "stream.yaml", "t_workers", streamed_workers))
+        print(f"{rows:,} rows, {streamed_workers} workers: {out['streamed_workers']}", file=sys.stderr, flush=True)
+    if not resume: return out
     write_params(d / "resume.yaml", d / "g" / "data.csv", input="stream", epochs=3, patience=3)
     timed_train(d, "resume.yaml", "t_resume", kill_after_epochs=1)
     again = timed_train(d, "resume.yaml", "t_resume")
     resume_s = again["epoch_ends_s"][0] - paths["stream"]["epoch_s"]
-    return dict(rows=rows, paths=paths, resume_s=round(resume_s, 1), resume_wall_s=round(again["wall_s"], 1))
+    return dict(out, resume_s=round(resume_s, 1), resume_wall_s=round(again["wall_s"], 1))
 
 
 def main():
@@ -96,12 +126,16 @@ def main():
     ap.add_argument("--memory-max-rows", type=int, default=2_000_000)
     ap.add_argument("--work", type=Path, default=Path("/tmp/flex-ml-train-scale"))
     ap.add_argument("--out", type=Path)
+    ap.add_argument("--paths", nargs="+", default=["stream", "memory"], choices=["stream", "memory"])
+    ap.add_argument("--no-resume", action="store_true", help="skip the kill-and-resume run")
+    ap.add_argument("--no-workers", action="store_true", help="skip benchmarks/train_workers.py")
+    ap.add_argument("--streamed-workers", type=int, default=0, help="also train the streamed split with this many workers")
     a = ap.parse_args()
-    sizes = [one_size(n, a.work, a.memory_max_rows) for n in a.rows]
-    workers = json.loads(subprocess.run([sys.executable, str(ROOT / "benchmarks" / "train_workers.py")], cwd=ROOT,
-                                        check=True, capture_output=True, text=True).stdout)
+    sizes = [one_size(n, a.work, a.memory_max_rows, a.paths, not a.no_resume, a.streamed_workers) for n in a.rows]
+    workers = None if a.no_workers else json.loads(subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "train_workers.py")], cwd=ROOT, check=True, capture_output=True, text=True).stdout)
     result = dict(rows=[s["rows"] for s in sizes], paths={str(s["rows"]): s["paths"] for s in sizes}, workers=workers,
-                  resume_s={str(s["rows"]): s["resume_s"] for s in sizes}, sizes=sizes,
+                  resume_s={str(s["rows"]): s.get("resume_s") for s in sizes}, sizes=sizes,
                   machine=dict(cores=__import__("os").cpu_count()))
     text = json.dumps(result, indent=2)
     print(text)
