@@ -268,21 +268,11 @@ def chunk_profiles(spec: dict, schema: Schema, frame: pd.DataFrame, scores=None,
 def profiled(jobs, spec: dict, schema: Schema, workers: int = 1):
     """`chunk_profiles` of each job `(frame, scores, labels, keys)` of `jobs`, in order. With `workers` > 1 and more
     than one job, that many processes profile them (0: one per core), at most two jobs per worker in flight (memory stays flat)."""
-    jobs, workers = iter(jobs), workers if workers > 0 else os.cpu_count() or 1
-    head = list(itertools.islice(jobs, 2))
-    if workers <= 1 or len(head) < 2:
-        for job in itertools.chain(head, jobs): yield chunk_profiles(spec, schema, *job)
-        return
-    import multiprocessing
-    from collections import deque
-    from concurrent.futures import ProcessPoolExecutor
+    from flex_ml.engines import in_order
     from flex_ml.reference import chunk_profiles as work  # by its module's name: a spawned child imports it from there
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:  # spawn: no inherited threads
-        pending = deque()
-        for job in itertools.chain(head, jobs):
-            pending.append(pool.submit(work, spec, schema, *job))
-            if len(pending) >= 2 * workers: yield pending.popleft().result()
-        while pending: yield pending.popleft().result()
+    jobs, workers = iter(jobs), workers if workers > 0 else os.cpu_count() or 1
+    head = list(itertools.islice(jobs, 2))  # a single chunk is profiled here: no processes to start
+    yield from in_order(work, ((spec, schema, *job) for job in itertools.chain(head, jobs)), workers if len(head) > 1 else 1)
 
 # %% ../nbs/03b_reference.ipynb #f923ce4d
 def psi(expected, actual, smoothing: float = 0.5) -> float:

@@ -64,20 +64,16 @@ def _scored_chunks(model, model_dir, raws, kept: list, workers: int):
     """`(raw chunk, scored, quarantined)` for each chunk of `raws`, in file order: scored by `model` here, or with
     `workers` > 1 by that many processes, at most two chunks per worker in flight (memory stays flat), each loading the
     export in `model_dir` once."""
-    if workers <= 1:
-        for raw in raws: yield (raw, *_score_chunk(model, raw.frame, kept))
-        return
-    import multiprocessing
     from collections import deque
-    from concurrent.futures import ProcessPoolExecutor
+    from flex_ml.engines import in_order
     from flex_ml.score import _one_blas_thread, _score_chunk as work  # by their module's name: a spawned child imports them
-    # spawn, not fork: a forked child would inherit Arrow's threads mid-flight
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_one_blas_thread) as pool:
-        pending = deque()
-        for raw in raws:  # two chunks per worker in flight: this process reads the next while they score
-            pending.append((raw, pool.submit(work, str(model_dir), raw.frame, list(kept))))
-            if len(pending) >= 2 * workers: r, f = pending.popleft(); yield (r, *f.result())
-        while pending: r, f = pending.popleft(); yield (r, *f.result())
+    read = deque()  # the chunks in flight, in order: each result is the oldest one's
+    def jobs():
+        for raw in raws:
+            read.append(raw)
+            yield (model if workers <= 1 else str(model_dir)), raw.frame, list(kept)
+    for out, q in in_order(work, jobs(), workers, initializer=_one_blas_thread):
+        yield read.popleft(), out, q
 
 def _write_empty(path, schema, ids: list, kept: list, as_csv: bool) -> None:
     "No row could be scored: an empty table with the output's columns, not a missing (or stale) file."
