@@ -21,7 +21,8 @@ from .schema import FlexMLError, Schema
 if TYPE_CHECKING: import pandas as pd  # imported where used: fetching needs no pandas
 
 # %% auto #0
-__all__ = ['sha256_file', 'verify_raw_file', 'canonical_bytes', 'fetch_dataset', 'RawIssue', 'RawTable', 'iter_raw', 'read_raw']
+__all__ = ['sha256_file', 'verify_raw_file', 'canonical_bytes', 'fetch_dataset', 'RawIssue', 'RawTable', 'iter_raw', 'read_raw',
+           'in_order']
 
 # %% ../nbs/01_data.ipynb #fbfbcbda
 def sha256_file(path) -> str:
@@ -349,3 +350,23 @@ def read_raw(path, schema: Schema) -> RawTable:
     "Read the delimited file at `path` as text, checked against `schema`'s file-level rules."
     (table,) = iter_raw(path, schema)  # one table; exhausting the generator closes the file
     return table
+
+# %% ../nbs/01_data.ipynb #687e2efc
+def in_order(work, jobs, workers: int, ahead: int = 2, initializer=None):
+    """`work(*job)` for each job of `jobs`, yielded in the jobs' order: in this process, or with `workers` > 1 in that
+    many spawned processes, at most `ahead` jobs per worker in flight (memory stays flat). The chunk workers of
+    `validate`, `score` and `monitor`: `work` must be imported from its module (a spawned child imports it by name),
+    and spawn, not fork, because a forked child would inherit Arrow's and DuckDB's threads mid-flight."""
+    if workers <= 1:
+        for job in jobs: yield work(*job)
+        return
+    import multiprocessing
+    from collections import deque
+    from concurrent.futures import ProcessPoolExecutor
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=initializer) as pool:
+        pending = deque()
+        for job in jobs:
+            pending.append(pool.submit(work, *job))
+            if len(pending) >= ahead * workers: yield pending.popleft().result()
+        while pending: yield pending.popleft().result()
+

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .data import iter_raw
+from .data import in_order, iter_raw
 from .params import PARAMS_DEFAULTS
 from .schema import FlexMLError, Schema, canonical_str, load_schema
 from .split import SPLITS, check_no_leakage, resolve_strategy, run_split
@@ -24,8 +24,8 @@ from .validate import check_rows, check_thresholds, run_validate
 
 # %% auto #0
 __all__ = ['ENGINE_DEFAULTS', 'engine_settings', 'streams', 'arrow_schema', 'split_hash', 'assign_by_hash', 'check_chunk',
-           'duckdb_connect', 'find_duplicates', 'raw_lines', 'in_order', 'stream_validate', 'cuts_from_counts',
-           'time_key', 'membership', 'check_no_leakage_at_scale', 'stream_split']
+           'duckdb_connect', 'find_duplicates', 'raw_lines', 'stream_validate', 'cuts_from_counts', 'time_key',
+           'membership', 'check_no_leakage_at_scale', 'stream_split']
 
 # %% ../nbs/02d_engines.ipynb #f37546c7
 ENGINE_DEFAULTS = PARAMS_DEFAULTS["engine"]  # one source of defaults: the params contract (00a_params)
@@ -167,24 +167,6 @@ def _check_and_write(raw, schema: Schema, acc_dir: Path, tmp: Path, k: int) -> d
     if len(ids): ids.to_parquet(tmp / "ids" / f"part-{k:05d}.parquet", index=False)
     return dict(rows_in=raw.n_rows, blank=raw.blank_lines, ignored=raw.ignored_columns, rules=rules, columns=columns,
                 stats=_accepted_stats(accepted, schema))
-
-def in_order(work, jobs, workers: int, ahead: int = 2, initializer=None):
-    """`work(*job)` for each job of `jobs`, yielded in the jobs' order: in this process, or with `workers` > 1 in that
-    many spawned processes, at most `ahead` jobs per worker in flight (memory stays flat). The chunk workers of
-    `validate`, `score` and `monitor`: `work` must be imported from its module (a spawned child imports it by name),
-    and spawn, not fork, because a forked child would inherit Arrow's and DuckDB's threads mid-flight."""
-    if workers <= 1:
-        for job in jobs: yield work(*job)
-        return
-    import multiprocessing
-    from collections import deque
-    from concurrent.futures import ProcessPoolExecutor
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=initializer) as pool:
-        pending = deque()
-        for job in jobs:
-            pending.append(pool.submit(work, *job))
-            if len(pending) >= ahead * workers: yield pending.popleft().result()
-        while pending: yield pending.popleft().result()
 
 def _stream_chunks(input, schema: Schema, acc_dir: Path, tmp: Path, chunk_rows: int, log, workers: int = 1) -> dict:
     """Pass one: every chunk checked and written; the running counts. With `workers` > 1, this process reads

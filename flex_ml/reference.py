@@ -268,7 +268,7 @@ def chunk_profiles(spec: dict, schema: Schema, frame: pd.DataFrame, scores=None,
 def profiled(jobs, spec: dict, schema: Schema, workers: int = 1):
     """`chunk_profiles` of each job `(frame, scores, labels, keys)` of `jobs`, in order. With `workers` > 1 and more
     than one job, that many processes profile them (0: one per core), at most two jobs per worker in flight (memory stays flat)."""
-    from flex_ml.engines import in_order
+    from flex_ml.data import in_order
     from flex_ml.reference import chunk_profiles as work  # by its module's name: a spawned child imports it from there
     jobs, workers = iter(jobs), workers if workers > 0 else os.cpu_count() or 1
     head = list(itertools.islice(jobs, 2))  # a single chunk is profiled here: no processes to start

@@ -65,7 +65,7 @@ def _scored_chunks(model, model_dir, raws, kept: list, workers: int):
     `workers` > 1 by that many processes, at most two chunks per worker in flight (memory stays flat), each loading the
     export in `model_dir` once."""
     from collections import deque
-    from flex_ml.engines import in_order
+    from flex_ml.data import in_order
     from flex_ml.score import _one_blas_thread, _score_chunk as work  # by their module's name: a spawned child imports them
     read = deque()  # the chunks in flight, in order: each result is the oldest one's
     def jobs():
