@@ -19,13 +19,13 @@ import pandas as pd
 from .data import in_order, iter_raw
 from .params import PARAMS_DEFAULTS
 from .schema import FlexMLError, Schema, canonical_str, load_schema
-from .split import SPLITS, check_no_leakage, resolve_strategy, run_split
+from .split import SPLITS, check_no_leakage, labels, resolve_strategy, run_split
 from .validate import check_rows, check_thresholds, run_validate
 
 # %% auto #0
 __all__ = ['ENGINE_DEFAULTS', 'engine_settings', 'streams', 'arrow_schema', 'split_hash', 'assign_by_hash', 'check_chunk',
-           'duckdb_connect', 'find_duplicates', 'raw_lines', 'stream_validate', 'cuts_from_counts', 'time_key',
-           'membership', 'check_no_leakage_at_scale', 'stream_split']
+           'duckdb_connect', 'find_duplicates', 'raw_lines', 'write_parquet', 'stream_validate', 'cuts_from_counts',
+           'time_key', 'membership', 'check_no_leakage_at_scale', 'stream_split']
 
 # %% ../nbs/02d_engines.ipynb #f37546c7
 ENGINE_DEFAULTS = PARAMS_DEFAULTS["engine"]  # one source of defaults: the params contract (00a_params)
@@ -98,9 +98,7 @@ def check_chunk(raw, schema: Schema) -> tuple[pd.DataFrame, pd.DataFrame, pd.Dat
 
 # %% ../nbs/02d_engines.ipynb #b05986de
 def _accepted_stats(df: pd.DataFrame, schema: Schema) -> Counter:
-    pos = canonical_str(schema.target_positive)
-    t = df[schema.target.name]
-    c = Counter({"rows": len(df), "positives": int((t.map(canonical_str) == pos).sum()) if len(df) else 0})
+    c = Counter({"rows": len(df), "positives": int(labels(df, schema).sum())})
     for col in schema.columns:
         if col.type == "category" and col.unknown == "keep" and col.vocabulary:
             c[f"unknown:{col.name}"] = int((df[col.name].notna() & ~df[col.name].isin(col.vocabulary)).sum())
@@ -151,9 +149,16 @@ def raw_lines(path, wanted: set[int], schema: Schema) -> dict[int, list[str]]:
     return out
 
 # %% ../nbs/02d_engines.ipynb #fe72d32d
-def _write_shard(df: pd.DataFrame, schema, path: Path):
+def write_parquet(table, path: Path):
+    """An Arrow table as one Parquet file, dictionary-encoding the text columns only: plain numbers encode
+    about twice as fast as trying a dictionary on each, for a file about 1% larger (measured on the credit rows)."""
     import pyarrow as pa, pyarrow.parquet as pq
-    pq.write_table(pa.Table.from_pandas(df, schema=schema, preserve_index=False), path)
+    text = [f.name for f in table.schema if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)]
+    pq.write_table(table, path, use_dictionary=text)
+
+def _write_shard(df: pd.DataFrame, schema, path: Path):
+    import pyarrow as pa
+    write_parquet(pa.Table.from_pandas(df, schema=schema, preserve_index=False), path)
 
 def _check_and_write(raw, schema: Schema, acc_dir: Path, tmp: Path, k: int) -> dict:
     "Chunk `k` checked and its shards written (in a worker process when there are several); its counts."
@@ -306,25 +311,35 @@ def check_no_leakage_at_scale(out: Path, key: str, tmp: Path):
 def stream_split(input, schema, out_dir, valid_fraction=0.2, test_fraction=0.2, seed=42, strategy="auto", log=print) -> dict:
     "The `split` stage, streaming: shard by shard into `{train,valid,test}.parquet/` folders of shards."
     import pyarrow as pa, pyarrow.parquet as pq
-    from flex_ml.split import labels
+    from concurrent.futures import ThreadPoolExecutor
     schema = load_schema(schema) if not isinstance(schema, Schema) else schema
     strategy, out, t0 = resolve_strategy(strategy, schema), Path(out_dir), time.perf_counter()
     files = _shards(input)
     cuts = _time_cuts(files, schema, valid_fraction, test_fraction) if strategy == "time" else None
     for n in SPLITS: _fresh(out / f"{n}.parquet"); (out / f"{n}.parquet").mkdir(parents=True)
     st = {n: Counter(rows=0, positives=0, first=2**62, last=0) for n in SPLITS}
-    for k, f in enumerate(files):
-        t = pq.read_table(f); df = t.select(["_line"] + [c for c in (schema.id.name if schema.id else None,
-                                  schema.timestamp.name if schema.timestamp else None, schema.target.name) if c]).to_pandas()
-        m, y = membership(df, schema, strategy, seed, valid_fraction, test_fraction, cuts), labels(df, schema)
-        for i, n in enumerate(SPLITS):
-            sel = m == i
-            if not sel.any(): continue
-            pq.write_table(t.filter(pa.array(sel)), out / f"{n}.parquet" / f"part-{k:05d}.parquet")
-            lines = df["_line"].to_numpy()[sel]
-            st[n].update(rows=int(sel.sum()), positives=int(y[sel].sum()))
-            st[n]["first"], st[n]["last"] = min(st[n]["first"], int(lines.min())), max(st[n]["last"], int(lines.max()))
-        log(f"split: {k + 1} / {len(files)} shards, {sum(s['rows'] for s in st.values()):,} rows, {time.perf_counter() - t0:.0f} s")
+    keys = ["_line"] + [c for c in (schema.id.name if schema.id else None, schema.timestamp.name if schema.timestamp else None,
+                                    schema.target.name) if c]
+    # Arrow reads and encodes Parquet without the GIL: the next shard's read and this shard's three writes
+    # overlap on two threads. Waiting for a shard's writes before the next shard's keeps memory at ~3 shards.
+    with ThreadPoolExecutor(2) as pool:
+        ahead, writes = pool.submit(pq.read_table, files[0]) if files else None, []
+        for k, f in enumerate(files):
+            t = ahead.result()
+            for w in writes: w.result()
+            ahead = pool.submit(pq.read_table, files[k + 1]) if k + 1 < len(files) else None
+            df = t.select(keys).to_pandas()
+            m, y = membership(df, schema, strategy, seed, valid_fraction, test_fraction, cuts), labels(df, schema)
+            writes = []
+            for i, n in enumerate(SPLITS):
+                sel = m == i
+                if not sel.any(): continue
+                writes.append(pool.submit(write_parquet, t.filter(pa.array(sel)), out / f"{n}.parquet" / f"part-{k:05d}.parquet"))
+                lines = df["_line"].to_numpy()[sel]
+                st[n].update(rows=int(sel.sum()), positives=int(y[sel].sum()))
+                st[n]["first"], st[n]["last"] = min(st[n]["first"], int(lines.min())), max(st[n]["last"], int(lines.max()))
+            log(f"split: {k + 1} / {len(files)} shards, {sum(s['rows'] for s in st.values()):,} rows, {time.perf_counter() - t0:.0f} s")
+        for w in writes: w.result()
     check_no_leakage_at_scale(out, schema.id.name if schema.id else "_line", out / ".split-tmp")
     summary = {"strategy": strategy, "seed": seed, "engine": "embedded",
                "membership": "days" if strategy == "time" and schema.timestamp is not None else
