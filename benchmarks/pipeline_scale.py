@@ -1,6 +1,7 @@
 """The whole pipeline at scale: `dvc repro` on a generated dataset, stage by stage; prints one JSON object.
 
-    python benchmarks/pipeline_scale.py [--rows 1000000 10000000] [--epochs 3] [--work /tmp/flex-ml-pipeline-scale]
+    python benchmarks/pipeline_scale.py [--rows 1000000 10000000] [--epochs 3] [--stages validate split profile]
+                                        [--work /tmp/flex-ml-pipeline-scale]
 
 For each size: makes the dataset with `flex-ml generate` (the real credit rows, jittered; seed 0),
 clones this repository's last commit into a scratch project, points `dataset.raw` and
@@ -8,7 +9,11 @@ clones this repository's last commit into a scratch project, points `dataset.raw
 `--epochs` is given: at ten million rows a full training run is an hour on two cores, and the
 seconds per epoch are what grow with the rows), and runs `dvc repro -s STAGE` for every stage in
 the pipeline's order, each under a parent that reports the peak RSS of the stage's process tree
-(`getrusage(RUSAGE_CHILDREN)`). Then a second `dvc repro` must do nothing (`noop_s`).
+(`getrusage(RUSAGE_CHILDREN)`). Then a second `dvc repro` must do nothing (`noop_s`; `noop_ran` lists
+any stage it ran). `--stages` runs the first stages only (the data stages take minutes at 10M, training
+an hour); the second run is then `dvc repro` of the last of them, which checks every stage before it.
+The scratch project reads its own copy of the generated rows' schema, so edits to this checkout during
+a long run cannot change a dependency under it.
 `growth`: time(largest)/time(smallest) per stage, for rows that grew by `growth_rows`.
 Progress goes to stderr, with each stage's figures as it ends, so a cut-short run keeps its numbers.
 """
@@ -55,7 +60,7 @@ def scratch_project(n: int, raw: Path, work: Path, epochs: int | None) -> Path:
     (proj / "data").mkdir(exist_ok=True)
     (proj / "data" / "credit-default").symlink_to(SOURCE.parent)  # data.dvc's output: the real file, not re-fetched
     params = yaml.safe_load((proj / "params.yaml").read_text())
-    params["dataset"].update(raw=str(raw), schema=str(SCHEMA))
+    params["dataset"].update(raw=str(raw), schema=str(SCHEMA.relative_to(ROOT)))  # the clone's copy
     if epochs: params["train"]["epochs"] = epochs
     (proj / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     return proj
@@ -72,19 +77,23 @@ def run_stage(proj: Path, stage: str, rows: int) -> dict:
     return dict(seconds=round(seconds, 1), rows_per_s=round(rows / seconds), peak_rss_mb=round(int(peak[0].split()[2]) / 1024))
 
 
-def run_size(n: int, work: Path, epochs: int | None) -> dict:
+def run_size(n: int, work: Path, epochs: int | None, names=STAGES) -> dict:
     proj = scratch_project(n, dataset(n, work), work, epochs)
     stages = {}
-    for s in STAGES:
+    for s in names:
         stages[s] = run_stage(proj, s, n)
         log(f"{n:,} rows: {s} {json.dumps(stages[s])}")
     t0 = time.perf_counter()
-    r = subprocess.run(["dvc", "repro"], cwd=proj, capture_output=True, text=True,
+    r = subprocess.run(["dvc", "repro", *([] if tuple(names) == STAGES else [names[-1]])], cwd=proj, capture_output=True, text=True,
                        env={**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"})
     noop = time.perf_counter() - t0
+    if r.returncode: raise SystemExit(f"the second dvc repro failed:\n{r.stdout[-4000:]}\n{r.stderr[-4000:]}")
     ran = [line for line in r.stdout.splitlines() if line.startswith("Running stage")]
+    split = json.loads((proj / "artifacts" / "split" / "summary.json").read_text()) if "split" in names else None
+    if "evaluate" not in names:
+        return dict(rows=n, engine="embedded", stages=stages, noop_s=round(noop, 1), noop_ran=ran,
+                    split_rows={k: split[k]["rows"] for k in ("train", "valid", "test")} if split else None)
     metrics = json.loads((proj / "artifacts" / "evaluate" / "live" / "metrics.json").read_text())["test"]
-    split = json.loads((proj / "artifacts" / "split" / "summary.json").read_text())
     train = json.loads((proj / "artifacts" / "train" / "summary.json").read_text()) if (proj / "artifacts" / "train" / "summary.json").exists() else {}
     return dict(rows=n, engine="embedded", stages=stages, noop_s=round(noop, 1), noop_ran=ran,
                 split_rows={k: split[k]["rows"] for k in ("train", "valid", "test")},
@@ -97,16 +106,19 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, nargs="+", default=[1_000_000, 10_000_000])
     ap.add_argument("--epochs", type=int, default=None, help="train.epochs for the run (default: params.yaml's)")
+    ap.add_argument("--stages", nargs="+", choices=STAGES, default=list(STAGES), help="the first stages only, in order")
     ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "flex-ml-pipeline-scale")
     a = ap.parse_args()
     a.work.mkdir(parents=True, exist_ok=True)
+    names = STAGES[:len(a.stages)]
+    if list(names) != a.stages: raise SystemExit(f"--stages must be the first stages of {list(STAGES)}, in order")
     runs = []
     for n in sorted(a.rows):
-        runs.append(run_size(n, a.work, a.epochs))
+        runs.append(run_size(n, a.work, a.epochs, names))
         log(json.dumps(runs[-1]))
     small, large = runs[0], runs[-1]
     result = dict(rows=large["rows"], engine="embedded", stages=large["stages"],
-                  growth={s: round(large["stages"][s]["seconds"] / small["stages"][s]["seconds"], 2) for s in STAGES},
+                  growth={s: round(large["stages"][s]["seconds"] / small["stages"][s]["seconds"], 2) for s in names},
                   growth_rows=large["rows"] / small["rows"], epochs_override=a.epochs, runs=runs,
                   machine=dict(cpus=os.cpu_count()))
     print(json.dumps(result, indent=2))
