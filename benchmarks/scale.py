@@ -1,7 +1,7 @@
 """Data stages at scale: seconds, rows/s and peak memory of validate, split and score per engine; prints one JSON object.
 
     python benchmarks/scale.py [--rows 1000000 10000000] [--spark-rows 1000000] [--pandas-rows 1000000] [--work /tmp/flex-ml-scale]
-                               [--baseline-rev REV] [--model artifacts/model]
+                               [--baseline-rev REV] [--model artifacts/model] [--repeat 3]
 
 Makes each dataset with `flex-ml generate` (the real credit rows, jittered; seed 0), then runs every
 stage in a child process of a fresh parent that reports the child's peak RSS
@@ -12,6 +12,9 @@ in-memory path as the code was at git revision REV too (from a `git worktree`), 
 up both paths is still measured against what it replaced. `growth` is
 time(largest)/time(smallest) of the embedded engine per stage (rows grow by their ratio).
 Progress goes to stderr; each run's JSON too, so a cut-short run still leaves its numbers.
+`--repeat N` runs each stage N times at 1M rows or fewer (not on Spark, whose runs take minutes) and
+reports the run with the median time, all times in `seconds_runs`: a 2-second stage varies by a
+quarter between runs on a shared machine.
 
 `score` is batch scoring of the raw file with an export (`--model`, default artifacts/model: run `make repro`
 first): `embedded` is `flex-ml score` with its chunk workers (one per core), `pandas` the same code in one
@@ -89,6 +92,12 @@ def run_stage(stage: str, engine: str, raw: Path, out: Path, rows: int, code: Pa
                 peak_tree_rss_mb=round(tree / 2**20))
 
 
+def run_repeated(repeat: int, *args) -> dict:
+    "`run_stage` `repeat` times: the run with the median seconds, and every run's seconds."
+    runs = sorted((run_stage(*args) for _ in range(repeat)), key=lambda r: r["seconds"])
+    return {**runs[len(runs) // 2], **({"seconds_runs": [r["seconds"] for r in runs]} if repeat > 1 else {})}
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, nargs="+", default=[1_000_000, 10_000_000])
@@ -98,6 +107,7 @@ def main():
     ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "flex-ml-scale")
     ap.add_argument("--model", type=Path, default=ROOT / "artifacts" / "model", help="the export `score` uses")
     ap.add_argument("--stages", nargs="+", default=["validate", "split", "score"])
+    ap.add_argument("--repeat", type=int, default=3, help="runs per stage at 1M rows or fewer (median reported); not on Spark")
     a = ap.parse_args()
     if "score" in a.stages and not (a.model / "manifest.json").exists():
         raise SystemExit(f"{a.model} holds no export for the score stage: run `make repro` first, or pass --model")
@@ -119,7 +129,8 @@ def main():
         engines = [e for e in codes if n in sizes[e.split("@")[0]]]
         for engine in engines:
             out = a.work / f"out-{engine}-{n}"
-            stages = {s: run_stage(s, engine, data / "data.csv", out, n, codes[engine], a.model.resolve()) for s in a.stages}
+            repeat = a.repeat if n <= 1_000_000 and engine != "spark" else 1
+            stages = {s: run_repeated(repeat, s, engine, data / "data.csv", out, n, codes[engine], a.model.resolve()) for s in a.stages}
             runs.append(dict(rows=n, engine=engine, stages=stages))
             print(json.dumps(runs[-1]), file=sys.stderr, flush=True)
     emb = sorted((r for r in runs if r["engine"] == "embedded"), key=lambda r: r["rows"])
