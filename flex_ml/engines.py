@@ -135,7 +135,7 @@ def _drop_lines(shard_dir: Path, lines: np.ndarray, schema: Schema) -> Counter:
         if not pc.any(hit).as_py(): continue
         t = pq.read_table(f)
         removed += _accepted_stats(t.filter(hit).to_pandas(), schema)
-        pq.write_table(t.filter(pc.invert(hit)), f)
+        write_parquet(t.filter(pc.invert(hit)), f)  # rewritten as validate first wrote it
     return removed
 
 def raw_lines(path, wanted: set[int], schema: Schema) -> dict[int, list[str]]:

@@ -76,8 +76,7 @@ def _bin(x: np.ndarray, edges) -> np.ndarray:
 @functools.lru_cache(maxsize=1024)
 def _two_binnings(coarse: tuple, fine: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Both edge lists merged, and each merged bin's bin in `coarse` and in `fine`: no edge of either lies
-    inside a merged bin, so one binary search per value gives both bins (the search is most of a
-    monitor's time)."""
+    inside a merged bin, so counting the merged bins once gives both binnings (`Profile._add_numeric`)."""
     merged = np.union1d(coarse, fine)
     below = np.concatenate([[-np.inf], merged])  # bin j holds below[j] < x <= merged[j] (the last: x > merged[-1])
     return merged, np.searchsorted(np.asarray(coarse, float), below, side="right"), np.searchsorted(np.asarray(fine, float), below, side="right")
