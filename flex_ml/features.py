@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .schema import Column, FlexMLError, Schema, canonical_str, parse_timestamps
+from .schema import Column, FlexMLError, Schema, canonical_str, canonical_texts, parse_timestamps
 
 # %% auto #0
 __all__ = ['signed_log1p', 'is_numeric_feature', 'to_model_inputs', 'derived_op', 'derived_values', 'derive_all',
@@ -47,15 +47,6 @@ def _records_to_inputs(records: list[dict], schema: Schema) -> dict[str, np.ndar
         else: out[col.key] = np.array(["" if v is None else canonical_str(v) for v in vals], dtype=object)
     return out
 
-def _category_text(v: pd.Series) -> np.ndarray:
-    "A category column as canonical text (`\"\"` for missing); a text or numeric column canonicalises each distinct value once."
-    if pd.api.types.is_string_dtype(v.dtype) and v.dtype != object or pd.api.types.is_numeric_dtype(v.dtype) and v.dtype != bool:
-        codes, uniques = pd.factorize(v)  # one hash pass; missing values get code -1, the "" appended last
-        return np.array([canonical_str(x) for x in uniques] + [""], dtype=object)[codes]
-    # objects may mix True and 1, equal as keys but not as text: one by one
-    return np.array(["" if (x is None or x is pd.NA or (isinstance(x, float) and np.isnan(x))) else canonical_str(x)
-                     for x in v.to_numpy(object)], dtype=object)
-
 def to_model_inputs(data, schema: Schema) -> dict[str, np.ndarray]:
     "Feature columns of `data` (DataFrame or list of dicts) as `{key: array}` for the model."
     if isinstance(data, list): return _records_to_inputs(data, schema)
@@ -66,7 +57,7 @@ def to_model_inputs(data, schema: Schema) -> dict[str, np.ndarray]:
         if col.type in ("integer", "float") and pd.api.types.is_numeric_dtype(v.dtype) and v.dtype != bool:
             out[col.key] = v.to_numpy(np.float32, na_value=np.nan)  # already numbers (a typed frame): no parsing
         elif is_numeric_feature(col): out[col.key] = _numeric_values(v.to_numpy(object), col)
-        else: out[col.key] = _category_text(v)
+        else: out[col.key] = canonical_texts(v)  # once per distinct value, "" for missing
     return out
 
 # %% ../nbs/03_features.ipynb #6be49eef

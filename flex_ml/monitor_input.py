@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from .predlog import read_predictions
-from .schema import FlexMLError, Schema, canonical_str
+from .schema import FlexMLError, Schema, canonical_str, canonical_texts
 
 # %% auto #0
 __all__ = ['Chunk', 'read_log', 'foreign_input', 'read_records', 'labels_of', 'read_labels']
@@ -74,8 +74,7 @@ def labels_of(frame: pd.DataFrame, schema: Schema, source: str = "the traffic") 
     would make every outcome a non-default and fire a calibration alert about the model."""
     t = schema.target
     if t.name not in frame: return None
-    codes, values = pd.factorize(frame[t.name], use_na_sentinel=False)  # a label column has a few distinct values: canonical_str once each
-    v = pd.Series(np.array([canonical_str(x) for x in values], dtype=object)[codes], index=frame.index)
+    v = pd.Series(canonical_texts(frame[t.name]), index=frame.index)  # missing: "", counted as missing below
     v = v.astype(str).str.replace(r"^(-?\d+)\.0+$", r"\1", regex=True)  # "1.0" is 1
     missing = (frame[t.name].isna() | v.isin(["", "None", "nan", "NaN", "<NA>", *schema.missing_values])).to_numpy()
     if t.type == "bool":

@@ -17,8 +17,8 @@ import flex_ml.determinism  # noqa: F401  first: fixes TensorFlow's numerics bef
 
 # %% auto #0
 __all__ = ['TYPES', 'ROLES', 'TRANSFORMS', 'ENCODINGS', 'UNKNOWN_POLICIES', 'DERIVED_OPS', 'FIELD_KINDS', 'COLUMN_FIELDS',
-           'SCHEMA_FIELDS', 'DERIVED_FIELDS', 'FlexMLError', 'Column', 'canonical_str', 'parse_timestamps', 'Derived',
-           'Schema', 'read_yaml', 'load_schema', 'save_schema']
+           'SCHEMA_FIELDS', 'DERIVED_FIELDS', 'FlexMLError', 'Column', 'canonical_str', 'canonical_codes',
+           'canonical_texts', 'parse_timestamps', 'Derived', 'Schema', 'read_yaml', 'load_schema', 'save_schema']
 
 # %% ../nbs/00_schema.ipynb #e8bfae93
 class FlexMLError(Exception):
@@ -103,6 +103,26 @@ def canonical_str(v) -> str:
     v = str(v).strip()
     if "." in v and _INTEGRAL_TEXT.fullmatch(v): v = v[:v.index(".")]
     return "0" if v == "-0" else v  # -0.0 is 0, as a JSON -0.0 is
+
+# %% ../nbs/00_schema.ipynb #6cdf0dd7
+_UNIFORM = ("string", "integer", "floating", "boolean", "empty")  # pandas' inferred kinds whose equal values share one text
+
+def _is_na(x) -> bool: return x is None or x != x or type(x).__name__ in ("NAType", "NaTType")
+
+def canonical_codes(values) -> tuple:
+    """`(codes, texts)`: `texts[codes]` is `canonical_str` of each of `values` (a pandas Series), `""` where missing;
+    each distinct value is canonicalised once."""
+    import numpy as np, pandas as pd
+    if values.dtype == object and pd.api.types.infer_dtype(values, skipna=True) not in _UNIFORM:
+        values = pd.Series([None if _is_na(x) else canonical_str(x) for x in values.to_numpy(object)], dtype=object)
+    codes, uniques = pd.factorize(values)  # missing values get code -1: the "" appended last
+    # tolist(): NumPy's bool_ and int64 become Python's, so True reads "true" as it does in a record
+    return codes, np.array([canonical_str(x) for x in uniques.tolist()] + [""], dtype=object)
+
+def canonical_texts(values):
+    "`canonical_str` of each of `values` (a pandas Series) as an object array, `\"\"` where missing."
+    codes, texts = canonical_codes(values)
+    return texts[codes]
 
 # %% ../nbs/00_schema.ipynb #815f6dbb
 def parse_timestamps(values, col: Column):

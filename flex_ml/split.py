@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .schema import FlexMLError, Schema, canonical_str, load_schema
+from .schema import FlexMLError, Schema, canonical_codes, canonical_str, load_schema
 
 # %% auto #0
 __all__ = ['SPLITS', 'labels', 'resolve_strategy', 'split_table', 'check_no_leakage', 'run_split']
@@ -19,11 +19,8 @@ __all__ = ['SPLITS', 'labels', 'resolve_strategy', 'split_table', 'check_no_leak
 # %% ../nbs/02a_split.ipynb #e0f72753
 def labels(df: pd.DataFrame, schema: Schema) -> np.ndarray:
     "The target as an int array: 1 where it equals the contract's `target_positive`."
-    t, pos = df[schema.target.name], canonical_str(schema.target_positive)
-    if pd.api.types.infer_dtype(t, skipna=False) not in ("string", "integer", "floating", "boolean", "empty"):
-        return (t.map(canonical_str) == pos).to_numpy(np.int64)  # mixed objects: True and 1 are one key but not one text
-    codes, uniques = pd.factorize(t, use_na_sentinel=False)  # a target has a few distinct values: canonicalise each once
-    return np.array([canonical_str(x) == pos for x in uniques], dtype=np.int64)[codes]
+    codes, texts = canonical_codes(df[schema.target.name])  # a target has a few distinct values: compared once each
+    return (texts == canonical_str(schema.target_positive)).astype(np.int64)[codes]
 
 # %% ../nbs/02a_split.ipynb #b56c21ba
 SPLITS = ("train", "valid", "test")
