@@ -98,6 +98,14 @@ def run_repeated(repeat: int, *args) -> dict:
     return {**runs[len(runs) // 2], **({"seconds_runs": [r["seconds"] for r in runs]} if repeat > 1 else {})}
 
 
+def worktree(rev: str, work: Path) -> Path:
+    "A detached git worktree of this repository at `rev` under `work` (made once): the code a baseline runs."
+    rev = subprocess.run(["git", "rev-parse", "--short", rev], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+    tree = work / f"code-{rev}"
+    if not tree.exists(): subprocess.run(["git", "worktree", "add", "--detach", str(tree), rev], cwd=ROOT, check=True, capture_output=True)
+    return tree
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, nargs="+", default=[1_000_000, 10_000_000])
@@ -113,10 +121,8 @@ def main():
         raise SystemExit(f"{a.model} holds no export for the score stage: run `make repro` first, or pass --model")
     codes = {"pandas": ROOT, "embedded": ROOT, "spark": ROOT}
     if a.baseline_rev:
-        rev = subprocess.run(["git", "rev-parse", "--short", a.baseline_rev], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
-        tree = a.work / f"code-{rev}"
-        if not tree.exists(): subprocess.run(["git", "worktree", "add", "--detach", str(tree), rev], cwd=ROOT, check=True, capture_output=True)
-        codes[f"pandas@{rev}"] = tree
+        tree = worktree(a.baseline_rev, a.work)
+        codes[f"pandas@{tree.name.removeprefix('code-')}"] = tree
     from flex_ml.generate import generate
     runs = []
     for n in sorted(set(a.rows) | set(a.spark_rows) | set(a.pandas_rows)):
