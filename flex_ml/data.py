@@ -352,18 +352,22 @@ def read_raw(path, schema: Schema) -> RawTable:
     return table
 
 # %% ../nbs/01_data.ipynb #687e2efc
-def in_order(work, jobs, workers: int, ahead: int = 2, initializer=None):
+def in_order(work, jobs, workers: int, ahead: int = 2, initializer=None, threads: bool = False):
     """`work(*job)` for each job of `jobs`, yielded in the jobs' order: in this process, or with `workers` > 1 in that
     many spawned processes, at most `ahead` jobs per worker in flight (memory stays flat). The chunk workers of
     `validate`, `score` and `monitor`: `work` must be imported from its module (a spawned child imports it by name),
-    and spawn, not fork, because a forked child would inherit Arrow's and DuckDB's threads mid-flight."""
+    and spawn, not fork, because a forked child would inherit Arrow's and DuckDB's threads mid-flight.
+    With `threads`, `workers` threads of this process instead: for work that spends its time in NumPy or Arrow,
+    which release the GIL, they cost no start and pickle nothing."""
     if workers <= 1:
         for job in jobs: yield work(*job)
         return
     import multiprocessing
     from collections import deque
-    from concurrent.futures import ProcessPoolExecutor
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=initializer) as pool:
+    from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+    pool = (ThreadPoolExecutor(workers, initializer=initializer) if threads else
+            ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=initializer))
+    with pool:
         pending = deque()
         for job in jobs:
             pending.append(pool.submit(work, *job))

@@ -322,7 +322,7 @@ def monitor(chunks, model_dir, window: str | None = None, labels: pd.Series | No
             window_required: bool = True, workers: int = 1) -> dict:
     """Profile the traffic in `chunks` against the export in `model_dir`; the summary as a dict.
     With `window_required=False` (a default window from params), input without timestamps skips the time series.
-    `workers` processes profile the chunks (`flex_ml.reference.profiled`) while this one reads and scores them."""
+    `workers` threads profile the chunks (`flex_ml.reference.profiled`) while this one reads and scores them."""
     from tqdm.auto import tqdm
     reference, meta, schema = load_reference(model_dir)
     th = thresholds or MonitorThresholds()
@@ -372,9 +372,9 @@ def run_monitor(model_dir, out_dir, input=None, log=None, labels=None, window=No
     explicit, window = window is not None, window or mp.get("window")
     malformed = []
     workers = (params.get("engine") or {}).get("workers", 1)
-    # with chunk workers, smaller chunks: they share the rows out more evenly (1M rows: 3.4 s, against 3.9 s in 200,000-row chunks)
+    # with chunk threads, smaller chunks share the rows out more evenly (1M Parquet rows: 0.9 s in 100,000-row chunks, 1.3 s in 25,000)
     chunks = (read_log(str(log), since, until, model_version) if log is not None else
-              read_records(input, schema, malformed=malformed, chunk_rows=200_000 if workers == 1 else 50_000))
+              read_records(input, schema, malformed=malformed, chunk_rows=200_000 if workers == 1 else 100_000))
     lab = read_labels(labels, schema) if labels else None
     summary = monitor(chunks, model_dir, window=window, labels=lab, thresholds=th, progress=progress, window_required=explicit,
                       workers=workers)
