@@ -9,7 +9,7 @@ loads the window, scipy's exact two-sample KS and a PSI per feature) on the firs
 the streaming monitor on the same 1M rows. It also times reading the service's SQLite prediction log,
 counts false alarms (200 windows of 1,000 rows of the random hold-out: no drift) and the share of
 windows with a drift in the outcomes (labels) that alert. The monitor runs with params.yaml as it is (its
-`engine.workers` processes profile the chunks). `speedup_vs_in_memory_1m` divides the monitor's rows/s over its
+`engine.workers` threads profile the chunks). `speedup_vs_in_memory_1m` divides the monitor's rows/s over its
 whole command (interpreter start, imports, HTML report) by the baseline's over its own timed section;
 `speedup_vs_in_memory_1m_own_timer` uses the monitor's own timer, as the baseline does, and
 `speedup_vs_in_memory_1m_whole_commands` times both as whole commands (each interpreter's start and imports). The 1M-row

@@ -24,11 +24,11 @@ def one_file(shards: Path, path: Path):
     "The accepted shards as one Parquet file, batch by batch (memory: one batch)."
     import pyarrow.dataset as ds, pyarrow.parquet as pq
     path.parent.mkdir(parents=True, exist_ok=True)
-    writer = None
+    part, writer = path.with_name(path.name + ".part"), None  # renamed when whole: a killed run leaves no short file
     for batch in ds.dataset(shards).to_batches():
-        writer = writer or pq.ParquetWriter(path, batch.schema)
+        writer = writer or pq.ParquetWriter(part, batch.schema)
         writer.write_batch(batch)
-    if writer: writer.close()
+    if writer: writer.close(); part.rename(path)
 
 
 def main():

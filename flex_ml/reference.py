@@ -267,11 +267,12 @@ def chunk_profiles(spec: dict, schema: Schema, frame: pd.DataFrame, scores=None,
 
 def profiled(jobs, spec: dict, schema: Schema, workers: int = 1):
     """`chunk_profiles` of each job `(frame, scores, labels, keys)` of `jobs`, in order. With `workers` > 1, that many
-    threads profile them (0: one per core), at most two jobs per thread in flight (memory stays flat)."""
+    threads profile them (0: one per core; at most 4), at most two jobs per thread in flight (memory stays flat)."""
     from flex_ml.data import in_order
     # threads, not processes: a profile is NumPy's sorts, comparisons and sums, which release the GIL. Processes
     # cost ~0.5 s each to start and pickle every chunk there; on 1M rows they were slower than one thread.
-    workers = workers if workers > 0 else os.cpu_count() or 1
+    # at most 4 threads: one reading thread feeds them, and each holds up to two chunks (memory stays flat on a big host)
+    workers = min(workers if workers > 0 else os.cpu_count() or 1, 4)
     yield from in_order(chunk_profiles, ((spec, schema, *job) for job in jobs), workers, threads=True)
 
 # %% ../nbs/03b_reference.ipynb #f923ce4d

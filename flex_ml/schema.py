@@ -98,7 +98,7 @@ _INTEGRAL_TEXT = re.compile(r"-?[0-9]+\.0+")
 
 def canonical_str(v) -> str:
     "A category value as text: integral floats lose their `.0`, as does their text (`\"2.0\"`, as validation reads it), strings are stripped."
-    if isinstance(v, bool): return str(v).lower()
+    if type(v).__name__ in ("bool", "bool_"): return str(v).lower()  # Python's bool and NumPy's (named bool since NumPy 2)
     if isinstance(v, float) and v.is_integer(): return str(int(v))
     v = str(v).strip()
     if "." in v and _INTEGRAL_TEXT.fullmatch(v): v = v[:v.index(".")]
@@ -107,7 +107,11 @@ def canonical_str(v) -> str:
 # %% ../nbs/00_schema.ipynb #6cdf0dd7
 _UNIFORM = ("string", "integer", "floating", "boolean", "empty")  # pandas' inferred kinds whose equal values share one text
 
-def _is_na(x) -> bool: return x is None or x != x or type(x).__name__ in ("NAType", "NaTType")
+def _is_na(x) -> bool:
+    "None, NaN, pandas' NA or NaT: missing. Tested by identity and type first: `pd.NA != pd.NA` is NA, not a bool."
+    if x is None or type(x).__name__ in ("NAType", "NaTType"): return True
+    try: return bool(x != x)  # NaN, float or Decimal
+    except (TypeError, ValueError, ArithmeticError): return False  # a cell with its own comparison (an array, sNaN): a value
 
 def canonical_codes(values) -> tuple:
     """`(codes, texts)`: `texts[codes]` is `canonical_str` of each of `values` (a pandas Series), `""` where missing;
@@ -116,7 +120,6 @@ def canonical_codes(values) -> tuple:
     if values.dtype == object and pd.api.types.infer_dtype(values, skipna=True) not in _UNIFORM:
         values = pd.Series([None if _is_na(x) else canonical_str(x) for x in values.to_numpy(object)], dtype=object)
     codes, uniques = pd.factorize(values)  # missing values get code -1: the "" appended last
-    # tolist(): NumPy's bool_ and int64 become Python's, so True reads "true" as it does in a record
     return codes, np.array([canonical_str(x) for x in uniques.tolist()] + [""], dtype=object)
 
 def canonical_texts(values):

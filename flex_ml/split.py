@@ -12,15 +12,21 @@ import numpy as np
 import pandas as pd
 
 from .schema import FlexMLError, Schema, canonical_codes, canonical_str, load_schema
+from .validate import _FALSE, _TRUE  # the texts validation reads as booleans
 
 # %% auto #0
 __all__ = ['SPLITS', 'labels', 'resolve_strategy', 'split_table', 'check_no_leakage', 'run_split']
 
 # %% ../nbs/02a_split.ipynb #e0f72753
 def labels(df: pd.DataFrame, schema: Schema) -> np.ndarray:
-    "The target as an int array: 1 where it equals the contract's `target_positive`."
+    """The target as an int array: 1 where it equals the contract's `target_positive`. A bool target compares truth
+    as validation reads it (`true`, `yes`, `1` are one value), as the monitor's label reader does."""
     codes, texts = canonical_codes(df[schema.target.name])  # a target has a few distinct values: compared once each
-    return (texts == canonical_str(schema.target_positive)).astype(np.int64)[codes]
+    pos = canonical_str(schema.target_positive)
+    if schema.target.type == "bool":
+        truth = _TRUE if pos.lower() in _TRUE else _FALSE
+        return np.array([t.lower() in truth for t in texts], dtype=np.int64)[codes]
+    return (texts == pos).astype(np.int64)[codes]
 
 # %% ../nbs/02a_split.ipynb #b56c21ba
 SPLITS = ("train", "valid", "test")
