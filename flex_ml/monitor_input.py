@@ -66,7 +66,7 @@ def read_records(path, schema: Schema, chunk_rows: int = 200_000, malformed: lis
         frame = frame.apply(lambda c: c.str.lstrip())  # as pandas' skipinitialspace read them before
         if len(frame): yield chunk(frame)
 
-from .validate import _FALSE, _TRUE  # the texts validation reads as booleans, one list for both
+from .schema import FALSE_TEXTS as _FALSE, TRUE_TEXTS as _TRUE  # the texts validation reads as booleans, one list for all
 
 def labels_of(frame: pd.DataFrame, schema: Schema, source: str = "the traffic") -> np.ndarray | None:
     """0/1 labels from the target column of `frame` (NaN where missing), or None without one. A value

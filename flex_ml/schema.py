@@ -16,9 +16,10 @@ import yaml
 import flex_ml.determinism  # noqa: F401  first: fixes TensorFlow's numerics before any module can load it
 
 # %% auto #0
-__all__ = ['TYPES', 'ROLES', 'TRANSFORMS', 'ENCODINGS', 'UNKNOWN_POLICIES', 'DERIVED_OPS', 'FIELD_KINDS', 'COLUMN_FIELDS',
-           'SCHEMA_FIELDS', 'DERIVED_FIELDS', 'FlexMLError', 'Column', 'canonical_str', 'canonical_codes',
-           'canonical_texts', 'parse_timestamps', 'Derived', 'Schema', 'read_yaml', 'load_schema', 'save_schema']
+__all__ = ['TYPES', 'ROLES', 'TRANSFORMS', 'ENCODINGS', 'UNKNOWN_POLICIES', 'TRUE_TEXTS', 'FALSE_TEXTS', 'DERIVED_OPS',
+           'FIELD_KINDS', 'COLUMN_FIELDS', 'SCHEMA_FIELDS', 'DERIVED_FIELDS', 'FlexMLError', 'Column', 'canonical_str',
+           'canonical_codes', 'canonical_texts', 'parse_timestamps', 'Derived', 'Schema', 'read_yaml', 'load_schema',
+           'save_schema']
 
 # %% ../nbs/00_schema.ipynb #e8bfae93
 class FlexMLError(Exception):
@@ -105,6 +106,9 @@ def canonical_str(v) -> str:
     return "0" if v == "-0" else v  # -0.0 is 0, as a JSON -0.0 is
 
 # %% ../nbs/00_schema.ipynb #6cdf0dd7
+TRUE_TEXTS = frozenset({"true", "1", "yes", "y", "t"})  # what a bool column's text means, lower-cased: validation, labels
+FALSE_TEXTS = frozenset({"false", "0", "no", "n", "f"})  # and the monitor's label reader read booleans by these two sets
+
 _UNIFORM = ("string", "integer", "floating", "boolean", "empty")  # pandas' inferred kinds whose equal values share one text
 
 def _is_na(x) -> bool:

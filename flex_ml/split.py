@@ -11,8 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .schema import FlexMLError, Schema, canonical_codes, canonical_str, load_schema
-from .validate import _FALSE, _TRUE  # the texts validation reads as booleans
+from .schema import FALSE_TEXTS, TRUE_TEXTS, FlexMLError, Schema, canonical_codes, canonical_str, load_schema
 
 # %% auto #0
 __all__ = ['SPLITS', 'labels', 'resolve_strategy', 'split_table', 'check_no_leakage', 'run_split']
@@ -24,7 +23,7 @@ def labels(df: pd.DataFrame, schema: Schema) -> np.ndarray:
     codes, texts = canonical_codes(df[schema.target.name])  # a target has a few distinct values: compared once each
     pos = canonical_str(schema.target_positive)
     if schema.target.type == "bool":
-        truth = _TRUE if pos.lower() in _TRUE else _FALSE
+        truth = TRUE_TEXTS if pos.lower() in TRUE_TEXTS else FALSE_TEXTS
         return np.array([t.lower() in truth for t in texts], dtype=np.int64)[codes]
     return (texts == pos).astype(np.int64)[codes]
 

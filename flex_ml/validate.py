@@ -14,13 +14,13 @@ import numpy as np
 import pandas as pd
 
 from .data import RawTable, read_raw
-from .schema import Column, FlexMLError, Schema, canonical_str, load_schema, parse_timestamps
+from .schema import FALSE_TEXTS, TRUE_TEXTS, Column, FlexMLError, Schema, canonical_str, load_schema, parse_timestamps
 
 # %% auto #0
 __all__ = ['check_column', 'ValidationResult', 'check_rows', 'validate_table', 'check_thresholds', 'run_validate']
 
 # %% ../nbs/02_validate.ipynb #961a4231
-_TRUE, _FALSE = {"true", "1", "yes", "y", "t"}, {"false", "0", "no", "n", "f"}
+_TRUE, _FALSE = TRUE_TEXTS, FALSE_TEXTS  # the contract's texts for booleans (schema)
 
 def _show(v: str, width: int = 40) -> str:
     return repr(v if len(v) <= width else v[:width] + "...")
