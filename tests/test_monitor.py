@@ -216,8 +216,10 @@ def test_drift_in_postgresql_log_alerts_exits_3_and_posts_webhook(project, score
     records = [{"LIMIT_BAL": int(r["LIMIT_BAL"]) * 4, **{k: int(r[k]) for k in rows.columns
                if k.startswith(("PAY_", "BILL_AMT")) and k != "PAY_AMT1" or k in ("EDUCATION", "AGE")}}
                for r in rows.to_dict("records")]
-    log.put("e2e-drift", records, rows.score.to_numpy() * 0.5 + 0.4, np.zeros(len(rows), int))
+    written = log.put("e2e-drift", records, rows.score.to_numpy() * 0.5 + 0.4, np.zeros(len(rows), int))
     log.close()
+    # the writer's own error, if the write failed (CI once found the log empty here and said no more)
+    assert written.exception(timeout=0) is None and log.written == len(rows), (written.exception(timeout=0), log.last_error)
     hook = Webhook()
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["monitor"]["webhook"] = hook.url
