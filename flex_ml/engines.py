@@ -149,12 +149,20 @@ def raw_lines(path, wanted: set[int], schema: Schema) -> dict[int, list[str]]:
     return out
 
 # %% ../nbs/02d_engines.ipynb #fe72d32d
+def _delta_encodable(t) -> bool:
+    "Arrow types Parquet stores as INT32/INT64, which DELTA_BINARY_PACKED can encode."
+    import pyarrow as pa
+    return pa.types.is_integer(t) or pa.types.is_timestamp(t) or pa.types.is_date(t)
+
 def write_parquet(table, path: Path):
-    """An Arrow table as one Parquet file, dictionary-encoding the text columns only: plain numbers encode
-    about twice as fast as trying a dictionary on each, for a file about 1% larger (measured on the credit rows)."""
+    """An Arrow table as one Parquet file, encoded for the shards' round trip: integer and time columns as
+    DELTA_BINARY_PACKED, text columns as a dictionary, the rest plain; snappy on top. On a 200k-row credit
+    shard against plain numbers: writes 1.6x faster, reads 2.7x faster, 43% smaller (a dictionary on every
+    column was slower still). DuckDB, Spark and pyarrow all read these encodings."""
     import pyarrow as pa, pyarrow.parquet as pq
     text = [f.name for f in table.schema if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)]
-    pq.write_table(table, path, use_dictionary=text)
+    delta = {f.name: "DELTA_BINARY_PACKED" for f in table.schema if _delta_encodable(f.type)}
+    pq.write_table(table, path, use_dictionary=text, column_encoding=delta)
 
 def _write_shard(df: pd.DataFrame, schema, path: Path):
     import pyarrow as pa
@@ -298,11 +306,15 @@ def membership(df: pd.DataFrame, schema: Schema, strategy: str, seed: int, valid
 
 # %% ../nbs/02d_engines.ipynb #ee21e16e
 def check_no_leakage_at_scale(out: Path, key: str, tmp: Path):
-    "Raise `FlexMLError` when a `key` value is in two of the split folders under `out` (DuckDB, out of core)."
+    """Raise `FlexMLError` when a `key` value is in two of the split folders under `out` (DuckDB, out of core).
+    Two semi-joins (train against valid and test, valid against test) hash only the smaller splits' keys:
+    at 10M rows 0.23 s, against 1.0 s for grouping every key by split."""
     con = duckdb_connect(tmp)
+    keys = {n: f"SELECT \"{key}\" FROM read_parquet('{out}/{n}.parquet/*.parquet')" for n in SPLITS}
     try:
-        parts = " UNION ALL ".join(f"SELECT \"{key}\" AS k, '{n}' AS s FROM read_parquet('{out}/{n}.parquet/*.parquet')" for n in SPLITS)
-        both = con.execute(f"SELECT k FROM ({parts}) GROUP BY k HAVING count(DISTINCT s) > 1 ORDER BY k LIMIT 5").fetchall()
+        both = con.execute(f"""SELECT k FROM (
+            SELECT "{key}" AS k FROM ({keys['train']}) WHERE "{key}" IN ({keys['valid']} UNION ALL {keys['test']})
+            UNION ALL SELECT "{key}" FROM ({keys['valid']}) WHERE "{key}" IN ({keys['test']})) ORDER BY k LIMIT 5""").fetchall()
     finally: con.close(); shutil.rmtree(tmp, ignore_errors=True)
     if both:
         raise FlexMLError(f"leakage: {key} value(s) are in more than one split, e.g. {[b[0] for b in both]}",
@@ -330,11 +342,15 @@ def stream_split(input, schema, out_dir, valid_fraction=0.2, test_fraction=0.2, 
             ahead = pool.submit(pq.read_table, files[k + 1]) if k + 1 < len(files) else None
             df = t.select(keys).to_pandas()
             m, y = membership(df, schema, strategy, seed, valid_fraction, test_fraction, cuts), labels(df, schema)
-            writes = []
+            # One gather puts the rows in split order (stable: each split keeps the shard's order); the three
+            # parts are zero-copy slices of it. Three boolean filters scanned the whole shard three times.
+            order, sizes = np.argsort(m, kind="stable"), np.bincount(m, minlength=len(SPLITS))
+            grouped, starts, writes = t.take(pa.array(order)), np.concatenate([[0], np.cumsum(sizes)]), []
             for i, n in enumerate(SPLITS):
                 sel = m == i
-                if not sel.any(): continue
-                writes.append(pool.submit(write_parquet, t.filter(pa.array(sel)), out / f"{n}.parquet" / f"part-{k:05d}.parquet"))
+                if not sizes[i]: continue
+                part = grouped.slice(int(starts[i]), int(sizes[i]))
+                writes.append(pool.submit(write_parquet, part, out / f"{n}.parquet" / f"part-{k:05d}.parquet"))
                 lines = df["_line"].to_numpy()[sel]
                 st[n].update(rows=int(sel.sum()), positives=int(y[sel].sum()))
                 st[n]["first"], st[n]["last"] = min(st[n]["first"], int(lines.min())), max(st[n]["last"], int(lines.max()))
