@@ -312,7 +312,7 @@ def check_no_leakage_at_scale(out: Path, key: str, tmp: Path):
     con = duckdb_connect(tmp)
     keys = {n: f"SELECT \"{key}\" FROM read_parquet('{out}/{n}.parquet/*.parquet')" for n in SPLITS}
     try:
-        both = con.execute(f"""SELECT k FROM (
+        both = con.execute(f"""SELECT DISTINCT k FROM (
             SELECT "{key}" AS k FROM ({keys['train']}) WHERE "{key}" IN ({keys['valid']} UNION ALL {keys['test']})
             UNION ALL SELECT "{key}" FROM ({keys['valid']}) WHERE "{key}" IN ({keys['test']})) ORDER BY k LIMIT 5""").fetchall()
     finally: con.close(); shutil.rmtree(tmp, ignore_errors=True)

@@ -51,10 +51,12 @@ def _bins(v: np.ndarray, bins: int) -> pd.Series:
     # Labels are made per distinct value or interval and rows carry codes into them: a label per row was
     # 600k Python calls and 600k strings per feature on a 600k-row split.
     if text or present.nunique() <= max(bins, 12):
-        codes, values = pd.factorize(present.to_numpy())
+        # + 0.0 turns -0.0 into 0.0: factorize holds them as one value, so one label ("0") whatever the row order
+        codes, values = pd.factorize(present.to_numpy() if text else present.to_numpy() + 0.0)
         labels = [x if isinstance(x, str) else f"{x:g}" for x in values]  # 1 and 1.0 share a label, so a group
         order = sorted(dict.fromkeys(labels), key=lambda t: (0, float(t), "") if _is_number(t) else (1, 0.0, t))
-        codes = np.array([order.index(t) for t in labels], dtype=np.int64)[codes] if len(labels) else codes
+        at = {t: i for i, t in enumerate(order)}
+        codes = np.array([at[t] for t in labels], dtype=np.int64)[codes] if len(labels) else codes
     else:
         cut = pd.qcut(present, bins, duplicates="drop")
         edges = [present.min()] + [iv.right for iv in cut.cat.categories]  # qcut moves the first edge below the minimum
@@ -110,8 +112,9 @@ def _category_auc(v: np.ndarray, y: np.ndarray, folds: int = 5) -> float:
     for k in range(folds):
         fit = fold != k
         known = fit & (codes >= 0)
-        rows = np.bincount(codes[known], minlength=len(values))
-        rate = np.bincount(codes[known], weights=y[known], minlength=len(values)) / np.maximum(rows, 1)
+        slots = max(len(values), 1)  # every value missing: one empty slot, so each row gets the prior
+        rows = np.bincount(codes[known], minlength=slots)
+        rate = np.bincount(codes[known], weights=y[known], minlength=slots) / np.maximum(rows, 1)
         prior = y[fit].mean() if fit.any() else 0.5
         c = codes[~fit]
         score[~fit] = np.where((c >= 0) & (rows[np.maximum(c, 0)] > 0), rate[np.maximum(c, 0)], prior)
