@@ -15,7 +15,7 @@ from .schema import Schema
 from .split import labels
 
 # %% auto #0
-__all__ = ['STOP_PROBE_ROWS', 'without_bins', 'gbdt_hyperparameters', 'gbdt_tree_count', 'fit_baselines']
+__all__ = ['STOP_PROBE_ROWS', 'without_bins', 'gbdt_hyperparameters', 'grow_gbdt', 'gbdt_tree_count', 'fit_baselines']
 
 # %% ../nbs/04a_baselines.ipynb #89500fe6
 def without_bins(stats: dict) -> dict:
@@ -30,29 +30,47 @@ def gbdt_hyperparameters(g: dict, seed: int) -> dict:
 
 STOP_PROBE_ROWS = 50_000  # valid rows the growing GBDT is checked on, every 20 trees
 
-def gbdt_tree_count(xt, yt, xv, yv, g: dict, seed: int) -> int:
-    """How many trees the GBDT of `g` (`baselines.gbdt`) should grow on (`xt`, `yt`): the count with the best
-    AUC on (`xv`, `yv`). scikit-learn's own early stopping carves a random slice out of train; this stops
-    on our validation split instead: trees grow in steps (warm start) until valid AUC has not improved
-    for `patience` trees."""
+def _stop_at(aucs: dict, patience: int) -> tuple[int, bool]:
+    "The stopping rule on probe AUCs `{trees: auc}` checked in order: (the tree count it stops at, or the last, and whether it stopped)."
+    best_auc, best_n = -1.0, 0
+    for n, auc in aucs.items():
+        if auc > best_auc: best_auc, best_n = auc, n
+        elif n - best_n >= patience: return n, True
+    return n, False
+
+def grow_gbdt(xt, yt, xv, yv, g: dict, seed: int) -> tuple:
+    """The GBDT of `g` (`baselines.gbdt`) grown on (`xt`, `yt`), and the tree count with the best AUC on (`xv`, `yv`):
+    `(model, count)`, where `model` has exactly `count` trees, or is None when it grew more (refit with `count`).
+    scikit-learn's own early stopping carves a random slice out of train; this stops on our validation split
+    instead: trees grow (warm start) until the probe's valid AUC, checked every 20 trees, has not improved for
+    `patience` trees. Trees grow 100 at a time and one staged pass scores the probe at each 20-tree point: the
+    same checks as predicting after every 20 trees (a warm-started model's trees are a fresh fit's, and a
+    staged prediction equals that size of model's, bit for bit), at a fifth of the probe's cost."""
+    from itertools import islice
     from sklearn.ensemble import HistGradientBoostingClassifier
     from sklearn.metrics import roc_auc_score
     hp = gbdt_hyperparameters(g, seed)
     max_iter, step, patience = g.get("max_iter", 500), 20, g.get("patience", 60)
     gb = HistGradientBoostingClassifier(max_iter=step, warm_start=True, **hp)
-    best_auc, best_n, n = -1.0, 0, 0
     # when to stop growing is judged on at most STOP_PROBE_ROWS rows of valid: each check predicts with every
     # tree so far, and on 200,000 rows those checks were most of the baselines' time; the count is chosen below, on all
     probe = np.arange(len(yv)) if len(yv) <= STOP_PROBE_ROWS else np.sort(np.random.default_rng(seed).choice(len(yv), STOP_PROBE_ROWS, replace=False))
-    while n < max_iter:
-        n = min(n + step, max_iter)
-        gb.set_params(max_iter=n).fit(xt, yt)
-        auc = roc_auc_score(yv[probe], gb.predict_proba(xv[probe])[:, 1])
-        if auc > best_auc: best_auc, best_n = auc, n
-        elif n - best_n >= patience: break
+    aucs, grown, stopped = {}, 0, False
+    while not stopped and grown < max_iter:
+        grown = min(grown + 5 * step, max_iter)
+        gb.set_params(max_iter=grown).fit(xt, yt)
+        checks = set(range(max(aucs, default=0) + step, grown, step)) | {grown}
+        for n, p in enumerate(gb.staged_predict_proba(xv[probe]), 1):  # in order: the rule reads them so
+            if n in checks: aucs[n] = roc_auc_score(yv[probe], p[:, 1])
+        stop, stopped = _stop_at(aucs, patience)
     once = np.ones((1, len(yv)))  # resampled_auc with every row drawn once: the exact AUC, ~10x cheaper per tree
-    aucs = [resampled_auc(yv == 1, s[:, 1], once)[0] for s in gb.staged_predict_proba(xv)]
-    return int(np.argmax(aucs)) + 1
+    best = [resampled_auc(yv == 1, s[:, 1], once)[0] for s in islice(gb.staged_predict_proba(xv), stop)]
+    count = int(np.argmax(best)) + 1
+    return (gb.set_params(warm_start=False) if count == grown else None), count
+
+def gbdt_tree_count(xt, yt, xv, yv, g: dict, seed: int) -> int:
+    "How many trees the GBDT of `g` (`baselines.gbdt`) should grow on (`xt`, `yt`): the count with the best AUC on (`xv`, `yv`) (`grow_gbdt`)."
+    return grow_gbdt(xt, yt, xv, yv, g, seed)[1]
 
 def _bounded(rows, max_rows: int, seed: int):
     "`rows`, or a seeded sample of `max_rows` of them: a baseline's memory and time must not grow with the data."
@@ -74,6 +92,7 @@ def fit_baselines(train, valid, schema: Schema, stats: dict, params: dict | None
     xv, yv = design_matrix(valid, schema, plain), labels(valid, schema)
     lr = LogisticRegression(max_iter=2000, C=params.get("logistic_C", 1.0)).fit(xt, yt)
     g = params.get("gbdt", {})
-    gb = HistGradientBoostingClassifier(max_iter=gbdt_tree_count(xt, yt, xv, yv, g, seed), **gbdt_hyperparameters(g, seed)).fit(xt, yt)
+    gb, trees = grow_gbdt(xt, yt, xv, yv, g, seed)
+    gb = gb or HistGradientBoostingClassifier(max_iter=trees, **gbdt_hyperparameters(g, seed)).fit(xt, yt)
     return {"baseline_logistic": Pipeline([("design", design), ("model", lr)]),
             "baseline_gbdt": Pipeline([("design", design), ("model", gb)])}
