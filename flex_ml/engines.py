@@ -352,7 +352,7 @@ def stream_split(input, schema, out_dir, valid_fraction=0.2, test_fraction=0.2, 
                 part = grouped.slice(int(starts[i]), int(sizes[i]))
                 writes.append(pool.submit(write_parquet, part, out / f"{n}.parquet" / f"part-{k:05d}.parquet"))
                 lines = df["_line"].to_numpy()[sel]
-                st[n].update(rows=int(sel.sum()), positives=int(y[sel].sum()))
+                st[n].update(rows=int(sizes[i]), positives=int(y[sel].sum()))
                 st[n]["first"], st[n]["last"] = min(st[n]["first"], int(lines.min())), max(st[n]["last"], int(lines.max()))
             log(f"split: {k + 1} / {len(files)} shards, {sum(s['rows'] for s in st.values()):,} rows, {time.perf_counter() - t0:.0f} s")
         for w in writes: w.result()

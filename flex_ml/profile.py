@@ -109,10 +109,10 @@ def _category_auc(v: np.ndarray, y: np.ndarray, folds: int = 5) -> float:
     # counts per category code (np.bincount), not a groupby and a map of texts per fold: the same rates
     codes, values = pd.factorize(np.asarray(v, object))  # a NaN gets code -1: no rate, as groupby drops it
     y, fold, score = np.asarray(y, np.float64), np.arange(len(v)) % folds, np.empty(len(v))
+    slots = max(len(values), 1)  # every value missing: one empty slot, so each row gets the prior
     for k in range(folds):
         fit = fold != k
         known = fit & (codes >= 0)
-        slots = max(len(values), 1)  # every value missing: one empty slot, so each row gets the prior
         rows = np.bincount(codes[known], minlength=slots)
         rate = np.bincount(codes[known], weights=y[known], minlength=slots) / np.maximum(rows, 1)
         prior = y[fit].mean() if fit.any() else 0.5
