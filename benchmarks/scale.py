@@ -38,7 +38,8 @@ PEAK = ("import resource, subprocess, sys; r = subprocess.run(sys.argv[1:]); "
 STAGE = r"""
 import json, sys
 from flex_ml.datastages import split_with, validate_with
-from flex_ml.engines import ENGINE_DEFAULTS
+from flex_ml.params import PARAMS_DEFAULTS  # not from flex_ml.engines: that module loads pandas, which a split on shards does not
+ENGINE_DEFAULTS = PARAMS_DEFAULTS["engine"]
 stage, engine, raw, out = sys.argv[1:5]
 eng = {**ENGINE_DEFAULTS, "name": "spark" if engine == "spark" else "embedded",
        "in_memory_max_mb": 1e9 if engine == "pandas" else 0, "conf": {"spark.driver.memory": "4g"}}

@@ -8,9 +8,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .engines import engine_settings, _fresh, check_thresholds, run_split, run_validate, stream_split, stream_validate, streams
 from .params import StagePaths, with_defaults
-from .split import SPLITS
+from .shards import _fresh, stream_split
+from .split import SPLITS, run_split
 
 # %% auto #0
 __all__ = ['validate_with', 'split_with', 'validate_stage', 'split_stage']
@@ -18,7 +18,9 @@ __all__ = ['validate_with', 'split_with', 'validate_stage', 'split_stage']
 # %% ../nbs/02f_datastages.ipynb #7669e233
 def validate_with(engine: dict, input, schema, out_dir, max_quarantine_fraction: float = 0.01,
                   min_rows: int = 1, log=print) -> dict:
-    "The `validate` stage on `engine` (`engine_settings`): in memory, streaming, or on Spark."
+    "The `validate` stage on `engine` (params.yaml's `engine` section): in memory, streaming, or on Spark."
+    from flex_ml.engines import stream_validate, streams
+    from flex_ml.validate import check_thresholds, run_validate
     out = Path(out_dir)
     if engine["name"] == "spark":
         from flex_ml.spark import spark_validate
@@ -47,10 +49,10 @@ def split_with(engine: dict, input, schema, out_dir, valid_fraction=0.2, test_fr
 def validate_stage(params: dict, paths: StagePaths = StagePaths(), log=print) -> dict:
     "The `validate` stage as `dvc.yaml` and `retrain` run it: the raw file against the contract, on params' engine."
     p = with_defaults(params); schema, raw = paths.dataset(p); v = p["validate"]
-    return validate_with(engine_settings(p), raw, schema, paths.validate, v["max_quarantine_fraction"], v["min_rows"], log=log)
+    return validate_with(p["engine"], raw, schema, paths.validate, v["max_quarantine_fraction"], v["min_rows"], log=log)
 
 def split_stage(params: dict, paths: StagePaths = StagePaths(), log=print) -> dict:
     "The `split` stage as `dvc.yaml` and `retrain` run it: accepted rows into train, valid and test."
     p = with_defaults(params); schema, _ = paths.dataset(p); s = p["split"]
-    return split_with(engine_settings(p), paths.accepted_rows(), schema, paths.split, s["valid_fraction"], s["test_fraction"],
+    return split_with(p["engine"], paths.accepted_rows(), schema, paths.split, s["valid_fraction"], s["test_fraction"],
                       s["seed"], s["strategy"], log=log)

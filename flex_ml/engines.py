@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import shutil
 import time
@@ -19,13 +18,13 @@ import pandas as pd
 from .data import in_order, iter_raw
 from .params import PARAMS_DEFAULTS
 from .schema import FlexMLError, Schema, canonical_str, load_schema
-from .split import SPLITS, check_no_leakage, labels, resolve_strategy, run_split
-from .validate import check_rows, check_thresholds, run_validate
+from .shards import _fresh, duckdb_connect, write_parquet
+from .split import labels
+from .validate import check_rows, run_validate
 
 # %% auto #0
-__all__ = ['ENGINE_DEFAULTS', 'engine_settings', 'streams', 'arrow_schema', 'split_hash', 'assign_by_hash', 'check_chunk',
-           'duckdb_connect', 'find_duplicates', 'raw_lines', 'write_parquet', 'stream_validate', 'cuts_from_counts',
-           'time_key', 'membership', 'check_no_leakage_at_scale', 'stream_split']
+__all__ = ['ENGINE_DEFAULTS', 'engine_settings', 'streams', 'arrow_schema', 'check_chunk', 'find_duplicates', 'raw_lines',
+           'stream_validate']
 
 # %% ../nbs/02d_engines.ipynb #f37546c7
 ENGINE_DEFAULTS = PARAMS_DEFAULTS["engine"]  # one source of defaults: the params contract (00a_params)
@@ -49,29 +48,6 @@ def arrow_schema(schema: Schema, quarantine: bool = False):
                          [(c.name, pa.string()) for c in schema.columns] + [("_raw", pa.string())])
     kind = {"integer": pa.int64(), "float": pa.float64(), "bool": pa.bool_(), "timestamp": pa.timestamp("us")}
     return pa.schema([("_line", pa.int64())] + [(c.name, kind.get(c.type, pa.string())) for c in schema.columns])
-
-# %% ../nbs/02d_engines.ipynb #b68406fe
-def _splitmix64(x: np.ndarray) -> np.ndarray:
-    with np.errstate(over="ignore"):
-        z = x + np.uint64(0x9E3779B97F4A7C15)
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        return z ^ (z >> np.uint64(31))
-
-def split_hash(ids, seed: int) -> np.ndarray:
-    "Uniform numbers in [0, 1) from `ids` and `seed`: the same on every engine and machine."
-    s = pd.Series(ids)
-    if pd.api.types.is_integer_dtype(s.dtype):
-        key = s.to_numpy(np.int64).view(np.uint64)
-    else:
-        key = np.array([int.from_bytes(hashlib.blake2b(canonical_str(v).encode(), digest_size=8).digest(), "little")
-                        for v in s], dtype=np.uint64)
-    h = _splitmix64(key ^ _splitmix64(np.array([seed], dtype=np.uint64))[0])
-    return (h >> np.uint64(11)).astype(np.float64) * 2.0**-53
-
-def assign_by_hash(u: np.ndarray, valid_fraction: float, test_fraction: float) -> np.ndarray:
-    "Split index per row (0 train, 1 valid, 2 test) from its hash `u`."
-    return np.where(u < test_fraction, 2, np.where(u < test_fraction + valid_fraction, 1, 0)).astype(np.int8)
 
 # %% ../nbs/02d_engines.ipynb #a29d80bc
 def check_chunk(raw, schema: Schema) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, Counter, Counter]:
@@ -105,14 +81,6 @@ def _accepted_stats(df: pd.DataFrame, schema: Schema) -> Counter:
     return c
 
 # %% ../nbs/02d_engines.ipynb #74e720ad
-def duckdb_connect(tmp: Path, memory_limit: str = "1GB"):
-    "A DuckDB connection with a memory limit that spills to `tmp`."
-    import duckdb
-    tmp.mkdir(parents=True, exist_ok=True)
-    con = duckdb.connect()
-    con.execute(f"SET memory_limit='{memory_limit}'; SET temp_directory='{tmp}'; SET preserve_insertion_order=false")
-    return con
-
 def find_duplicates(ids_glob: str, tmp: Path) -> pd.DataFrame:
     "Rows (`_line`, `id_raw`, `accepted`, `first`) of the id shards at `ids_glob` whose id came earlier."
     con = duckdb_connect(tmp)
@@ -149,21 +117,6 @@ def raw_lines(path, wanted: set[int], schema: Schema) -> dict[int, list[str]]:
     return out
 
 # %% ../nbs/02d_engines.ipynb #fe72d32d
-def _delta_encodable(t) -> bool:
-    "Arrow types Parquet stores as INT32/INT64, which DELTA_BINARY_PACKED can encode."
-    import pyarrow as pa
-    return pa.types.is_integer(t) or pa.types.is_timestamp(t) or pa.types.is_date(t)
-
-def write_parquet(table, path: Path):
-    """An Arrow table as one Parquet file, encoded for the shards' round trip: integer and time columns as
-    DELTA_BINARY_PACKED, text columns as a dictionary, the rest plain; snappy on top. On a 200k-row credit
-    shard against plain numbers: writes 1.6x faster, reads 2.7x faster, 43% smaller (a dictionary on every
-    column was slower still). DuckDB, Spark and pyarrow all read these encodings."""
-    import pyarrow as pa, pyarrow.parquet as pq
-    text = [f.name for f in table.schema if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)]
-    delta = {f.name: "DELTA_BINARY_PACKED" for f in table.schema if _delta_encodable(f.type)}
-    pq.write_table(table, path, use_dictionary=text, column_encoding=delta)
-
 def _write_shard(df: pd.DataFrame, schema, path: Path):
     import pyarrow as pa
     write_parquet(pa.Table.from_pandas(df, schema=schema, preserve_index=False), path)
@@ -235,11 +188,6 @@ def _write_quarantine(tmp: Path, extra: pd.DataFrame, schema: Schema, path: Path
     finally: con.close()
 
 # %% ../nbs/02d_engines.ipynb #5959badd
-def _fresh(*paths: Path):
-    for p in paths:
-        if p.is_dir(): shutil.rmtree(p)
-        elif p.exists(): p.unlink()
-
 def stream_validate(input, schema, out_dir, chunk_rows: int = 200_000, log=print, workers: int = 1) -> dict:
     """The `validate` stage, streaming: outputs like `run_validate`'s, accepted rows as Parquet shards.
     `workers` processes check the chunks (the same outputs for any number)."""
@@ -263,107 +211,5 @@ def stream_validate(input, schema, out_dir, chunk_rows: int = 200_000, log=print
                    seconds=round(time.perf_counter() - t0, 1))
     if summary["accepted"] + summary["quarantined"] != n:  # a bug in flex_ml, not in the data
         raise RuntimeError(f"validation lost rows: {summary}")
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    return summary
-
-# %% ../nbs/02d_engines.ipynb #083a7b08
-def _shards(path) -> list[Path]:
-    p = Path(path)
-    return sorted(p.rglob("*.parquet")) if p.is_dir() else [p]
-
-def cuts_from_counts(counts: dict, valid_fraction: float, test_fraction: float) -> tuple:
-    "The (train/valid, valid/test) cut keys of `counts` (key -> rows): boundaries closest to the fractions."
-    keys = np.array(sorted(counts))
-    if not len(keys): return 0, 0
-    sizes = np.array([counts[k] for k in keys])
-    before, n = np.concatenate([[0], np.cumsum(sizes)[:-1]]), sizes.sum()
-    def cut(share): return int(keys[np.argmin(np.abs(before - n * share))])
-    return cut(1 - test_fraction - valid_fraction), cut(1 - test_fraction)
-
-def time_key(values: np.ndarray, col: str) -> np.ndarray:
-    "Day number (days since 1970-01-01) of timestamps, or the values themselves for `_line`."
-    return values.astype("datetime64[D]").astype(np.int64) if col != "_line" else values
-
-def _time_cuts(files, schema: Schema, valid_fraction: float, test_fraction: float):
-    "Cuts (train/valid, valid/test) as day numbers, or as line numbers for an ordered file without a timestamp."
-    import pyarrow.parquet as pq
-    col = schema.timestamp.name if schema.timestamp is not None else "_line"
-    counts = Counter()
-    for f in files:
-        k, c = np.unique(time_key(pq.read_table(f, columns=[col])[col].to_numpy(), col), return_counts=True)
-        counts.update(dict(zip(k.tolist(), c.tolist())))
-    return (col, *cuts_from_counts(counts, valid_fraction, test_fraction))
-
-def membership(df: pd.DataFrame, schema: Schema, strategy: str, seed: int, valid_fraction: float,
-               test_fraction: float, cuts=None) -> np.ndarray:
-    "Split index per row (0 train, 1 valid, 2 test): by the time cuts, or by the seeded hash of the id."
-    if strategy == "time":
-        col, c1, c2 = cuts
-        k = time_key(df[col].to_numpy(), col)
-        return np.where(k >= c2, 2, np.where(k >= c1, 1, 0)).astype(np.int8)
-    key = df[schema.id.name] if schema.id is not None else df["_line"]
-    return assign_by_hash(split_hash(key, seed), valid_fraction, test_fraction)
-
-# %% ../nbs/02d_engines.ipynb #ee21e16e
-def check_no_leakage_at_scale(out: Path, key: str, tmp: Path):
-    """Raise `FlexMLError` when a `key` value is in two of the split folders under `out` (DuckDB, out of core).
-    Two semi-joins (train against valid and test, valid against test) hash only the smaller splits' keys:
-    at 10M rows 0.23 s, against 1.0 s for grouping every key by split."""
-    con = duckdb_connect(tmp)
-    keys = {n: f"SELECT \"{key}\" FROM read_parquet('{out}/{n}.parquet/*.parquet')" for n in SPLITS}
-    try:
-        both = con.execute(f"""SELECT DISTINCT k FROM (
-            SELECT "{key}" AS k FROM ({keys['train']}) WHERE "{key}" IN ({keys['valid']} UNION ALL {keys['test']})
-            UNION ALL SELECT "{key}" FROM ({keys['valid']}) WHERE "{key}" IN ({keys['test']})) ORDER BY k LIMIT 5""").fetchall()
-    finally: con.close(); shutil.rmtree(tmp, ignore_errors=True)
-    if both:
-        raise FlexMLError(f"leakage: {key} value(s) are in more than one split, e.g. {[b[0] for b in both]}",
-                          "ids must be unique after validation; check the id column in the schema")
-
-def stream_split(input, schema, out_dir, valid_fraction=0.2, test_fraction=0.2, seed=42, strategy="auto", log=print) -> dict:
-    "The `split` stage, streaming: shard by shard into `{train,valid,test}.parquet/` folders of shards."
-    import pyarrow as pa, pyarrow.parquet as pq
-    from concurrent.futures import ThreadPoolExecutor
-    schema = load_schema(schema) if not isinstance(schema, Schema) else schema
-    strategy, out, t0 = resolve_strategy(strategy, schema), Path(out_dir), time.perf_counter()
-    files = _shards(input)
-    cuts = _time_cuts(files, schema, valid_fraction, test_fraction) if strategy == "time" else None
-    for n in SPLITS: _fresh(out / f"{n}.parquet"); (out / f"{n}.parquet").mkdir(parents=True)
-    st = {n: Counter(rows=0, positives=0, first=2**62, last=0) for n in SPLITS}
-    keys = ["_line"] + [c for c in (schema.id.name if schema.id else None, schema.timestamp.name if schema.timestamp else None,
-                                    schema.target.name) if c]
-    # Arrow reads and encodes Parquet without the GIL: the next shard's read and this shard's three writes
-    # overlap on two threads. Waiting for a shard's writes before the next shard's keeps memory at ~3 shards.
-    with ThreadPoolExecutor(2) as pool:
-        ahead, writes = pool.submit(pq.read_table, files[0]) if files else None, []
-        for k, f in enumerate(files):
-            t = ahead.result()
-            for w in writes: w.result()
-            ahead = pool.submit(pq.read_table, files[k + 1]) if k + 1 < len(files) else None
-            df = t.select(keys).to_pandas()
-            m, y = membership(df, schema, strategy, seed, valid_fraction, test_fraction, cuts), labels(df, schema)
-            # One gather puts the rows in split order (stable: each split keeps the shard's order); the three
-            # parts are zero-copy slices of it. Three boolean filters scanned the whole shard three times.
-            order, sizes = np.argsort(m, kind="stable"), np.bincount(m, minlength=len(SPLITS))
-            grouped, starts, writes = t.take(pa.array(order)), np.concatenate([[0], np.cumsum(sizes)]), []
-            for i, n in enumerate(SPLITS):
-                sel = m == i
-                if not sizes[i]: continue
-                part = grouped.slice(int(starts[i]), int(sizes[i]))
-                writes.append(pool.submit(write_parquet, part, out / f"{n}.parquet" / f"part-{k:05d}.parquet"))
-                lines = df["_line"].to_numpy()[sel]
-                st[n].update(rows=int(sizes[i]), positives=int(y[sel].sum()))
-                st[n]["first"], st[n]["last"] = min(st[n]["first"], int(lines.min())), max(st[n]["last"], int(lines.max()))
-            log(f"split: {k + 1} / {len(files)} shards, {sum(s['rows'] for s in st.values()):,} rows, {time.perf_counter() - t0:.0f} s")
-        for w in writes: w.result()
-    check_no_leakage_at_scale(out, schema.id.name if schema.id else "_line", out / ".split-tmp")
-    summary = {"strategy": strategy, "seed": seed, "engine": "embedded",
-               "membership": "days" if strategy == "time" and schema.timestamp is not None else
-                             "lines" if strategy == "time" else "hash"}
-    for n in SPLITS:
-        s = st[n]
-        summary[n] = {"rows": s["rows"], "positive_rate": round(s["positives"] / s["rows"], 6) if s["rows"] else None,
-                      "first_line": s["first"] if s["rows"] else None, "last_line": s["last"] if s["rows"] else None}
-    summary["seconds"] = round(time.perf_counter() - t0, 1)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary

@@ -18,7 +18,8 @@ from pathlib import Path
 import pandas as pd
 
 from .data import iter_raw
-from .engines import arrow_schema, cuts_from_counts, membership
+from .engines import arrow_schema
+from .shards import cuts_from_counts, membership, membership_column
 from .schema import FlexMLError, Schema, canonical_str, load_schema
 from .split import SPLITS, labels, resolve_strategy
 from .validate import check_rows
@@ -223,10 +224,11 @@ def spark_split(input, schema, out_dir, engine: dict, valid_fraction=0.2, test_f
         col = schema.timestamp.name if schema.timestamp is not None else "_line"
         key = F.datediff(F.to_date(F.col(col)), F.lit("1970-01-01")) if col != "_line" else F.col("_line")
         cuts = (col, *cuts_from_counts(dict(df.groupBy(key.alias("k")).count().collect()), valid_fraction, test_fraction))
+    drawn_from = membership_column(schema, strategy, cuts)
     def assign(batches):
         for b in batches:
             b = _plain(b)
-            yield b.assign(_split=membership(b, schema, strategy, seed, valid_fraction, test_fraction, cuts),
+            yield b.assign(_split=membership(b[drawn_from], strategy, seed, valid_fraction, test_fraction, cuts),
                            _y=labels(b, schema))
     from pyspark.sql import types as T
     out_schema = T.StructType(df.schema.fields + [T.StructField("_split", T.ByteType()), T.StructField("_y", T.LongType())])

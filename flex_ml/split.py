@@ -8,24 +8,31 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import pandas as pd
 
 from .schema import FALSE_TEXTS, TRUE_TEXTS, FlexMLError, Schema, canonical_codes, canonical_str, load_schema
 
+if TYPE_CHECKING: import pandas as pd  # imported where a frame is read: the streamed split (02d0) runs without pandas
+
 # %% auto #0
-__all__ = ['SPLITS', 'labels', 'resolve_strategy', 'split_table', 'check_no_leakage', 'run_split']
+__all__ = ['SPLITS', 'labels', 'positive_texts', 'resolve_strategy', 'split_table', 'check_no_leakage', 'run_split']
 
 # %% ../nbs/02a_split.ipynb #e0f72753
 def labels(df: pd.DataFrame, schema: Schema) -> np.ndarray:
     """The target as an int array: 1 where it equals the contract's `target_positive`. A bool target compares truth
     as validation reads it (`true`, `yes`, `1` are one value), as the monitor's label reader does."""
     codes, texts = canonical_codes(df[schema.target.name])  # a target has a few distinct values: compared once each
+    return positive_texts(texts, schema)[codes]
+
+def positive_texts(texts, schema: Schema) -> np.ndarray:
+    "1 for each of the target's distinct `texts` (canonical, `\"\"` for missing) that is `target_positive`, else 0."
     pos = canonical_str(schema.target_positive)
     if schema.target.type == "bool":
         truth = TRUE_TEXTS if pos.lower() in TRUE_TEXTS else FALSE_TEXTS
-        return np.array([t.lower() in truth for t in texts], dtype=np.int64)[codes]
-    return (texts == pos).astype(np.int64)[codes]
+        return np.array([t.lower() in truth for t in texts], dtype=np.int64)
+    return (np.asarray(texts, dtype=object) == pos).astype(np.int64)
 
 # %% ../nbs/02a_split.ipynb #b56c21ba
 SPLITS = ("train", "valid", "test")
@@ -83,6 +90,7 @@ def check_no_leakage(splits: dict[str, pd.DataFrame], key: str):
 def run_split(input, schema, out_dir, valid_fraction=0.2, test_fraction=0.2, seed=42, strategy="auto") -> dict:
     "The `split` stage: accepted rows in `input` -> `out_dir/{train,valid,test}.parquet`."
     schema = load_schema(schema) if not isinstance(schema, Schema) else schema
+    import pandas as pd
     df = pd.read_parquet(input)
     needed = ["_line", *schema.names]
     missing = [n for n in needed if n not in df.columns]

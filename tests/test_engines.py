@@ -103,7 +103,8 @@ def spark():
 @pytest.mark.slow
 def test_embedded_and_spark_agree(tmp_path, credit_raw, spark):
     "100k generated rows with 1% broken: same accepted rows, quarantine (lines, reasons, fields), counts and splits."
-    from flex_ml.engines import ENGINE_DEFAULTS, stream_split, stream_validate
+    from flex_ml.engines import ENGINE_DEFAULTS, stream_validate
+    from flex_ml.shards import stream_split
     from flex_ml.spark import spark_split, spark_validate
     _generate(credit_raw, tmp_path / "g", 100_000, seed=5, broken_fraction=0.01, chunk_rows=30_000)
     raw, eng = tmp_path / "g" / "data.csv", {**ENGINE_DEFAULTS, "name": "spark"}
