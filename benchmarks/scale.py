@@ -83,13 +83,15 @@ def run_stage(stage: str, engine: str, raw: Path, out: Path, rows: int, code: Pa
     readers = [threading.Thread(target=lambda k, f: streams.__setitem__(k, f.read()), args=(k, f)) for k, f in (("out", p.stdout), ("err", p.stderr))]
     for t in readers: t.start()
     tree, proc = 0, psutil.Process(p.pid)
-    while p.poll() is None:
-        tree = max(tree, _tree_rss(proc)); time.sleep(0.1)
+    while True:  # memory sampled every 0.1 s; the wait returns as the stage ends, so its time is not rounded up to a sample
+        tree = max(tree, _tree_rss(proc))
+        try: p.wait(timeout=0.1); break
+        except subprocess.TimeoutExpired: pass
     for t in readers: t.join()
     seconds = time.perf_counter() - t0
     peak = [l for l in streams["out"].splitlines() if l.startswith("PEAK")]
     if not peak or peak[0].split()[1] != "0": raise SystemExit(f"{stage} on {engine} failed:\n{streams['out'][-3000:]}\n{streams['err'][-3000:]}")
-    return dict(seconds=round(seconds, 1), rows_per_s=round(rows / seconds), peak_rss_mb=round(int(peak[0].split()[2]) / 1024),
+    return dict(seconds=round(seconds, 2), rows_per_s=round(rows / seconds), peak_rss_mb=round(int(peak[0].split()[2]) / 1024),
                 peak_tree_rss_mb=round(tree / 2**20))
 
 

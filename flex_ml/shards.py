@@ -172,7 +172,7 @@ def _check_columns(files: list[Path], schema: Schema, input):
 def _read(path: Path, columns: list[str] | None = None):
     "One shard as an Arrow table. Not `pq.read_table`: its dataset layer loads pandas and takes 0.2 s to import."
     import pyarrow.parquet as pq
-    with pq.ParquetFile(path) as f: return f.read(columns)
+    with pq.ParquetFile(path) as f: return f.read(columns, use_threads=False)  # two shards at a time already
 
 def _time_cuts(files, schema: Schema, valid_fraction: float, test_fraction: float, pool: ThreadPoolExecutor):
     "Cuts (train/valid, valid/test) as day numbers, or as line numbers for an ordered file without a timestamp."
@@ -190,9 +190,11 @@ def _split_shard(k: int, path: Path, out: Path, schema: Schema, how: tuple) -> d
     m = membership(_numpy(t.column(membership_column(schema, how[0], how[4]))), *how)
     y, lines = arrow_labels(t.column(schema.target.name), schema), _numpy(t.column("_line"))
     # One gather puts the rows in split order (stable: each split keeps the shard's order); the three parts are
-    # zero-copy slices of it. Three boolean filters scanned the whole shard three times.
+    # zero-copy slices of it. Three boolean filters scanned the whole shard three times. A shard wholly in one
+    # split (by time, data in date order: most shards) is written as it was read.
     order, sizes = np.argsort(m, kind="stable"), np.bincount(m, minlength=len(SPLITS))
-    grouped, starts, parts = t.take(_indices(order)), np.concatenate([[0], np.cumsum(sizes)]), {}
+    grouped = t if sizes.max() == len(m) else t.take(_indices(order))
+    starts, parts = np.concatenate([[0], np.cumsum(sizes)]), {}
     for i, n in enumerate(SPLITS):
         if not sizes[i]: continue
         write_parquet(grouped.slice(int(starts[i]), int(sizes[i])), out / f"{n}.parquet" / f"part-{k:05d}.parquet")
