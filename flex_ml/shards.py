@@ -176,7 +176,6 @@ def _read(path: Path, columns: list[str] | None = None):
 
 def _time_cuts(files, schema: Schema, valid_fraction: float, test_fraction: float, pool: ThreadPoolExecutor):
     "Cuts (train/valid, valid/test) as day numbers, or as line numbers for an ordered file without a timestamp."
-    import pyarrow.parquet as pq
     col = schema.timestamp.name if schema.timestamp is not None else "_line"
     def days(f): return np.unique(time_key(_numpy(_read(f, [col])[col]), col), return_counts=True)
     counts = Counter()
@@ -186,18 +185,23 @@ def _time_cuts(files, schema: Schema, valid_fraction: float, test_fraction: floa
 def _split_shard(k: int, path: Path, out: Path, schema: Schema, how: tuple) -> dict:
     """Accepted shard `k` into its part of each split folder under `out`; each part's rows, positives, first and
     last line. `how`: `membership`'s strategy, seed, fractions and cuts."""
-    t = _read(path)
-    m = membership(_numpy(t.column(membership_column(schema, how[0], how[4]))), *how)
+    keys = list(dict.fromkeys([membership_column(schema, how[0], how[4]), schema.target.name, "_line"]))
+    t = _read(path, keys)  # what membership and the counts need; the other columns only for a shard to cut up
+    m = membership(_numpy(t.column(keys[0])), *how)
     y, lines = arrow_labels(t.column(schema.target.name), schema), _numpy(t.column("_line"))
-    # One gather puts the rows in split order (stable: each split keeps the shard's order); the three parts are
-    # zero-copy slices of it. Three boolean filters scanned the whole shard three times. A shard wholly in one
-    # split (by time, data in date order: most shards) is written as it was read.
     order, sizes = np.argsort(m, kind="stable"), np.bincount(m, minlength=len(SPLITS))
-    grouped = t if sizes.max() == len(m) else t.take(_indices(order))
+    # A shard wholly in one split (by time, on data in date order: all but the shards a cut falls in) is copied:
+    # its part is the shard, rows, types and order, and bytes too when validate wrote it (`write_parquet`).
+    # Otherwise one gather puts the rows in split order (stable: each split keeps the shard's order) and the parts
+    # are zero-copy slices of it (three boolean filters scanned the whole shard three times).
+    whole = sizes.max() == len(m)
+    grouped = None if whole else _read(path).take(_indices(order))
     starts, parts = np.concatenate([[0], np.cumsum(sizes)]), {}
     for i, n in enumerate(SPLITS):
         if not sizes[i]: continue
-        write_parquet(grouped.slice(int(starts[i]), int(sizes[i])), out / f"{n}.parquet" / f"part-{k:05d}.parquet")
+        dest = out / f"{n}.parquet" / f"part-{k:05d}.parquet"
+        if whole: shutil.copyfile(path, dest)
+        else: write_parquet(grouped.slice(int(starts[i]), int(sizes[i])), dest)
         mine = order[starts[i]:starts[i] + sizes[i]]
         parts[n] = dict(rows=int(sizes[i]), positives=int(y[mine].sum()), first=int(lines[mine].min()), last=int(lines[mine].max()))
     return parts
