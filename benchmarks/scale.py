@@ -55,7 +55,7 @@ elif stage == "score":
     s["rows_in"] = s["rows"]
 else:
     acc = out + "/validate/accepted.parquet"
-    s = split_with(eng, acc, sys.argv[5], out + "/split", log=log)
+    s = split_with(eng, acc, sys.argv[5], out + "/split", strategy=sys.argv[7], log=log)
 print("SUMMARY", json.dumps({k: v for k, v in s.items() if k in ("rows_in", "accepted", "train", "engine", "scored", "workers")}))
 """
 
@@ -70,13 +70,14 @@ def _tree_rss(proc) -> int:
     return total
 
 
-def run_stage(stage: str, engine: str, raw: Path, out: Path, rows: int, code: Path = ROOT, model: Path = ROOT / "artifacts" / "model") -> dict:
-    """One stage in a fresh process that imports flex_ml from `code` (a checkout). `peak_rss_mb`: the largest
-    single process (getrusage); `peak_tree_rss_mb`: the most the process tree held at once, sampled every 0.1 s."""
+def run_stage(stage: str, engine: str, raw: Path, out: Path, rows: int, code: Path = ROOT, model: Path = ROOT / "artifacts" / "model",
+              strategy: str = "auto") -> dict:
+    """One stage in a fresh process that imports flex_ml from `code` (a checkout); `strategy` is split's. `peak_rss_mb`:
+    the largest single process (getrusage); `peak_tree_rss_mb`: the most the process tree held at once, sampled every 0.1 s."""
     import psutil
     t0 = time.perf_counter()
     env = {**__import__("os").environ, "PYTHONPATH": str(code)}
-    p = subprocess.Popen([sys.executable, "-c", PEAK, sys.executable, "-c", STAGE, stage, engine.split("@")[0], str(raw), str(out), str(SCHEMA), str(model)],
+    p = subprocess.Popen([sys.executable, "-c", PEAK, sys.executable, "-c", STAGE, stage, engine.split("@")[0], str(raw), str(out), str(SCHEMA), str(model), strategy],
                          cwd=code, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     import threading
     streams = {}
@@ -95,9 +96,9 @@ def run_stage(stage: str, engine: str, raw: Path, out: Path, rows: int, code: Pa
                 peak_tree_rss_mb=round(tree / 2**20))
 
 
-def run_repeated(repeat: int, *args) -> dict:
+def run_repeated(repeat: int, *args, **kwargs) -> dict:
     "`run_stage` `repeat` times: the run with the median seconds, and every run's seconds."
-    runs = sorted((run_stage(*args) for _ in range(repeat)), key=lambda r: r["seconds"])
+    runs = sorted((run_stage(*args, **kwargs) for _ in range(repeat)), key=lambda r: r["seconds"])
     return {**runs[len(runs) // 2], **({"seconds_runs": [r["seconds"] for r in runs]} if repeat > 1 else {})}
 
 

@@ -47,7 +47,6 @@ def write_parquet(table, path: Path):
     delta = {f.name: "DELTA_BINARY_PACKED" for f in table.schema if _delta_encodable(f.type)}
     pq.write_table(table, path, use_dictionary=text, column_encoding=delta)
 
-
 # %% ../nbs/02d0_shards.ipynb #c6c366b1
 def _splitmix64(x: np.ndarray) -> np.ndarray:
     with np.errstate(over="ignore"):
@@ -155,7 +154,6 @@ def check_no_leakage_at_scale(out: Path, key: str, tmp: Path):
     if both:
         raise FlexMLError(f"leakage: {key} value(s) are in more than one split, e.g. {[b[0] for b in both]}",
                           "ids must be unique after validation; check the id column in the schema")
-
 
 # %% ../nbs/02d0_shards.ipynb #125486b9
 def _check_columns(files: list[Path], schema: Schema, input):
