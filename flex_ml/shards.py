@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .schema import FlexMLError, Schema, canonical_str, load_schema
+from .schema import FlexMLError, Schema, _is_na, canonical_str, load_schema
 from .split import SPLITS, positive_texts, resolve_strategy
 
 # %% auto #0
@@ -55,12 +55,19 @@ def _splitmix64(x: np.ndarray) -> np.ndarray:
         z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
         return z ^ (z >> np.uint64(31))
 
+def _id_text(v) -> str:
+    "An id's text for the hash: `canonical_str`, and `\"\"` for a missing id however an engine holds it (None, NaN, NaT)."
+    return "" if _is_na(v) else canonical_str(v)
+
 def _id_keys(ids) -> np.ndarray:
     "64-bit keys of `ids` (a list, a NumPy array or a pandas Series): an integer's own bits, any other value's BLAKE2b."
     kind = getattr(getattr(ids, "dtype", None), "kind", None)  # NumPy's dtype, or pandas' (its nullable Int64 too)
     if kind is None: ids = np.asarray(ids); kind = ids.dtype.kind
     if kind in "iu": return (ids.to_numpy(np.int64) if hasattr(ids, "to_numpy") else np.asarray(ids, np.int64)).view(np.uint64)
-    return np.array([int.from_bytes(hashlib.blake2b(canonical_str(v).encode(), digest_size=8).digest(), "little")
+    if kind == "f": ids = np.asarray(ids, np.float64)  # a float32 as the float64 pandas gives Spark's batches
+    if kind == "M" and isinstance(ids, np.ndarray):  # Arrow's times: as datetimes, printed as a pandas Timestamp is
+        ids = ids.astype("datetime64[us]").astype(object)
+    return np.array([int.from_bytes(hashlib.blake2b(_id_text(v).encode(), digest_size=8).digest(), "little")
                      for v in ids], dtype=np.uint64)
 
 def split_hash(ids, seed: int) -> np.ndarray:
@@ -126,7 +133,7 @@ def arrow_labels(column, schema: Schema) -> np.ndarray:
     import pyarrow as pa, pyarrow.compute as pc
     if isinstance(column, pa.ChunkedArray): column = column.combine_chunks()
     enc = pc.dictionary_encode(column)  # indices into the distinct values; a missing value's index is null
-    texts = [canonical_str(v) if v is not None else "" for v in enc.dictionary.to_pylist()] + [""]
+    texts = ["" if _is_na(v) else canonical_str(v) for v in enc.dictionary.to_pylist()] + [""]  # NaN missing, as in pandas
     codes = _numpy(enc.indices)
     if codes.dtype.kind == "f": codes = np.where(np.isnan(codes), len(texts) - 1, codes).astype(np.int64)  # missing: ""
     return positive_texts(texts, schema)[codes]
