@@ -17,10 +17,10 @@ import pandas as pd
 
 from .data import in_order, iter_raw
 from .params import PARAMS_DEFAULTS
-from .schema import FlexMLError, Schema, canonical_str, load_schema
+from .schema import Schema, load_schema
 from .shards import _fresh, duckdb_connect, write_parquet
 from .split import labels
-from .validate import check_rows, run_validate
+from .validate import check_rows
 
 # %% auto #0
 __all__ = ['ENGINE_DEFAULTS', 'engine_settings', 'streams', 'arrow_schema', 'check_chunk', 'find_duplicates', 'raw_lines',

@@ -18,7 +18,6 @@ from pathlib import Path
 import pandas as pd
 
 from .data import iter_raw
-from .engines import arrow_schema
 from .shards import cuts_from_counts, membership, membership_column
 from .schema import FlexMLError, Schema, canonical_str, load_schema
 from .split import SPLITS, labels, resolve_strategy
