@@ -96,7 +96,7 @@ class PredictionLog:
         self.last_error: str | None = None
         # inline: commit in the caller's thread (see above); the lock keeps callers in several threads apart
         self.inline, self._lock = mark == "?" and sync == "normal", threading.Lock()
-        self._stop = threading.Event()
+        self._stop, self._gate = threading.Event(), threading.Lock()  # the gate: nothing is queued once the stop is set
         self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
         self._thread.start()
 
@@ -104,10 +104,10 @@ class PredictionLog:
         "Queue `rows` (`log_rows`); the `concurrent.futures.Future` returned completes once they are committed."
         from concurrent.futures import Future
         f = Future()
-        if self._stop.is_set(): f.set_exception(FlexMLError("the prediction log is closed")); return f
-        if self.inline:
-            with self._lock: self._write([(rows, f)])
-        else: self.q.put((rows, f))
+        with self._gate:
+            if self._stop.is_set(): f.set_exception(FlexMLError("the prediction log is closed")); return f
+            if not self.inline: self.q.put((rows, f)); return f
+        with self._lock: self._write([(rows, f)])
         return f
 
     def put(self, version: str, records: list[dict], scores, decisions, request_id=None, reasons=None):
@@ -149,7 +149,9 @@ class PredictionLog:
         while True:
             try: first = self.q.get(timeout=0.1)
             except queue.Empty:
-                if self._stop.is_set(): break
+                # Stopping on the stop alone lost rows queued while the wait timed out (CI once saw it):
+                # the stop is set under the gate, so once it is set and the queue is empty, nothing more comes.
+                if self._stop.is_set() and self.q.empty(): break
                 continue
             with self._lock: self._write(self._take(first))
         with self._lock:
@@ -157,7 +159,8 @@ class PredictionLog:
 
     def close(self):
         "Write everything queued, then stop the writer."
-        self._stop.set(); self._thread.join()
+        with self._gate: self._stop.set()
+        self._thread.join()
 
 # %% ../nbs/03c_predlog.ipynb #2f5739dd
 @dataclass
